@@ -1,0 +1,354 @@
+"""The healthsync command line: parse, call, print. Exit codes: see README."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import pipeline
+from .config.mappings import check_mappings, load_mappings
+from .errors import ConfigError, HealthsyncError, NotFound
+from .sandbox import sample
+from .scoring.explain import explain as explain_account
+from .scoring.frame import iso
+from .store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False)
+
+
+class Context:
+    def __init__(self, db: str | None, mappings: str | None):
+        self.db_path = db
+        self.mappings_path = Path(mappings or os.environ.get("HEALTHSYNC_MAPPINGS") or "mappings")
+
+    def store(self) -> Store:
+        return Store(self.db_path)
+
+    def mappings(self) -> Any:
+        return load_mappings(self.mappings_path)
+
+
+def handled(fn: F) -> F:
+    """Turn healthsync errors into a message on stderr and the documented exit code."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            err.print(f"[bold red]invalid mappings[/] ({len(exc.problems)} problem(s)):", markup=True)
+            for problem in exc.problems:
+                err.print(problem.render(), markup=False)
+            sys.exit(exc.exit_code)
+        except HealthsyncError as exc:
+            err.print(f"error: {exc}", markup=False)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", envvar="HEALTHSYNC_DB", help="SQLite store (default ./healthsync.db).")
+@click.option("--mappings", envvar="HEALTHSYNC_MAPPINGS", help="Mappings folder (default ./mappings).")
+@click.version_option(package_name="healthsync")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, mappings: str | None) -> None:
+    """healthsync: customer health scores computed locally, written back to your CRM."""
+    ctx.obj = Context(db, mappings)
+
+
+@cli.command()
+@click.pass_obj
+@handled
+def validate(obj: Context) -> None:
+    """Check the mappings; list every problem with file:line (exit 2 if any)."""
+    mappings, problems = check_mappings(obj.mappings_path)
+    if problems:
+        raise ConfigError(problems)
+    assert mappings is not None
+    models = sum(len(s.models) for s in mappings.scores.values())
+    out.print(
+        f"mappings OK: {obj.mappings_path} — {len(mappings.scores)} score(s) "
+        f"({', '.join(mappings.scores)}), {models} model(s), {len(mappings.metrics)} metric(s), "
+        f"{len(mappings.inputs)} input(s); version {mappings.version}"
+    )
+
+
+@cli.command()
+@click.pass_obj
+@handled
+def score(obj: Context) -> None:
+    """Compute every score from the metric values in the store and save them."""
+    mappings = obj.mappings()
+    with obj.store() as store:
+        run_id = store.start_run("score")
+        summary = pipeline.score(store, mappings)
+        store.finish_run(run_id, "ok", 0, {"accounts": summary.accounts, "scored": summary.scored, "changed": summary.changed})
+    for warning in summary.warnings:
+        err.print(f"warning: {warning}", markup=False)
+    _print_summary(summary)
+
+
+def _print_summary(summary: pipeline.ScoreSummary) -> None:
+    table = Table(title=f"Scored {summary.accounts} account(s)")
+    for column in ("score", "scored", "N/A", "changed", "by status"):
+        table.add_column(column)
+    for name in summary.scored:
+        statuses = ", ".join(f"{k} {v}" for k, v in summary.by_status[name].items())
+        table.add_row(name, str(summary.scored[name]), str(summary.not_scored[name]), str(summary.changed[name]), statuses)
+    out.print(table)
+
+
+EXPORT_COLUMNS = [
+    "account_key", "account_name", "score", "value", "status", "grade", "trend", "trend_direction",
+    "coverage", "points_to_next", "drivers", "model", "computed", "status_computed", "override_id",
+    "na_reason", "model_version", "scored_at",
+]
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document with every score.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV, one row per account and score.")
+@click.option("--score", "score_name", help="Only this named score.")
+@click.pass_obj
+@handled
+def scores(obj: Context, as_json: bool, as_csv: bool, score_name: str | None) -> None:
+    """Export current scores with sub-scores, grade, status, trend and external ids."""
+    with obj.store() as store:
+        rows = store.current_scores(score_name)
+        external = store.external_ids()
+    records = []
+    for row in rows:
+        record = {k: row.get(k) for k in EXPORT_COLUMNS}
+        record["groups"] = json.loads(row["groups"] or "{}")
+        record["external_ids"] = external.get(row["account_id"], {})
+        records.append(record)
+    if as_json:
+        click.echo(json.dumps(records, indent=2, ensure_ascii=False))
+    elif as_csv:
+        group_names = sorted({g for r in records for g in r["groups"]})
+        id_names = sorted({k for r in records for k in r["external_ids"]})
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(EXPORT_COLUMNS + [f"group_{g}" for g in group_names] + id_names)
+        for r in records:
+            writer.writerow([r[c] for c in EXPORT_COLUMNS] + [r["groups"].get(g) for g in group_names] + [r["external_ids"].get(k) for k in id_names])
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        _print_scores(records)
+
+
+def _print_scores(records: list[dict[str, Any]], limit: int | None = None) -> None:
+    table = Table()
+    for column in ("account", "score", "value", "status", "grade", "trend", "coverage", "drivers"):
+        table.add_column(column)
+    for r in records[:limit]:
+        coverage = "" if r["coverage"] is None else f"{r['coverage']:.0%}"
+        trend = "" if r["trend"] is None else f"{r['trend']:+.0f}"
+        value = "N/A" if r["value"] is None else f"{r['value']:.0f}"
+        table.add_row(r["account_name"] or r["account_key"], r["score"], value, r["status"] or "", r["grade"] or "", trend, coverage, r["drivers"] or (r["na_reason"] or ""))
+    out.print(table)
+
+
+@cli.command()
+@click.argument("account")
+@click.option("--score", "score_name", default="health", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handled
+def explain(obj: Context, account: str, score_name: str, as_json: bool) -> None:
+    """Why ACCOUNT (id, key, external id or name) has its score, metric by metric."""
+    mappings = obj.mappings()
+    if score_name not in mappings.scores:
+        raise NotFound(f"no score '{score_name}' in the mappings; have {', '.join(mappings.scores)}")
+    with obj.store() as store:
+        row = store.find_account(account)
+        _, results = pipeline.compute(store, mappings)
+        stored = store.score_of(score_name, row["id"])
+    data = explain_account(results[score_name], row["id"])
+    data["account"] = {"id": row["id"], "key": row["key"], "name": row["name"]}
+    data["stored"] = None if stored is None else {"value": stored["value"], "status": stored["status"], "scored_at": stored["scored_at"], "model_version": stored["model_version"]}
+    data["model_version"] = mappings.version
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    _print_explanation(data)
+
+
+def _print_explanation(data: dict[str, Any]) -> None:
+    acct = data["account"]
+    head = f"{acct['name']} ({acct['key']}) — {data['label']}: "
+    if data["global"] is None:
+        out.print(head + f"N/A ({data['na_reason']})", markup=False)
+        return
+    out.print(
+        head + f"{data['global']} {data['status']}" + (f", grade {data['grade']}" if data["grade"] else "")
+        + f"; model {data['model']}; coverage {data['coverage']:.0%}"
+        + (f"; {data['points_to_next_band']:g} points to the next band" if data["points_to_next_band"] is not None else "")
+        + (f"; trend {data['trend']:+g} ({data['trend_direction']})" if data["trend"] is not None else ""),
+        markup=False,
+    )
+    if data["override_id"] is not None:
+        out.print(f"override #{data['override_id']} in force: computed {data['computed_rounded']} {data['status_computed']}", markup=False)
+    if data["metrics"]:
+        table = Table(title="contributions add up to the global score before rounding: " + f"{data['computed']}")
+        for column in ("group", "metric", "raw", "per-seat", "scheme", "score", "weight", "share", "contribution", "lost", "N/A reason / note"):
+            table.add_column(column)
+        for m in data["metrics"]:
+            table.add_row(
+                m["group"], m["metric"], _show(m["raw"]), _show(m["normalized"]), m["scheme"],
+                _show(m["score"]), f"{m['weight']:g}", f"{m['share']:.1%}", f"{m['contribution']:.2f}",
+                f"{m['points_lost']:.2f}", m["na_reason"] or m["note"] or "",
+            )
+        out.print(table)
+        groups = ", ".join(f"{g['label']} {_show(g['score'])}" for g in data["groups"].values())
+        out.print(f"sub-scores: {groups}", markup=False)
+    for t in data["triggers"]:
+        out.print(f"  {t['state']:>14}  +{t['points']:g}  {t['label'] or t['name']}  ({t['when']})", markup=False)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "N/A"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# ---------------------------------------------------------------- overrides
+
+
+@cli.group()
+def override() -> None:
+    """CSM overrides of a score or status: reason and expiry required, audited."""
+
+
+@override.command("set")
+@click.argument("account")
+@click.option("--score", "score_name", default="health", show_default=True)
+@click.option("--status", help="Override the status (e.g. Green).")
+@click.option("--value", type=click.FloatRange(0, 100), help="Override the score (0-100).")
+@click.option("--reason", required=True, help="Why: shown in the audit trail.")
+@click.option("--until", "until", type=click.DateTime(["%Y-%m-%d"]), help="Last day it applies.")
+@click.option("--days", type=click.IntRange(1, 366), help="Applies for this many days.")
+@click.option("--by", "actor", default=lambda: os.environ.get("USER", "cli"), help="Who sets it.")
+@click.pass_obj
+@handled
+def override_set(obj: Context, account: str, score_name: str, status: str | None, value: float | None, reason: str, until: datetime | None, days: int | None, actor: str) -> None:
+    """Override ACCOUNT's status or score until a date."""
+    mappings = obj.mappings()
+    if score_name not in mappings.scores:
+        raise NotFound(f"no score '{score_name}' in the mappings")
+    if (status is None) == (value is None):
+        raise click.UsageError("give exactly one of --status or --value")
+    if (until is None) == (days is None):
+        raise click.UsageError("give exactly one of --until or --days: every override expires")
+    if not reason.strip():
+        raise click.UsageError("--reason must say why")
+    names = [b.name for b in mappings.scores[score_name].definition.status]
+    if status is not None and status not in names:
+        raise click.UsageError(f"--status must be one of {', '.join(names)}")
+    now = datetime.now(UTC)
+    expires = f"{until:%Y-%m-%d}T23:59:59Z" if until else iso(now + timedelta(days=days or 0))
+    if expires <= iso(now):
+        raise click.UsageError("the expiry is in the past")
+    with obj.store() as store:
+        row = store.find_account(account)
+        kind, text = ("status", status) if status is not None else ("score", f"{value:g}")
+        new_id = store.set_override(row["id"], score_name, kind, str(text), reason.strip(), expires, "cli", actor)
+    out.print(f"override #{new_id}: {row['name']} {score_name} {kind} = {text} until {expires[:10]} ({reason.strip()}); run `healthsync score` to apply", markup=False)
+
+
+@override.command("list")
+@click.option("--all", "include_ended", is_flag=True, help="Include ended overrides.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handled
+def override_list(obj: Context, include_ended: bool, as_json: bool) -> None:
+    """List overrides in force (or all of them)."""
+    with obj.store() as store:
+        rows = store.overrides(include_ended)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table()
+    for column in ("id", "account", "score", "kind", "value", "reason", "by", "set", "expires", "ended"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(str(r["id"]), r["account_name"] or r["account_key"], r["score"], r["kind"], r["value"], r["reason"], r["set_by"], r["set_at"][:10], r["expires_at"][:10], (r["ended_reason"] or "") + (f" {r['ended_at'][:10]}" if r["ended_at"] else ""))
+    out.print(table)
+
+
+@override.command("clear")
+@click.argument("override_id", type=int)
+@click.option("--reason", required=True)
+@click.option("--by", "actor", default=lambda: os.environ.get("USER", "cli"))
+@click.pass_obj
+@handled
+def override_clear(obj: Context, override_id: int, reason: str, actor: str) -> None:
+    """End an override before its expiry."""
+    with obj.store() as store:
+        store.end_override(override_id, f"cleared: {reason}", actor)
+    out.print(f"override #{override_id} cleared", markup=False)
+
+
+@override.command("audit")
+@click.argument("override_id", type=int, required=False)
+@click.pass_obj
+@handled
+def override_audit(obj: Context, override_id: int | None) -> None:
+    """The audit trail of all overrides, or of one."""
+    with obj.store() as store:
+        rows = store.audit(override_id)
+    for r in rows:
+        out.print(f"{r['at']}  #{r['override_id']}  {r['action']:<12} by {r['actor']}  {r['detail']}", markup=False)
+
+
+# ---------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option("--accounts", default=300, show_default=True, help="How many sample accounts.")
+@click.pass_obj
+@handled
+def demo(obj: Context, accounts: int) -> None:
+    """Seed a store with sample accounts, score them and show the result."""
+    mappings = obj.mappings()
+    path = Path(obj.db_path or "healthsync-demo.db")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    now = datetime.now(UTC)
+    with Store(path) as store:
+        sample.seed(store, accounts, now)
+        summary = pipeline.score(store, mappings, now)
+        records = [r for r in store.current_scores("health") if r["value"] is not None]
+    out.print(f"demo store: {path} (mappings version {mappings.version})", markup=False)
+    _print_summary(summary)
+    records.sort(key=lambda r: r["value"])
+    for r in records:
+        r["groups"] = json.loads(r["groups"] or "{}")
+    out.print("lowest health scores:")
+    _print_scores(records, 5)
+    out.print(f"next: healthsync --db {path} explain {records[0]['account_key']}", markup=False)
+
+
+def main() -> None:
+    cli(prog_name="healthsync")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Mappings: reading the YAML, checking it, compiling it for the engine."""

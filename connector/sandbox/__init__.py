@@ -1,0 +1,1 @@
+"""A local stand-in for the outside world: sample data now, API emulation next."""

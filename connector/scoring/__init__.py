@@ -1,0 +1,1 @@
+"""Turning metric values into scores: schemes, bands, the engine, overrides."""

@@ -1,0 +1,571 @@
+"""The local SQLite store: schema, migrations, and the queries the steps need.
+
+Tables (docs/store.md describes every column):
+  meta            schema version and store facts
+  accounts        one row per customer account healthsync knows
+  account_links   which external record (system, object, id) belongs to which account
+  metric_values   the current value of every input and catalogue metric per account
+  metric_history  every value each account held, and since when (appended on change)
+  scores          the current score per account and named score
+  score_history   every score value per account, appended when it changes
+  overrides       CSM overrides of a score or status, with reason and expiry
+  override_audit  who set, replaced, expired or cleared which override, when
+  cursors         per-system incremental sync positions
+  runs            one row per healthsync run, with counts and API calls
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from .errors import NotFound, StoreError
+
+DEFAULT_PATH = "healthsync.db"
+
+_MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+    CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        name TEXT,
+        domain TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        deleted_at TEXT
+    );
+    CREATE TABLE account_links (
+        system TEXT NOT NULL,
+        object TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        matched_by TEXT NOT NULL,
+        linked_at TEXT NOT NULL,
+        PRIMARY KEY (system, object, external_id)
+    );
+    CREATE INDEX account_links_account ON account_links(account_id);
+    CREATE TABLE metric_values (
+        name TEXT NOT NULL,
+        account_id INTEGER NOT NULL,
+        num REAL,
+        text TEXT,
+        since TEXT NOT NULL,
+        seen_at TEXT NOT NULL,
+        na_reason TEXT,
+        PRIMARY KEY (name, account_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE metric_history (
+        name TEXT NOT NULL,
+        account_id INTEGER NOT NULL,
+        since TEXT NOT NULL,
+        num REAL,
+        text TEXT,
+        PRIMARY KEY (name, account_id, since)
+    ) WITHOUT ROWID;
+    CREATE TABLE scores (
+        score TEXT NOT NULL,
+        account_id INTEGER NOT NULL,
+        model TEXT,
+        model_version TEXT NOT NULL,
+        computed REAL,
+        value REAL,
+        status_computed TEXT,
+        status TEXT,
+        grade TEXT,
+        override_id INTEGER,
+        trend REAL,
+        trend_direction TEXT,
+        coverage REAL,
+        points_to_next REAL,
+        drivers TEXT,
+        groups TEXT,
+        na_reason TEXT,
+        scored_at TEXT NOT NULL,
+        PRIMARY KEY (score, account_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE score_history (
+        score TEXT NOT NULL,
+        account_id INTEGER NOT NULL,
+        scored_at TEXT NOT NULL,
+        value REAL,
+        status TEXT,
+        model_version TEXT NOT NULL,
+        PRIMARY KEY (score, account_id, scored_at)
+    ) WITHOUT ROWID;
+    CREATE TABLE overrides (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        score TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('status', 'score')),
+        value TEXT NOT NULL,
+        reason TEXT NOT NULL CHECK (length(trim(reason)) > 0),
+        source TEXT NOT NULL,
+        set_by TEXT NOT NULL,
+        set_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        ended_at TEXT,
+        ended_reason TEXT
+    );
+    CREATE INDEX overrides_active ON overrides(score, account_id) WHERE ended_at IS NULL;
+    CREATE TABLE override_audit (
+        id INTEGER PRIMARY KEY,
+        override_id INTEGER NOT NULL REFERENCES overrides(id),
+        at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE TABLE cursors (
+        system TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        value TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (system, stream)
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        command TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        status TEXT NOT NULL,
+        exit_code INTEGER,
+        counts TEXT,
+        api_calls TEXT,
+        error TEXT
+    );
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resolve_path(path: str | os.PathLike[str] | None) -> Path:
+    return Path(path or os.environ.get("HEALTHSYNC_DB") or DEFAULT_PATH)
+
+
+@dataclass
+class Column:
+    """One stored name's current values, aligned to the store's account order."""
+
+    values: np.ndarray  # float64 (NaN = N/A) or object (None = N/A)
+    since: np.ndarray  # object: ISO timestamp the value took effect, None when absent
+    na_reason: np.ndarray  # object: why the source had no value, None when it had one
+
+
+class Store:
+    """A healthsync SQLite database, migrated to the current schema on open."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None):
+        self.path = resolve_path(path)
+        if self.path.parent and not self.path.parent.exists():
+            raise StoreError(f"the folder for the store {self.path} does not exist")
+        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self.db = sqlite_utils.Database(self.conn)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ schema
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.schema_version
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {current}, newer than this healthsync "
+                f"understands ({SCHEMA_VERSION}); upgrade healthsync or use another --db"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in _split_sql(_MIGRATIONS[version]):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {version + 1}")
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version + 1),)
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing: a crash inside leaves the store as it was before."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ------------------------------------------------------------ accounts
+
+    def upsert_accounts(self, rows: Iterable[dict[str, Any]], now: str | None = None) -> None:
+        """Insert or update accounts by key (name, domain)."""
+        now = now or utcnow()
+        with self.transaction():
+            self.conn.executemany(
+                """INSERT INTO accounts (key, name, domain, created_at, updated_at)
+                   VALUES (:key, :name, :domain, :now, :now)
+                   ON CONFLICT(key) DO UPDATE SET name = excluded.name,
+                     domain = excluded.domain, updated_at = excluded.updated_at""",
+                ({"key": r["key"], "name": r.get("name"), "domain": r.get("domain"), "now": now} for r in rows),
+            )
+
+    def account_ids(self) -> np.ndarray:
+        """Ids of live accounts, ascending: the row order of every scoring column."""
+        rows = self.conn.execute("SELECT id FROM accounts WHERE deleted_at IS NULL ORDER BY id")
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def account_keys(self) -> dict[str, int]:
+        return {k: i for i, k in self.conn.execute("SELECT id, key FROM accounts")}
+
+    def find_account(self, ref: str) -> dict[str, Any]:
+        """An account by id, key, external id or exact name."""
+        queries = [
+            ("SELECT * FROM accounts WHERE key = ?", ref),
+            ("SELECT a.* FROM accounts a JOIN account_links l ON l.account_id = a.id WHERE l.external_id = ?", ref),
+            ("SELECT * FROM accounts WHERE name = ? COLLATE NOCASE", ref),
+        ]
+        if ref.isdigit():
+            queries.insert(0, ("SELECT * FROM accounts WHERE id = ?", int(ref)))
+        for sql, arg in queries:
+            rows = list(self.db.query(sql, [arg]))
+            if len(rows) == 1:
+                return rows[0]
+            if len(rows) > 1:
+                raise NotFound(f"'{ref}' names {len(rows)} accounts; use the account key or id")
+        raise NotFound(f"no account '{ref}' (tried id, key, external id and name)")
+
+    def links(self, account_id: int) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT system, object, external_id, matched_by FROM account_links WHERE account_id = ? ORDER BY system", [account_id]))
+
+    def link(self, rows: Iterable[tuple[str, str, str, int, str]], now: str | None = None) -> None:
+        """Record (system, object, external_id, account_id, matched_by) links."""
+        now = now or utcnow()
+        with self.transaction():
+            self.conn.executemany(
+                """INSERT INTO account_links VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(system, object, external_id) DO UPDATE SET
+                     account_id = excluded.account_id, matched_by = excluded.matched_by,
+                     linked_at = excluded.linked_at""",
+                ((*r, now) for r in rows),
+            )
+
+    # ------------------------------------------------------------ metric values
+
+    def set_values(
+        self, rows: Iterable[tuple[int, str, Any] | tuple[int, str, Any, str | None]], now: str | None = None
+    ) -> int:
+        """Record (account_id, name, value[, na_reason]) observations; returns how many changed.
+
+        A value equal to the stored one only refreshes seen_at; a changed value
+        (None included) starts a new `since` and is appended to metric_history.
+        """
+        now = now or utcnow()
+        with self.transaction():
+            self.conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS incoming (name TEXT, account_id INTEGER, num REAL, text TEXT, na_reason TEXT, PRIMARY KEY (name, account_id))"
+            )
+            self.conn.execute("DELETE FROM incoming")
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO incoming VALUES (?, ?, ?, ?, ?)", (_value_row(r) for r in rows)
+            )
+            changed = self.conn.execute(
+                """INSERT INTO metric_history (name, account_id, since, num, text)
+                   SELECT i.name, i.account_id, ?, i.num, i.text FROM incoming i
+                   LEFT JOIN metric_values v ON v.name = i.name AND v.account_id = i.account_id
+                   WHERE v.account_id IS NULL OR v.num IS NOT i.num OR v.text IS NOT i.text
+                   ON CONFLICT DO UPDATE SET num = excluded.num, text = excluded.text""",
+                (now,),
+            ).rowcount
+            self.conn.execute(
+                """INSERT INTO metric_values (name, account_id, num, text, since, seen_at, na_reason)
+                   SELECT name, account_id, num, text, :now, :now, na_reason FROM incoming WHERE true
+                   ON CONFLICT (name, account_id) DO UPDATE SET
+                     since = CASE WHEN metric_values.num IS excluded.num AND metric_values.text IS excluded.text
+                                  THEN metric_values.since ELSE excluded.since END,
+                     num = excluded.num, text = excluded.text,
+                     seen_at = excluded.seen_at, na_reason = excluded.na_reason""",
+                {"now": now},
+            )
+            self.conn.execute("DELETE FROM incoming")
+        return changed
+
+    def load_column(self, name: str, ids: np.ndarray, text: bool) -> Column:
+        """The current values of one stored name for the given accounts (N/A where absent)."""
+        n = len(ids)
+        values = np.full(n, None, dtype=object) if text else np.full(n, np.nan)
+        since = np.full(n, None, dtype=object)
+        reasons = np.full(n, None, dtype=object)
+        rows = self.conn.execute(
+            "SELECT account_id, num, text, since, na_reason FROM metric_values WHERE name = ?", (name,)
+        ).fetchall()
+        if rows:
+            at, keep = _positions(ids, np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+            kept = [rows[i] for i in np.flatnonzero(keep)] if not keep.all() else rows
+            if text:
+                values[at] = [r[2] if r[2] is not None else _text_of(r[1]) for r in kept]
+            else:
+                values[at] = np.array([_num_of(r[1], r[2]) for r in kept], dtype=float)
+            since[at] = [r[3] for r in kept]
+            reasons[at] = [
+                r[4] if r[4] is not None or text or r[2] is None or not np.isnan(_num_of(r[1], r[2]))
+                else f"not a number: {r[2]!r}"
+                for r in kept
+            ]
+        return Column(values, since, reasons)
+
+    def history_column(
+        self, name: str, ids: np.ndarray, text: bool, before: str, non_null: bool = False
+    ) -> Column:
+        """Each account's value as it stood at `before` (or its last non-N/A one, if asked)."""
+        n = len(ids)
+        values = np.full(n, None, dtype=object) if text else np.full(n, np.nan)
+        since = np.full(n, None, dtype=object)
+        condition = "AND (num IS NOT NULL OR text IS NOT NULL)" if non_null else ""
+        rows = self.conn.execute(
+            f"""SELECT account_id, num, text, max(since) FROM metric_history
+                WHERE name = ? AND since <= ? {condition} GROUP BY account_id""",
+            (name, before),
+        ).fetchall()
+        if rows:
+            at, keep = _positions(ids, np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+            kept = [rows[i] for i in np.flatnonzero(keep)] if not keep.all() else rows
+            if text:
+                values[at] = [r[2] if r[2] is not None else _text_of(r[1]) for r in kept]
+            else:
+                values[at] = np.array([_num_of(r[1], r[2]) for r in kept], dtype=float)
+            since[at] = [r[3] for r in kept]
+        return Column(values, since, np.full(n, None, dtype=object))
+
+    # ------------------------------------------------------------ scores
+
+    def write_scores(self, score: str, rows: list[tuple[Any, ...]], scored_at: str) -> int:
+        """Replace current scores of one named score; append changed ones to history.
+
+        rows: (account_id, model, model_version, computed, value, status_computed,
+        status, grade, override_id, trend, trend_direction, coverage,
+        points_to_next, drivers, groups_json, na_reason). Returns rows changed.
+        """
+        with self.transaction():
+            self.conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS new_scores AS SELECT * FROM scores WHERE 0"
+            )
+            self.conn.execute("DELETE FROM new_scores")
+            self.conn.executemany(
+                "INSERT INTO new_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((score, *r, scored_at) for r in rows),
+            )
+            changed = self.conn.execute(
+                """INSERT OR REPLACE INTO score_history (score, account_id, scored_at, value, status, model_version)
+                   SELECT n.score, n.account_id, n.scored_at, n.value, n.status, n.model_version
+                   FROM new_scores n LEFT JOIN scores s ON s.score = n.score AND s.account_id = n.account_id
+                   WHERE s.account_id IS NULL OR s.value IS NOT n.value OR s.status IS NOT n.status"""
+            ).rowcount
+            self.conn.execute("DELETE FROM scores WHERE score = ?", (score,))
+            self.conn.execute("INSERT INTO scores SELECT * FROM new_scores")
+            self.conn.execute("DELETE FROM new_scores")
+        return changed
+
+    def score_as_of(self, score: str, ids: np.ndarray, before: str) -> np.ndarray:
+        """Each account's score value as it stood at `before` (NaN when unknown)."""
+        out = np.full(len(ids), np.nan)
+        rows = self.conn.execute(
+            """SELECT account_id, value, max(scored_at) FROM score_history
+               WHERE score = ? AND scored_at <= ? GROUP BY account_id""",
+            (score, before),
+        ).fetchall()
+        if rows:
+            at, keep = _positions(ids, np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+            vals = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=float)
+            out[at] = vals[keep]
+        return out
+
+    def current_scores(self, score: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE s.score = ?", [score]) if score else ("", [])
+        return list(
+            self.db.query(
+                f"""SELECT a.key AS account_key, a.name AS account_name, s.*
+                    FROM scores s JOIN accounts a ON a.id = s.account_id {where}
+                    ORDER BY s.score, a.key""",
+                args,
+            )
+        )
+
+    def score_of(self, score: str, account_id: int) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM scores WHERE score = ? AND account_id = ?", [score, account_id]))
+        return rows[0] if rows else None
+
+    def external_ids(self) -> dict[int, dict[str, str]]:
+        out: dict[int, dict[str, str]] = {}
+        for account_id, system, obj, ext in self.conn.execute(
+            "SELECT account_id, system, object, external_id FROM account_links ORDER BY linked_at"
+        ):
+            out.setdefault(account_id, {})[f"{system}_{obj}".lower()] = ext
+        return out
+
+    # ------------------------------------------------------------ overrides
+
+    def active_overrides(self, score: str, at: str) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT * FROM overrides WHERE score = ? AND ended_at IS NULL AND expires_at > ? ORDER BY id",
+                [score, at],
+            )
+        )
+
+    def overrides(self, include_ended: bool = False) -> list[dict[str, Any]]:
+        where = "" if include_ended else "WHERE o.ended_at IS NULL"
+        return list(
+            self.db.query(
+                f"SELECT o.*, a.key AS account_key, a.name AS account_name FROM overrides o JOIN accounts a ON a.id = o.account_id {where} ORDER BY o.id"
+            )
+        )
+
+    def audit(self, override_id: int | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE override_id = ?", [override_id]) if override_id else ("", [])
+        return list(self.db.query(f"SELECT * FROM override_audit {where} ORDER BY id", args))
+
+    def set_override(
+        self,
+        account_id: int,
+        score: str,
+        kind: str,
+        value: str,
+        reason: str,
+        expires_at: str,
+        source: str,
+        actor: str,
+        now: str | None = None,
+    ) -> int:
+        """Start an override, ending (and auditing) any active one for the same score."""
+        now = now or utcnow()
+        with self.transaction():
+            for (old_id,) in self.conn.execute(
+                "SELECT id FROM overrides WHERE account_id = ? AND score = ? AND ended_at IS NULL",
+                (account_id, score),
+            ).fetchall():
+                self._end_override(old_id, now, "superseded", actor, {"by": "new override"})
+            cur = self.conn.execute(
+                """INSERT INTO overrides (account_id, score, kind, value, reason, source, set_by, set_at, expires_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (account_id, score, kind, value, reason, source, actor, now, expires_at),
+            )
+            new_id = int(cur.lastrowid or 0)
+            self._audit(new_id, now, "set", actor, {"kind": kind, "value": value, "reason": reason, "expires_at": expires_at, "source": source})
+        return new_id
+
+    def end_override(self, override_id: int, why: str, actor: str, now: str | None = None) -> None:
+        now = now or utcnow()
+        with self.transaction():
+            row = self.conn.execute("SELECT ended_at FROM overrides WHERE id = ?", (override_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no override #{override_id}")
+            if row[0] is not None:
+                raise NotFound(f"override #{override_id} already ended at {row[0]}")
+            self._end_override(override_id, now, why, actor, {})
+
+    def expire_overrides(self, now: str) -> int:
+        """End overrides whose expiry has passed, with an audit entry each."""
+        with self.transaction():
+            ids = [r[0] for r in self.conn.execute(
+                "SELECT id FROM overrides WHERE ended_at IS NULL AND expires_at <= ?", (now,)
+            ).fetchall()]
+            for override_id in ids:
+                self._end_override(override_id, now, "expired", "healthsync", {})
+        return len(ids)
+
+    def _end_override(self, override_id: int, now: str, why: str, actor: str, detail: dict[str, Any]) -> None:
+        self.conn.execute(
+            "UPDATE overrides SET ended_at = ?, ended_reason = ? WHERE id = ?", (now, why, override_id)
+        )
+        self._audit(override_id, now, why, actor, detail)
+
+    def _audit(self, override_id: int, now: str, action: str, actor: str, detail: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT INTO override_audit (override_id, at, action, actor, detail) VALUES (?, ?, ?, ?, ?)",
+            (override_id, now, action, actor, json.dumps(detail, sort_keys=True)),
+        )
+
+    # ------------------------------------------------------------ runs
+
+    def start_run(self, command: str, now: str | None = None) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO runs (command, started_at, status) VALUES (?, ?, 'running')", (command, now or utcnow())
+        )
+        return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, status: str, exit_code: int, counts: dict[str, Any], error: str | None = None) -> None:
+        self.conn.execute(
+            "UPDATE runs SET finished_at = ?, status = ?, exit_code = ?, counts = ?, error = ? WHERE id = ?",
+            (utcnow(), status, exit_code, json.dumps(counts, sort_keys=True), error, run_id),
+        )
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _positions(ids: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions in `ids` (sorted) of `found`, and which of `found` are there at all."""
+    at = np.searchsorted(ids, found)
+    at_clipped = np.minimum(at, max(len(ids) - 1, 0))
+    keep = (at < len(ids)) & (ids[at_clipped] == found) if len(ids) else np.zeros(len(found), bool)
+    return at[keep], keep
+
+
+def _value_row(row: tuple[Any, ...]) -> tuple[str, int, float | None, str | None, str | None]:
+    account_id, name, value = row[0], row[1], row[2]
+    reason = row[3] if len(row) > 3 else None
+    if value is None:
+        return name, account_id, None, None, reason or None
+    if isinstance(value, bool):
+        return name, account_id, float(value), None, None
+    if isinstance(value, int | float):
+        if value != value:  # NaN
+            return name, account_id, None, None, reason or "not a number"
+        return name, account_id, float(value), None, None
+    return name, account_id, None, str(value), None
+
+
+def _num_of(num: float | None, text: str | None) -> float:
+    if num is not None:
+        return float(num)
+    if text is None:
+        return np.nan
+    try:
+        return float(text)
+    except ValueError:
+        return np.nan
+
+
+def _text_of(num: float | None) -> str | None:
+    if num is None:
+        return None
+    return str(int(num)) if float(num).is_integer() else repr(float(num))
