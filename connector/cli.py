@@ -27,7 +27,7 @@ from .store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Context:

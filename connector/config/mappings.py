@@ -616,8 +616,8 @@ _SCHEME_TAGS = {"bands", "linear", "boolean", "map", "percentile"}
 def _without_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """pydantic puts the scheme type into error paths (scheme.linear.worst); admins never wrote it."""
     out: list[Any] = []
-    for part in loc:
-        if out and out[-1] == "scheme" and part in _SCHEME_TAGS:
+    for index, part in enumerate(loc):
+        if index and loc[index - 1] == "scheme" and part in _SCHEME_TAGS:
             continue
         out.append(part)
     return tuple(out)

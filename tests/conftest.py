@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from connector.config.mappings import Mappings, check_mappings, load_mappings
+from connector.errors import Problem
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def write_mappings(tmp_path: Path) -> Callable[..., Path]:
+    """Write YAML files (name -> text) into a fresh mappings folder and return it."""
+
+    def write(**files: str) -> Path:
+        root = tmp_path / "mappings"
+        root.mkdir(exist_ok=True)
+        for name, text in files.items():
+            (root / f"{name}.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
+        return root
+
+    return write
+
+
+@pytest.fixture
+def mappings_from(write_mappings: Callable[..., Path]) -> Callable[..., Mappings]:
+    def build(**files: str) -> Mappings:
+        return load_mappings(write_mappings(**files))
+
+    return build
+
+
+@pytest.fixture
+def problems_from(write_mappings: Callable[..., Path]) -> Callable[..., list[Problem]]:
+    def build(**files: str) -> list[Problem]:
+        mappings, problems = check_mappings(write_mappings(**files))
+        assert mappings is None and problems, "expected the mappings to be rejected"
+        return problems
+
+    return build
