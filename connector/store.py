@@ -16,6 +16,7 @@ Tables (docs/store.md describes every column):
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -317,28 +318,46 @@ class Store:
             self.conn.execute("DELETE FROM incoming")
         return changed
 
-    def load_column(self, name: str, ids: np.ndarray, text: bool) -> Column:
-        """The current values of one stored name for the given accounts (N/A where absent)."""
+    def load_column(self, name: str, ids: np.ndarray, text: bool, with_since: bool = True) -> Column:
+        """The current values of one stored name for the given accounts (N/A where absent).
+
+        `since` (when each value took effect) is read only when asked for: age
+        rules need it, and for other names it would double the load time.
+        """
         n = len(ids)
         values = np.full(n, None, dtype=object) if text else np.full(n, np.nan)
         since = np.full(n, None, dtype=object)
         reasons = np.full(n, None, dtype=object)
+        if not text:
+            # the hot path: plain numbers straight into a float array, no per-row Python calls
+            cur = self.conn.execute(
+                "SELECT account_id, num FROM metric_values WHERE name = ? AND num IS NOT NULL", (name,)
+            )
+            flat = np.fromiter(itertools.chain.from_iterable(cur), dtype=float)
+            at, keep = _positions(ids, flat[0::2].astype(np.int64))
+            values[at] = flat[1::2][keep]
         rows = self.conn.execute(
-            "SELECT account_id, num, text, since, na_reason FROM metric_values WHERE name = ?", (name,)
+            "SELECT account_id, num, text, na_reason FROM metric_values WHERE name = ?"
+            + ("" if text else " AND num IS NULL"),
+            (name,),
         ).fetchall()
         if rows:
             at, keep = _positions(ids, np.fromiter((r[0] for r in rows), np.int64, len(rows)))
             kept = [rows[i] for i in np.flatnonzero(keep)] if not keep.all() else rows
             if text:
                 values[at] = [r[2] if r[2] is not None else _text_of(r[1]) for r in kept]
+                reasons[at] = [r[3] for r in kept]
             else:
-                values[at] = np.array([_num_of(r[1], r[2]) for r in kept], dtype=float)
-            since[at] = [r[3] for r in kept]
-            reasons[at] = [
-                r[4] if r[4] is not None or text or r[2] is None or not np.isnan(_num_of(r[1], r[2]))
-                else f"not a number: {r[2]!r}"
-                for r in kept
-            ]
+                values[at] = np.array([_num_of(None, r[2]) for r in kept], dtype=float)
+                reasons[at] = [r[3] or (f"not a number: {r[2]!r}" if r[2] is not None else None) for r in kept]
+        found = (
+            self.conn.execute("SELECT account_id, since FROM metric_values WHERE name = ?", (name,)).fetchall()
+            if with_since
+            else []
+        )
+        if found:
+            at, keep = _positions(ids, np.fromiter((r[0] for r in found), np.int64, len(found)))
+            since[at] = np.array([r[1] for r in found], dtype=object)[keep]
         return Column(values, since, reasons)
 
     def history_column(

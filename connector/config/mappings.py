@@ -98,6 +98,16 @@ class Mappings:
         stored |= {m for m, d in self.metrics.items() if d.catalogue}
         return sorted(stored)
 
+    def aged_names(self) -> set[str]:
+        """Stored names some model scores with an age rule (max_age_days, carry_forward)."""
+        aged = set()
+        for score in self.scores.values():
+            for model in score.models:
+                for slot in model.slots():
+                    if slot.use.max_age_days is not None or slot.use.missing == "carry_forward":
+                        aged.add(self.source_of(slot.name))
+        return aged
+
     def source_of(self, name: str) -> str:
         """The store name a metric reads: its input, its catalogue entry, or itself."""
         metric = self.metrics.get(name)

@@ -296,21 +296,28 @@ def _safe(values: np.ndarray) -> np.ndarray:
     return np.where(values > 0, values, 1.0)
 
 
-def _driver_texts(model: CompiledModel, model_pass: ModelPass, top: int) -> list[str]:
+def _driver_texts(model: CompiledModel, model_pass: ModelPass, top: int) -> np.ndarray:
     """'Support 22 (-18), Usage 41 (-9)': the sub-scores costing the most points."""
-    if top == 0:
-        return [""] * len(model_pass.rows)
-    names = [g.label for g in model.groups]
+    m = len(model_pass.rows)
+    if top == 0 or m == 0:
+        return np.full(m, "", dtype=object)
     losses = np.column_stack([model_pass.group_loss[g.name] for g in model.groups])
     scores = np.column_stack([model_pass.groups[g.name] for g in model.groups])
+    lost_r = np.clip(np.floor(losses + 0.5), 0, 100).astype(np.int64)
+    score_r = np.clip(np.floor(np.nan_to_num(scores) + 0.5), 0, 100).astype(np.int64)
+    # every possible piece is formatted once; rows only pick from the table
+    table = np.array(
+        [[[f"{g.label} {s} (-{lost})" for lost in range(101)] for s in range(101)] for g in model.groups],
+        dtype=object,
+    )
     order = np.argsort(-losses, axis=1, kind="stable")[:, :top]
-    lost_r = np.floor(losses + 0.5).astype(np.int64)
-    score_r = np.where(np.isnan(scores), -1, np.floor(scores + 0.5)).astype(np.int64)
-    out = []
-    for i, picks in enumerate(order):
-        parts = [f"{names[j]} {score_r[i, j]} (-{lost_r[i, j]})" for j in picks if lost_r[i, j] > 0]
-        out.append(", ".join(parts))
-    return out
+    columns = []
+    for rank in range(order.shape[1]):
+        group = order[:, rank]
+        lost = np.take_along_axis(lost_r, group[:, None], axis=1)[:, 0]
+        score = np.take_along_axis(score_r, group[:, None], axis=1)[:, 0]
+        columns.append(np.where(lost > 0, table[group, score, lost], ""))
+    return np.array([", ".join(filter(None, parts)) for parts in zip(*columns, strict=True)], dtype=object)
 
 
 # ---------------------------------------------------------------- trigger indexes
@@ -335,10 +342,14 @@ def _score_triggers(score: CompiledScore, frame: Frame, result: ScoreResult) -> 
     result.na_reason = np.where(evaluable, None, "no trigger could be evaluated: inputs are N/A").astype(object)
     result.model = np.where(evaluable, "triggers", None).astype(object)
     labels = [t.label or t.name for t, _ in score.triggers]
-    stacked = np.column_stack(fired_names) if fired_names else np.zeros((n, 0), dtype=bool)
-    result.drivers = np.array(
-        ["; ".join(labels[j] for j in np.flatnonzero(row)) for row in stacked], dtype=object
+    # which triggers fired, as a bit mask: a handful of distinct texts, formatted once each
+    masks = sum((fired.astype(np.int64) << bit for bit, fired in enumerate(fired_names)), np.zeros(n, np.int64))
+    distinct, inverse = np.unique(masks, return_inverse=True)
+    texts = np.array(
+        ["; ".join(label for bit, label in enumerate(labels) if mask >> bit & 1) for mask in distinct.tolist()],
+        dtype=object,
     )
+    result.drivers = texts[inverse] if n else np.full(0, "", dtype=object)
 
 
 # ---------------------------------------------------------------- overrides and trend

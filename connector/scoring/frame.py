@@ -78,8 +78,9 @@ def from_store(store: Store, mappings: Mappings, now: datetime) -> Frame:
         return store.history_column(name, ids, text, iso(now), non_null=True)
 
     frame = Frame(ids, now, history=history, last_known=last_known, text_names=text_names)
+    aged = mappings.aged_names()
     for name in mappings.stored_names():
-        frame.columns[name] = store.load_column(name, ids, name in text_names)
+        frame.columns[name] = store.load_column(name, ids, name in text_names, with_since=name in aged)
     add_metric_columns(frame, mappings)
     return frame
 

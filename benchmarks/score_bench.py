@@ -1,0 +1,121 @@
+"""Scoring throughput: synthetic stores of N accounts, a 20-metric model in 3 segments.
+
+    .venv/bin/python benchmarks/score_bench.py 100000 1000000
+
+Prints, per size: seconds to load the store into columns, to compute the
+scores, to write them back, the total, accounts per second, and peak RSS.
+The store is built with SQL (not timed) in benchmarks/out/.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from connector.config.mappings import load_mappings
+from connector.pipeline import score_rows
+from connector.scoring.engine import score_all
+from connector.scoring.frame import from_store, iso
+from connector.store import Store
+
+OUT = Path(__file__).parent / "out"
+METRICS = 20
+SCHEMES = [
+    "{type: bands, direction: higher_is_better, bands: [{upto: 20, score: 10}, {upto: 50, score: 50}, {upto: 80, score: 80}, {score: 100}]}",
+    "{type: linear, worst: 0, best: 100}",
+    "{type: bands, direction: lower_is_better, bands: [{upto: 10, score: 100}, {upto: 40, score: 50}, {score: 0}]}",
+    "{type: percentile, direction: higher_is_better}",
+    "{type: linear, worst: 100, best: 10}",
+]
+
+
+def write_mappings(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    inputs = ["inputs:", "  segment: {type: text, values: [SMB, Mid-Market, Enterprise]}"]
+    inputs += [f"  m{i:02d}: {{}}" for i in range(METRICS)]
+    metrics = ["metrics:"] + [f"  metric_{i:02d}: {{input: m{i:02d}}}" for i in range(METRICS)]
+    lines = ["scores:", "  health:", "    models:"]
+    for segment, weights in (("SMB", "high"), ("Mid-Market", "medium"), ("Enterprise", "low")):
+        lines += [f"      - name: {segment.lower().replace('-', '_')}", f'        when: segment == "{segment}"', "        groups:"]
+        for g, group in enumerate(("usage", "support", "billing", "relationship")):
+            lines += [f"          {group}:", f"            weight: {weights if g == 0 else 'medium'}", "            metrics:"]
+            for k in range(5):
+                i = g * 5 + k
+                missing = "missing: neutral, " if i % 7 == 3 else ""
+                lines.append(f"              metric_{i:02d}: {{weight: {1 + i % 3}, {missing}scheme: {SCHEMES[i % len(SCHEMES)]}}}")
+    (root / "inputs.yaml").write_text("\n".join(inputs) + "\n")
+    (root / "metrics.yaml").write_text("\n".join(metrics) + "\n")
+    (root / "health.yaml").write_text("\n".join(lines) + "\n")
+
+
+def build_store(path: Path, n: int) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with Store(path) as store:
+        now = iso(datetime.now(UTC))
+        with store.transaction() as conn:
+            conn.execute(
+                """WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?)
+                   INSERT INTO accounts (id, key, name, created_at, updated_at)
+                   SELECT i, printf('acct-%07d', i), printf('Account %d', i), ?, ? FROM seq""",
+                (n, now, now),
+            )
+            conn.execute(
+                """INSERT INTO metric_values (name, account_id, num, text, since, seen_at)
+                   SELECT 'segment', id, NULL, CASE id % 3 WHEN 0 THEN 'SMB' WHEN 1 THEN 'Mid-Market' ELSE 'Enterprise' END, ?, ?
+                   FROM accounts""",
+                (now, now),
+            )
+            for i in range(METRICS):
+                # about 8% N/A per metric, values 0..100
+                conn.execute(
+                    f"""INSERT INTO metric_values (name, account_id, num, since, seen_at)
+                        SELECT 'm{i:02d}', id, abs(random() % 10000) / 100.0, ?, ? FROM accounts
+                        WHERE abs(random() % 100) >= 8""",
+                    (now, now),
+                )
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench(n: int) -> None:
+    OUT.mkdir(exist_ok=True)
+    root = OUT / "mappings20"
+    write_mappings(root)
+    mappings = load_mappings(root)
+    path = OUT / f"bench-{n}.db"
+    t = time.perf_counter()
+    build_store(path, n)
+    build = time.perf_counter() - t
+    gc.collect()
+    now = datetime.now(UTC)
+    with Store(path) as store:
+        t0 = time.perf_counter()
+        frame = from_store(store, mappings, now)
+        t1 = time.perf_counter()
+        results = score_all(mappings, frame)
+        t2 = time.perf_counter()
+        rows = score_rows(results["health"], mappings.version)
+        store.write_scores("health", rows, iso(now))
+        t3 = time.perf_counter()
+    load, compute, write = t1 - t0, t2 - t1, t3 - t2
+    total = t3 - t0
+    print(
+        f"{n:>9,} accounts | store built in {build:6.1f}s (not timed below) | load {load:6.2f}s | "
+        f"compute {compute:6.2f}s ({n / compute:>10,.0f} acc/s) | write {write:6.2f}s | "
+        f"total {total:6.2f}s ({n / total:>9,.0f} acc/s) | peak RSS {peak_rss_mb():,.0f} MB",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sizes = [int(a) for a in sys.argv[1:]] or [100_000, 1_000_000]
+    print(f"scoring benchmark: {METRICS} metrics, 3 segment models, 4 groups; python {sys.version.split()[0]}")
+    for size in sizes:
+        bench(size)
