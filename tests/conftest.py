@@ -42,3 +42,11 @@ def problems_from(write_mappings: Callable[..., Path]) -> Callable[..., list[Pro
         return problems
 
     return build
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    from connector.store import Store
+
+    with Store(tmp_path / "test.db") as s:
+        yield s
