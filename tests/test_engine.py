@@ -262,19 +262,19 @@ def test_carry_forward_within_age(store, mappings_from):
 # ------------------------------------------------------------------ segments
 
 
-SEGMENTED = f"""\
+SEGMENTED = """\
       - name: smb
         when: segment == "SMB"
         groups:
           usage:
             metrics:
-              a: {{scheme: {{type: bands, direction: lower_is_better, bands: [{{upto: 10, score: 100}}, {{score: 0}}]}}}}
+              a: {scheme: {type: bands, direction: lower_is_better, bands: [{upto: 10, score: 100}, {score: 0}]}}
       - name: enterprise
         when: segment == "Enterprise"
         groups:
           usage:
             metrics:
-              a: {{scheme: {{type: bands, direction: lower_is_better, bands: [{{upto: 100, score: 100}}, {{score: 0}}]}}}}
+              a: {scheme: {type: bands, direction: lower_is_better, bands: [{upto: 100, score: 100}, {score: 0}]}}
 """
 
 
