@@ -6,7 +6,9 @@ plan and push join here as they are built.
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -64,19 +66,19 @@ def score(store: Store, mappings: Mappings, now: datetime | None = None) -> Scor
     return summary
 
 
-def score_rows(result: ScoreResult, version: str) -> list[tuple[object, ...]]:
-    """One store row per account, columns in the order Store.write_scores expects."""
+def score_rows(result: ScoreResult, version: str) -> Iterator[tuple[object, ...]]:
+    """One store row per account, in Store.write_scores order, made as they are consumed."""
     group_names = list(result.groups)
-    group_cols = [np.round(result.groups[g], 2) for g in group_names]
-    groups_json = [
-        json.dumps({g: (None if np.isnan(col[i]) else float(col[i])) for g, col in zip(group_names, group_cols, strict=True)})
-        for i in range(len(result.ids))
-    ] if group_names else ["{}"] * len(result.ids)
-    return list(
+    group_cols = [_floats(np.round(result.groups[g], 2)) for g in group_names]
+    groups_json = (
+        json.dumps(dict(zip(group_names, values, strict=True)))
+        for values in zip(*group_cols, strict=True)
+    ) if group_names else itertools.repeat("{}", len(result.ids))
+    return iter(
         zip(
             result.ids.tolist(),
             result.model.tolist(),
-            [version] * len(result.ids),
+            itertools.repeat(version, len(result.ids)),
             _floats(np.round(result.computed, 4)),
             _floats(result.value),
             result.status_computed.tolist(),

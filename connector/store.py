@@ -385,30 +385,38 @@ class Store:
 
     # ------------------------------------------------------------ scores
 
-    def write_scores(self, score: str, rows: list[tuple[Any, ...]], scored_at: str) -> int:
-        """Replace current scores of one named score; append changed ones to history.
+    def write_scores(self, score: str, rows: Iterable[tuple[Any, ...]], scored_at: str) -> int:
+        """Save one named score's results; only rows that differ are written. Returns how many.
 
         rows: (account_id, model, model_version, computed, value, status_computed,
         status, grade, override_id, trend, trend_direction, coverage,
-        points_to_next, drivers, groups_json, na_reason). Returns rows changed.
+        points_to_next, drivers, groups_json, na_reason). `scored_at` is kept
+        from the previous row when nothing in it changed, so it says when the
+        result last changed; changed values and statuses go to score_history.
         """
+        compared = " OR ".join(f"s.{c} IS NOT n.{c}" for c in _SCORE_COLUMNS)
         with self.transaction():
-            self.conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS new_scores AS SELECT * FROM scores WHERE 0"
-            )
+            self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS new_scores AS SELECT * FROM scores WHERE 0")
             self.conn.execute("DELETE FROM new_scores")
             self.conn.executemany(
                 "INSERT INTO new_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ((score, *r, scored_at) for r in rows),
             )
-            changed = self.conn.execute(
+            self.conn.execute(
                 """INSERT OR REPLACE INTO score_history (score, account_id, scored_at, value, status, model_version)
                    SELECT n.score, n.account_id, n.scored_at, n.value, n.status, n.model_version
                    FROM new_scores n LEFT JOIN scores s ON s.score = n.score AND s.account_id = n.account_id
                    WHERE s.account_id IS NULL OR s.value IS NOT n.value OR s.status IS NOT n.status"""
+            )
+            changed = self.conn.execute(
+                f"""INSERT OR REPLACE INTO scores
+                    SELECT n.* FROM new_scores n LEFT JOIN scores s ON s.score = n.score AND s.account_id = n.account_id
+                    WHERE s.account_id IS NULL OR {compared}"""
             ).rowcount
-            self.conn.execute("DELETE FROM scores WHERE score = ?", (score,))
-            self.conn.execute("INSERT INTO scores SELECT * FROM new_scores")
+            self.conn.execute(
+                """DELETE FROM scores WHERE score = ? AND account_id NOT IN (SELECT account_id FROM new_scores)""",
+                (score,),
+            )
             self.conn.execute("DELETE FROM new_scores")
         return changed
 
@@ -545,6 +553,12 @@ class Store:
             "UPDATE runs SET finished_at = ?, status = ?, exit_code = ?, counts = ?, error = ? WHERE id = ?",
             (utcnow(), status, exit_code, json.dumps(counts, sort_keys=True), error, run_id),
         )
+
+
+_SCORE_COLUMNS = (
+    "model", "model_version", "computed", "value", "status_computed", "status", "grade", "override_id",
+    "trend", "trend_direction", "coverage", "points_to_next", "drivers", "groups", "na_reason",
+)
 
 
 def _split_sql(script: str) -> list[str]:
