@@ -89,7 +89,7 @@ class Unary(Node):
 
 
 @dataclass
-class Arith(Node):
+class Binary(Node):
     op: str
     left: Node
     right: Node
@@ -97,6 +97,9 @@ class Arith(Node):
     def children(self) -> Sequence[Node]:
         return (self.left, self.right)
 
+
+@dataclass
+class Arith(Binary):
     def eval(self, ctx: Context) -> Column:
         a, b = _num(self.left.eval(ctx)), _num(self.right.eval(ctx))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -134,14 +137,7 @@ class Logic(Node):
 
 
 @dataclass
-class Compare(Node):
-    op: str
-    left: Node
-    right: Node
-
-    def children(self) -> Sequence[Node]:
-        return (self.left, self.right)
-
+class Compare(Binary):
     def eval(self, ctx: Context) -> Column:
         a, b = self.left.eval(ctx), self.right.eval(ctx)
         if self.op in ("in", "not in"):

@@ -342,13 +342,11 @@ class Store:
             (name,),
         ).fetchall()
         if rows:
-            at, keep = _positions(ids, np.fromiter((r[0] for r in rows), np.int64, len(rows)))
-            kept = [rows[i] for i in np.flatnonzero(keep)] if not keep.all() else rows
+            at, kept = _aligned(ids, rows)
+            _fill(values, at, kept, text)
             if text:
-                values[at] = [r[2] if r[2] is not None else _text_of(r[1]) for r in kept]
                 reasons[at] = [r[3] for r in kept]
             else:
-                values[at] = np.array([_num_of(None, r[2]) for r in kept], dtype=float)
                 reasons[at] = [r[3] or (f"not a number: {r[2]!r}" if r[2] is not None else None) for r in kept]
         found = (
             self.conn.execute("SELECT account_id, since FROM metric_values WHERE name = ?", (name,)).fetchall()
@@ -374,12 +372,8 @@ class Store:
             (name, before),
         ).fetchall()
         if rows:
-            at, keep = _positions(ids, np.fromiter((r[0] for r in rows), np.int64, len(rows)))
-            kept = [rows[i] for i in np.flatnonzero(keep)] if not keep.all() else rows
-            if text:
-                values[at] = [r[2] if r[2] is not None else _text_of(r[1]) for r in kept]
-            else:
-                values[at] = np.array([_num_of(r[1], r[2]) for r in kept], dtype=float)
+            at, kept = _aligned(ids, rows)
+            _fill(values, at, kept, text)
             since[at] = [r[3] for r in kept]
         return Column(values, since, np.full(n, None, dtype=object))
 
@@ -571,6 +565,20 @@ def _positions(ids: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarr
     at_clipped = np.minimum(at, max(len(ids) - 1, 0))
     keep = (at < len(ids)) & (ids[at_clipped] == found) if len(ids) else np.zeros(len(found), bool)
     return at[keep], keep
+
+
+def _aligned(ids: np.ndarray, rows: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Positions in `ids` of rows keyed by account id (first column), and those rows."""
+    at, keep = _positions(ids, np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+    return at, (rows if keep.all() else [rows[i] for i in np.flatnonzero(keep)])
+
+
+def _fill(values: np.ndarray, at: np.ndarray, rows: list[Any], text: bool) -> None:
+    """Put (account_id, num, text, ...) rows' values into a column, as text or as numbers."""
+    if text:
+        values[at] = [r[2] if r[2] is not None else _text_of(r[1]) for r in rows]
+    else:
+        values[at] = np.array([_num_of(r[1], r[2]) for r in rows], dtype=float)
 
 
 def _value_row(row: tuple[Any, ...]) -> tuple[str, int, float | None, str | None, str | None]:
