@@ -99,10 +99,15 @@ def bench(n: int) -> None:
         t0 = time.perf_counter()
         frame = from_store(store, mappings, now)
         t1 = time.perf_counter()
+        rss_load = peak_rss_mb()
         results = score_all(mappings, frame)
         t2 = time.perf_counter()
+        rss_compute = peak_rss_mb()
         written = store.write_scores("health", score_rows(results["health"], mappings.version), iso(now))
         t3 = time.perf_counter()
+        rss_write = peak_rss_mb()
+        del results
+        gc.collect()
         # the steady state: score again with nothing changed; only differences are written
         results = score_all(mappings, frame)
         t4 = time.perf_counter()
@@ -116,6 +121,7 @@ def bench(n: int) -> None:
         f"total {total:6.2f}s ({n / total:>9,.0f} acc/s) | peak RSS {peak_rss_mb():,.0f} MB",
         flush=True,
     )
+    print(f"{'':>9}   peak RSS after load {rss_load:,.0f} MB, after compute {rss_compute:,.0f} MB, after write {rss_write:,.0f} MB")
     print(
         f"{'':>9}   rescore, nothing changed: compute {t4 - t3:6.2f}s | write {t5 - t4:6.2f}s ({rewritten:,} rows)",
         flush=True,

@@ -31,7 +31,6 @@ class SlotResult:
     reason: np.ndarray  # object: why N/A, or a note (carried forward, neutral), else None
     applicable: np.ndarray  # bool
     share: np.ndarray = field(default_factory=lambda: np.zeros(0))  # weight share among available
-    full_share: np.ndarray = field(default_factory=lambda: np.zeros(0))  # share among applicable
 
 
 @dataclass
@@ -251,6 +250,7 @@ def _combine(model_pass: ModelPass, result: ScoreResult, top: int) -> None:
     if model.combine == "groups":
         total_avail = sum(np.where(group_avail_w[g] > 0, w, 0.0) for g, w in gweights.items())
         total_app = sum(np.where(group_app_w[g] > 0, w, 0.0) for g, w in gweights.items())
+        coverage = np.zeros(m)
         for s in model_pass.slots:
             g, w = s.slot.group, s.slot.weight
             avail = ~np.isnan(s.score)
@@ -260,26 +260,23 @@ def _combine(model_pass: ModelPass, result: ScoreResult, top: int) -> None:
                     gweights[g] / _safe(total_avail) * w / _safe(group_avail_w[g]),
                     0.0,
                 )
-                full = np.where(
-                    s.applicable & (total_app > 0) & (group_app_w[g] > 0),
+                # coverage: this metric's share of the weight of everything applicable
+                coverage += np.where(
+                    avail & (total_app > 0) & (group_app_w[g] > 0),
                     gweights[g] / _safe(total_app) * w / _safe(group_app_w[g]),
                     0.0,
                 )
-            s.full_share = full
     else:
         total_avail = sum(group_avail_w.values())
         total_app = sum(group_app_w.values())
+        coverage = np.zeros(m)
         for s in model_pass.slots:
             avail = ~np.isnan(s.score)
             s.share = np.where(avail & (total_avail > 0), s.slot.weight / _safe(total_avail), 0.0)
-            s.full_share = np.where(
-                s.applicable & (total_app > 0), s.slot.weight / _safe(total_app), 0.0
-            )
+            coverage += np.where(avail & (total_app > 0), s.slot.weight / _safe(total_app), 0.0)
     computed = np.zeros(m)
-    coverage = np.zeros(m)
     for s in model_pass.slots:
         computed += s.share * np.nan_to_num(s.score)
-        coverage += np.where(~np.isnan(s.score), s.full_share, 0.0)
     has_any = total_avail > 0
     result.computed[rows] = np.where(has_any, computed, np.nan)
     result.coverage[rows] = np.where(total_app > 0, coverage, np.nan)
