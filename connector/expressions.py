@@ -30,8 +30,11 @@ NUM, TEXT, BOOL, DATE, ANY = "number", "text", "boolean", "date", "any"
 class Context(Protocol):
     """What an expression needs from the data it runs over."""
 
-    n: int
-    today: date
+    @property
+    def n(self) -> int: ...
+
+    @property
+    def today(self) -> date: ...
 
     def column(self, name: str) -> np.ndarray: ...
 
@@ -458,11 +461,11 @@ def _convert(node: ast.AST) -> Node:
     if isinstance(node, ast.Compare):
         parts: list[Node] = []
         left = _convert(node.left)
-        for op, comparator in zip(node.ops, node.comparators, strict=True):
-            if type(op) not in _CMPOPS:
+        for cmp, comparator in zip(node.ops, node.comparators, strict=True):
+            if type(cmp) not in _CMPOPS:
                 raise _fail(node, "only ==, !=, <, <=, >, >=, in and not in compare values")
             right = _convert(comparator)
-            parts.append(Compare(_CMPOPS[type(op)], left, right))
+            parts.append(Compare(_CMPOPS[type(cmp)], left, right))
             left = right
         return parts[0] if len(parts) == 1 else Logic("and", parts)
     if isinstance(node, ast.Call):

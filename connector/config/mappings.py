@@ -245,7 +245,7 @@ class _Checker:
         return out
 
     def _types(self, inputs: dict[str, InputField], metrics: dict[str, MetricDef]) -> dict[str, str]:
-        types = {name: field.type for name, field in inputs.items()}
+        types: dict[str, str] = {name: field.type for name, field in inputs.items()}
         for name, metric in metrics.items():
             if name in inputs and metric.input != name:
                 self.add(("metrics", name), f"'{name}' is also an input", "give the metric its own name")

@@ -52,10 +52,10 @@ def _samples(kind: str, constants: set[Any], declared: list[Any] | None) -> list
         return out
     if kind == BOOL:
         return [1.0, 0.0, None]
-    texts = [c for c in constants if isinstance(c, str)]
+    texts = sorted({c for c in constants if isinstance(c, str)})
     if declared is not None:
         return [*(str(v) for v in declared), None]
-    return [*sorted(set(texts)), _OTHER_TEXT, None]
+    return [*texts, _OTHER_TEXT, None]
 
 
 def _is_num(value: Any) -> bool:

@@ -69,15 +69,15 @@ def load_file(path: Path, shown_as: str, into: Located) -> None:
         return
     for key_node, value_node in node.value:
         key = _scalar(key_node)
-        path: KeyPath = (str(key),)
+        top: KeyPath = (str(key),)
         existing = into.data.get(str(key))
         if isinstance(existing, dict) and isinstance(value_node, yaml.MappingNode):
             # inputs:, metrics:, scores: may be spread over several files, one entry each
-            extra = _plain(value_node, path, shown_as, into, seen=existing)
+            extra = _plain(value_node, top, shown_as, into, seen=existing)
             existing.update(extra)
             continue
-        if path in into.lines:
-            first_file, first_line = into.lines[path]
+        if top in into.lines:
+            first_file, first_line = into.lines[top]
             into.problems.append(
                 Problem(
                     shown_as,
@@ -88,8 +88,8 @@ def load_file(path: Path, shown_as: str, into: Located) -> None:
                 )
             )
             continue
-        into.lines[path] = (shown_as, key_node.start_mark.line + 1)
-        into.data[str(key)] = _plain(value_node, path, shown_as, into)
+        into.lines[top] = (shown_as, key_node.start_mark.line + 1)
+        into.data[str(key)] = _plain(value_node, top, shown_as, into)
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")

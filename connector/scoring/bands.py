@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 
@@ -17,21 +20,21 @@ def round_score(values: np.ndarray, mode: str = "half_up") -> np.ndarray:
     return np.floor(clean + 0.5)
 
 
-def band_index(values: np.ndarray, bands: list[object]) -> np.ndarray:
+def band_index(values: np.ndarray, bands: Sequence[Any]) -> np.ndarray:
     """Index of the band each value falls in; bands are 'below' bounds, lowest first."""
-    bounds = np.array([b.below for b in bands[:-1]], dtype=float)  # type: ignore[attr-defined]
+    bounds = np.array([b.below for b in bands[:-1]], dtype=float)
     return np.searchsorted(bounds, values, side="right")
 
 
-def band_names(values: np.ndarray, bands: list[object]) -> np.ndarray:
-    names = np.array([b.name for b in bands] + [None], dtype=object)  # type: ignore[attr-defined]
+def band_names(values: np.ndarray, bands: Sequence[Any]) -> np.ndarray:
+    names = np.array([b.name for b in bands] + [None], dtype=object)
     index = band_index(values, bands)
     return names[np.where(np.isnan(values), len(bands), index)]
 
 
-def points_to_next(values: np.ndarray, bands: list[object]) -> np.ndarray:
+def points_to_next(values: np.ndarray, bands: Sequence[Any]) -> np.ndarray:
     """Points a (rounded) score needs to reach the next band up; NaN in the top band."""
-    bounds = np.array([b.below for b in bands[:-1]] + [np.nan], dtype=float)  # type: ignore[attr-defined]
+    bounds = np.array([b.below for b in bands[:-1]] + [np.nan], dtype=float)
     index = band_index(values, bands)
     nxt = bounds[np.minimum(index, len(bands) - 1)]
     return np.where(np.isnan(values), np.nan, nxt - values)
