@@ -11,6 +11,8 @@ Tables (docs/store.md describes every column):
   overrides       CSM overrides of a score or status, with reason and expiry
   override_audit  who set, replaced, expired or cleared which override, when
   cursors         per-system incremental sync positions
+  records         the raw records pulled from each system (only the mapped fields)
+  match_issues    records that matched no account, or more than one
   runs            one row per healthsync run, with counts and API calls
 """
 
@@ -146,6 +148,29 @@ _MIGRATIONS: list[str] = [
         api_calls TEXT,
         error TEXT
     );
+    """,
+    # 2: the pull step: raw records and what identity matching could not resolve
+    """
+    CREATE TABLE records (
+        system TEXT NOT NULL,
+        object TEXT NOT NULL,
+        id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        modified TEXT,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        pulled_at TEXT NOT NULL,
+        PRIMARY KEY (system, object, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE match_issues (
+        system TEXT NOT NULL,
+        object TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('unmatched', 'conflict')),
+        detail TEXT NOT NULL,
+        candidates TEXT,
+        PRIMARY KEY (system, object, external_id)
+    );
+    ALTER TABLE runs ADD COLUMN details TEXT;
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -534,6 +559,77 @@ class Store:
             (override_id, now, action, actor, json.dumps(detail, sort_keys=True)),
         )
 
+    # ------------------------------------------------------------ raw records
+
+    def put_records(
+        self, system: str, obj: str, rows: Iterable[tuple[str, dict[str, Any], str | None, bool]],
+        now: str | None = None, cursor: tuple[str, str | None] | None = None,
+    ) -> int:
+        """Upsert (id, data, modified, deleted) records of one system object; returns the count.
+
+        `cursor` (stream, value) is saved in the same transaction: a cursor never
+        moves past data that is not committed.
+        """
+        now = now or utcnow()
+        with self.transaction():
+            if cursor is not None:
+                self.set_cursor(system, cursor[0], cursor[1], now)
+            cur = self.conn.executemany(
+                """INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (system, object, id) DO UPDATE SET data = excluded.data,
+                     modified = excluded.modified, deleted = excluded.deleted,
+                     pulled_at = excluded.pulled_at""",
+                (
+                    (system, obj, rid, json.dumps(data, sort_keys=True, ensure_ascii=False), modified, int(deleted), now)
+                    for rid, data, modified, deleted in rows
+                ),
+            )
+        return cur.rowcount
+
+    def records(self, system: str, obj: str, include_deleted: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, data) of one system object's stored records, in id order."""
+        sql = "SELECT id, data FROM records WHERE system = ? AND object = ?"
+        if not include_deleted:
+            sql += " AND deleted = 0"
+        for rid, data in self.conn.execute(sql + " ORDER BY id", (system, obj)):
+            yield rid, json.loads(data)
+
+    def record_counts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(system, object) -> (live records, deleted records)."""
+        rows = self.conn.execute(
+            "SELECT system, object, sum(deleted = 0), sum(deleted) FROM records GROUP BY system, object"
+        )
+        return {(s, o): (int(live), int(dead)) for s, o, live, dead in rows}
+
+    def cursor(self, system: str, stream: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM cursors WHERE system = ? AND stream = ?", (system, stream)).fetchone()
+        return row[0] if row else None
+
+    def set_cursor(self, system: str, stream: str, value: str | None, now: str | None = None) -> None:
+        """Called inside the transaction that committed the data the cursor covers."""
+        self.conn.execute(
+            """INSERT INTO cursors VALUES (?, ?, ?, ?)
+               ON CONFLICT (system, stream) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
+            (system, stream, value, now or utcnow()),
+        )
+
+    def replace_match_issues(self, rows: Iterable[tuple[str, str, str, str, str, list[str] | None]]) -> None:
+        """Replace all (system, object, external_id, kind, detail, candidates) match issues."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM match_issues")
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO match_issues VALUES (?, ?, ?, ?, ?, ?)",
+                ((s, o, e, k, d, json.dumps(c) if c is not None else None) for s, o, e, k, d, c in rows),
+            )
+
+    def match_issues(self, kind: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM match_issues"
+        args: list[Any] = []
+        if kind:
+            sql += " WHERE kind = ?"
+            args.append(kind)
+        return list(self.db.query(sql + " ORDER BY kind, system, object, external_id", args))
+
     # ------------------------------------------------------------ runs
 
     def start_run(self, command: str, now: str | None = None) -> int:
@@ -542,11 +638,23 @@ class Store:
         )
         return int(cur.lastrowid or 0)
 
-    def finish_run(self, run_id: int, status: str, exit_code: int, counts: dict[str, Any], error: str | None = None) -> None:
+    def finish_run(
+        self, run_id: int, status: str, exit_code: int, counts: dict[str, Any], error: str | None = None,
+        api_calls: dict[str, Any] | None = None, details: dict[str, Any] | None = None,
+    ) -> None:
         self.conn.execute(
-            "UPDATE runs SET finished_at = ?, status = ?, exit_code = ?, counts = ?, error = ? WHERE id = ?",
-            (utcnow(), status, exit_code, json.dumps(counts, sort_keys=True), error, run_id),
+            """UPDATE runs SET finished_at = ?, status = ?, exit_code = ?, counts = ?, error = ?,
+                 api_calls = ?, details = ? WHERE id = ?""",
+            (
+                utcnow(), status, exit_code, json.dumps(counts, sort_keys=True), error,
+                json.dumps(api_calls, sort_keys=True) if api_calls is not None else None,
+                json.dumps(details, sort_keys=True) if details is not None else None, run_id,
+            ),
         )
+
+    def last_run(self) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT 1"))
+        return rows[0] if rows else None
 
 
 _SCORE_COLUMNS = (

@@ -1,0 +1,68 @@
+"""One module per external system; each owns auth, paging, limits and error formats.
+
+The pull step sees only the small interface below: a source is built from the
+environment (or reports that it has no credentials), checks that the fields
+the mappings name exist, and pulls what changed into the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..config.mappings import Mappings
+from ..errors import Problem
+from ..http import CallLog, RetryPolicy
+from ..store import Store
+
+
+@dataclass
+class PullStats:
+    """What one system's pull did, for the run summary."""
+
+    system: str
+    records: dict[str, int] = field(default_factory=dict)  # object -> records received
+    deleted: dict[str, int] = field(default_factory=dict)
+    full: dict[str, bool] = field(default_factory=dict)  # object -> full (not incremental) pull
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, obj: str, received: int, deleted: int = 0) -> None:
+        self.records[obj] = self.records.get(obj, 0) + received
+        self.deleted[obj] = self.deleted.get(obj, 0) + deleted
+
+
+class Source(Protocol):
+    system: str
+
+    def check(self, mappings: Mappings) -> list[Problem]:
+        """Problems with the mapped fields as this system describes them (no data read)."""
+        ...
+
+    def pull(self, store: Store, mappings: Mappings, run_started: str) -> PullStats:
+        """Read what changed since the stored cursors into the store."""
+        ...
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every source is built with."""
+
+    env: Mapping[str, str]
+    calls: CallLog
+    policy: RetryPolicy
+
+
+def crm_fields(mappings: Mappings, system: str) -> tuple[dict[str, str], list[str]]:
+    """(input CRM field -> input name, output CRM fields) that the mappings name in a CRM."""
+    inputs = {
+        getattr(spec, system): name
+        for name, spec in mappings.inputs.items()
+        if getattr(spec, system, None)
+    }
+    outputs: list[str] = []
+    for score in mappings.scores.values():
+        out = score.definition.outputs.get(system)
+        if out is not None:
+            outputs += [f for f in out.fields().values() if f not in outputs]
+    return inputs, outputs

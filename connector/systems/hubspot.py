@@ -1,0 +1,265 @@
+"""HubSpot: companies through the CRM v3 API, incrementally, inside the rate limits.
+
+Facts this module relies on (HubSpot developer docs, hubspot-api-client):
+* list pages hold at most 100 objects, search pages at most 200, and one search
+  query stops at 10,000 results: the incremental pull therefore never pages a
+  search with `after` — each request is a fresh query for hs_object_id greater
+  than the last one seen, sorted by hs_object_id ascending, so it can neither
+  hit the cap nor loop on many records sharing one timestamp;
+* search does not return archived companies: those come from the list endpoint
+  with archived=true, on every pull (there is no modified filter there);
+* every property value is a string on the wire;
+* rate limits are announced in X-HubSpot-RateLimit-* headers; a 429 carries a
+  JSON body with policyName, and not always Retry-After;
+* the SDK talks through urllib3 (so `responses` cannot mock it) and its own
+  retry skips POST: it is switched off, and healthsync's policy retries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import urllib3
+from hubspot import HubSpot
+from hubspot.crm.companies.exceptions import ApiException as CompaniesApiException
+from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
+
+from ..config.mappings import Mappings
+from ..errors import Problem
+from ..http import (
+    ApiError,
+    QuotaStop,
+    Retryable,
+    SettingsError,
+    ca_bundle,
+    checked_url,
+    is_dropped,
+    retry_after_seconds,
+    setting,
+)
+from ..store import Store
+from . import Context, PullStats, crm_fields
+
+SYSTEM = "hubspot"
+DEFAULT_BASE_URL = "https://api.hubapi.com"
+BASE_PROPERTIES = ["name", "domain", "hs_object_id", "hs_lastmodifieddate", "salesforce_account_id"]
+LIST_LIMIT = 100
+SEARCH_LIMIT = 200
+
+
+class HubSpotSource:
+    system = SYSTEM
+
+    def __init__(self, ctx: Context, token: str, base_url: str, daily_reserve: int, overlap: timedelta):
+        self.ctx = ctx
+        self.daily_reserve = daily_reserve
+        self.overlap = overlap
+        verify = ca_bundle(ctx.env)
+        self.client = HubSpot(
+            access_token=token,
+            host=base_url,
+            retry=urllib3.Retry(total=0, redirect=0, raise_on_status=False),
+            **({"ssl_ca_cert": verify} if isinstance(verify, str) else {}),
+        )
+        self.limits: dict[str, int] = {}
+
+    @classmethod
+    def from_env(cls, ctx: Context) -> HubSpotSource | None:
+        token = setting(ctx.env, "HUBSPOT_ACCESS_TOKEN", secret=True)
+        if not token:
+            return None
+        base = checked_url("HUBSPOT_BASE_URL", setting(ctx.env, "HUBSPOT_BASE_URL") or DEFAULT_BASE_URL)
+        try:
+            reserve = int(ctx.env.get("HUBSPOT_DAILY_RESERVE", "1000"))
+            overlap = timedelta(seconds=float(ctx.env.get("HUBSPOT_OVERLAP_SECONDS", "300")))
+        except ValueError as exc:
+            raise SettingsError(f"HubSpot reserve/overlap setting is not a number: {exc}") from None
+        return cls(ctx, token, base, reserve, overlap)
+
+    # ------------------------------------------------------------ plumbing
+
+    def call(self, endpoint: str, fn: Callable[[], Any]) -> Any:
+        """One counted, retried request; returns the decoded JSON body."""
+
+        def attempt() -> Any:
+            self._respect_limits()
+            self.ctx.calls.count(SYSTEM, endpoint)
+            response = fn()
+            self._observe(response.headers)
+            return json.loads(response.data or b"null")
+
+        return self.ctx.policy.call(SYSTEM, endpoint, attempt, self._classify, self.ctx.calls)
+
+    def _observe(self, headers: Any) -> None:
+        for name in ("Max", "Remaining", "Interval-Milliseconds", "Daily", "Daily-Remaining"):
+            value = headers.get(f"X-HubSpot-RateLimit-{name}")
+            if value is not None and str(value).lstrip("-").isdigit():
+                self.limits[name] = int(value)
+
+    def _respect_limits(self) -> None:
+        daily_left = self.limits.get("Daily-Remaining")
+        if daily_left is not None and daily_left <= self.daily_reserve:
+            raise QuotaStop(
+                SYSTEM, f"{daily_left:,} requests left of the daily limit, at the reserve of "
+                f"{self.daily_reserve:,} (HUBSPOT_DAILY_RESERVE); stopping cleanly, the next run resumes",
+            )
+        if self.limits.get("Remaining") == 0:  # the rolling window is spent: wait it out, not into a 429
+            time.sleep(self.limits.get("Interval-Milliseconds", 10_000) / 1000)
+            self.limits.pop("Remaining")
+
+    def _classify(self, exc: BaseException) -> BaseException | None:
+        if isinstance(exc, QuotaStop):
+            return exc
+        if is_dropped(exc):
+            return Retryable(f"connection dropped ({type(exc).__name__})", kind="drop")
+        if isinstance(exc, (CompaniesApiException, PropertiesApiException)):
+            status = int(exc.status or 0)
+            headers = exc.headers or {}
+            body = _json_or_text(exc.body)
+            message = body.get("message", "") if isinstance(body, dict) else str(body)[:300]
+            if status == 0:
+                return Retryable(f"network error: {exc.reason}", kind="drop")
+            if status == 429:
+                if isinstance(body, dict) and body.get("policyName") == "DAILY":
+                    return QuotaStop(SYSTEM, f"the daily API limit is exhausted ({message})")
+                after = retry_after_seconds(headers.get("Retry-After"))
+                if after is None:
+                    interval = headers.get("X-HubSpot-RateLimit-Interval-Milliseconds")
+                    after = int(interval) / 1000 if interval and str(interval).isdigit() else 1.0
+                return Retryable(f"HTTP 429 {message}", after, kind="429")
+            if status >= 500:
+                return Retryable(f"HTTP {status} {message}", retry_after_seconds(headers.get("Retry-After")), kind="5xx")
+            category = body.get("category", "") if isinstance(body, dict) else ""
+            return ApiError(SYSTEM, "request", f"{category} {message}".strip(), status)
+        return None
+
+    # ------------------------------------------------------------ properties
+
+    def check(self, mappings: Mappings) -> list[Problem]:
+        body = self.call("GET /crm/v3/properties/companies", lambda: self.client.crm.properties.core_api.get_all_with_http_info(
+            object_type="companies", _preload_content=False))
+        known = {p["name"] for p in body.get("results", [])}
+        inputs, outputs = crm_fields(mappings, SYSTEM)
+        problems = []
+        for prop, name in inputs.items():
+            if prop not in known:
+                problems.append(mappings.located.problem(
+                    ("inputs", name, SYSTEM),
+                    f"the company property {prop} does not exist in this HubSpot account",
+                    hint="check the property's internal name in Settings > Properties > Company properties",
+                ))
+        missing = [p for p in outputs if p not in known]
+        if missing:
+            problems.append(Problem(
+                "mappings/scores", None, "outputs.hubspot",
+                f"output propert{'y' if len(missing) == 1 else 'ies'} missing in HubSpot: {', '.join(missing)}",
+                hint="healthsync setup creates them",
+            ))
+        return problems
+
+    # ------------------------------------------------------------ pull
+
+    def properties(self, mappings: Mappings) -> list[str]:
+        inputs, outputs = crm_fields(mappings, SYSTEM)
+        props = list(BASE_PROPERTIES)
+        return props + [p for p in [*inputs, *outputs] if p not in props]
+
+    def pull(self, store: Store, mappings: Mappings, run_started: str, full: bool = False) -> PullStats:
+        stats = PullStats(SYSTEM)
+        props = self.properties(mappings)
+        state = None if full else store.cursor(SYSTEM, "companies")
+        cap = datetime.fromisoformat(run_started.replace("Z", "+00:00"))
+        stats.full["companies"] = state is None
+        if state is None:
+            pages = self._list(props, archived=False)
+            since, after_id = None, 0
+        else:
+            saved = json.loads(state)
+            since, after_id = saved["since"], int(saved.get("after_id", 0))
+            pages = self._search(props, since, after_id)
+        newest = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+        for results in pages:
+            rows = [(c["id"], _company(c), c["properties"].get("hs_lastmodifieddate"), False) for c in results]
+            for c in results:
+                stamp = _hs_time(c["properties"].get("hs_lastmodifieddate") or c.get("updatedAt"))
+                if stamp and (newest is None or stamp > newest):
+                    newest = stamp
+            # mid-stream progress: the same lower bound, past the last id seen
+            progress = json.dumps({"since": since, "after_id": int(results[-1]["id"])}) if since else None
+            store.put_records(SYSTEM, "companies", rows, now=run_started,
+                              cursor=("companies", progress) if progress else None)
+            stats.add("companies", len(rows))
+        for results in self._list(props, archived=True):
+            rows = [(c["id"], _company(c), c["properties"].get("hs_lastmodifieddate"), True) for c in results]
+            store.put_records(SYSTEM, "companies", rows, now=run_started)
+            stats.add("companies (archived)", len(rows), len(rows))
+        done = min(newest, cap) if newest else cap
+        with store.transaction():
+            store.set_cursor(SYSTEM, "companies", json.dumps({"since": done.astimezone(UTC).isoformat().replace("+00:00", "Z"), "after_id": 0}))
+        if "Daily-Remaining" in self.limits:
+            stats.notes.append(f"{self.limits['Daily-Remaining']:,} requests left today")
+        return stats
+
+    def _list(self, props: list[str], archived: bool) -> Iterator[list[dict[str, Any]]]:
+        after: str | None = None
+        endpoint = "GET /crm/v3/objects/companies" + (" (archived)" if archived else "")
+        while True:
+            kwargs: dict[str, Any] = {"limit": LIST_LIMIT, "properties": props, "archived": archived, "_preload_content": False}
+            if after:
+                kwargs["after"] = after
+            body = self.call(endpoint, lambda kw=kwargs: self.client.crm.companies.basic_api.get_page_with_http_info(**kw))
+            if body.get("results"):
+                yield body["results"]
+            after = (body.get("paging") or {}).get("next", {}).get("after")
+            if not after:
+                return
+
+    def _search(self, props: list[str], since: str, after_id: int) -> Iterator[list[dict[str, Any]]]:
+        lower = datetime.fromisoformat(since.replace("Z", "+00:00")) - self.overlap
+        lower_ms = str(int(lower.timestamp() * 1000))
+        while True:
+            request = {
+                "filterGroups": [{"filters": [
+                    {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": lower_ms},
+                    {"propertyName": "hs_object_id", "operator": "GT", "value": str(after_id)},
+                ]}],
+                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                "properties": props,
+                "limit": SEARCH_LIMIT,
+            }
+            body = self.call("POST /crm/v3/objects/companies/search", lambda r=request: self.client.crm.companies.search_api.do_search_with_http_info(
+                public_object_search_request=r, _preload_content=False))
+            results = body.get("results") or []
+            if results:
+                yield results
+                after_id = int(results[-1]["id"])
+            if len(results) < SEARCH_LIMIT:
+                return
+
+
+def _company(c: dict[str, Any]) -> dict[str, Any]:
+    return {"id": c["id"], "archived": bool(c.get("archived")), **(c.get("properties") or {})}
+
+
+def _hs_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        if value.isdigit():
+            return datetime.fromtimestamp(int(value) / 1000, UTC)
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _json_or_text(body: Any) -> Any:
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        return json.loads(body) if body else {}
+    except (TypeError, ValueError):
+        return body or ""

@@ -1,0 +1,294 @@
+"""Salesforce: login flows, describe checks, incremental SOQL paging, API-usage reserve.
+
+Facts this module relies on (Salesforce REST API docs, simple-salesforce):
+* a query returns at most 2,000 records a page and a `nextRecordsUrl` until done;
+  `queryAll` also returns deleted records (IsDeleted = true);
+* SystemModstamp changes on every save, including system changes: the right
+  incremental key; an inclusive lower bound with a small overlap, ordered
+  ascending, never checkpointed past the run's start;
+* every response carries `Sforce-Limit-Info: api-usage=USED/MAX` (the org's
+  rolling 24-hour request count); 403 REQUEST_LIMIT_EXCEEDED means stop;
+* 401 INVALID_SESSION_ID: simple-salesforce logs in again when it holds the
+  credentials (password or JWT flows); a bare access token cannot be renewed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from simple_salesforce import Salesforce
+from simple_salesforce import exceptions as sfx
+
+from ..config.mappings import Mappings
+from ..errors import Problem
+from ..http import (
+    ApiError,
+    QuotaStop,
+    Retryable,
+    SettingsError,
+    ca_bundle,
+    checked_url,
+    is_dropped,
+    retry_after_seconds,
+    setting,
+)
+from ..store import Store
+from . import Context, PullStats, crm_fields
+
+SYSTEM = "salesforce"
+API_VERSION = "59.0"
+ACCOUNT_BASE_FIELDS = ["Id", "IsDeleted", "SystemModstamp", "Name", "Website"]
+_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+
+
+def endpoint_of(method: str, url: str) -> str:
+    """A stable endpoint name for call counting: no ids, no query strings."""
+    path = urlsplit(url).path
+    if "/services/Soap/" in path:
+        return "POST login (SOAP)"
+    if path.endswith("/oauth2/token"):
+        return "POST login (OAuth)"
+    tail = re.sub(r"^/services/data/v[\d.]+/?", "", path)
+    tail = re.sub(r"^(query|queryAll)/[^/]+$", r"\1 (next page)", tail)
+    tail = re.sub(r"/[a-zA-Z0-9]{15,18}$", "/{id}", tail)
+    return f"{method} {tail.rstrip('/') or '/'}"
+
+
+class _LoginSession(requests.Session):
+    """Sends simple-salesforce's login requests to SALESFORCE_LOGIN_URL when one is set.
+
+    simple-salesforce builds login URLs as https://{domain}.salesforce.com; a
+    proxy, a test harness or the local sandbox needs another host.
+    """
+
+    def __init__(self, login_from: str | None, login_to: str | None):
+        super().__init__()
+        self.login_from, self.login_to = login_from, login_to
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if self.login_from and self.login_to and isinstance(url, str) and url.startswith(self.login_from):
+            url = self.login_to + url[len(self.login_from):]
+        return super().request(method, url, *args, **kwargs)
+
+
+class SalesforceSource:
+    system = SYSTEM
+
+    def __init__(self, ctx: Context, credentials: dict[str, str], reserve_percent: float, overlap: timedelta):
+        self.ctx = ctx
+        self.credentials = credentials
+        self.reserve_percent = reserve_percent
+        self.overlap = overlap
+        self.usage: tuple[int, int] | None = None  # (used, max) from the last response
+        self._last_headers: Mapping[str, str] = {}
+        self._client: Salesforce | None = None
+        env = ctx.env
+        domain = credentials.get("domain", "login")
+        login_to = setting(env, "SALESFORCE_LOGIN_URL")
+        self.session = _LoginSession(
+            f"https://{domain}.salesforce.com" if login_to else None,
+            checked_url("SALESFORCE_LOGIN_URL", login_to) if login_to else None,
+        )
+        self.session.verify = ca_bundle(env)
+        self.session.hooks["response"].append(self._observe)
+
+    # ------------------------------------------------------------ settings
+
+    @classmethod
+    def from_env(cls, ctx: Context) -> SalesforceSource | None:
+        env = ctx.env
+        get = lambda name, secret=False: setting(env, name, secret=secret)  # noqa: E731
+        creds: dict[str, str] = {}
+        instance_url, token = get("SALESFORCE_INSTANCE_URL"), get("SALESFORCE_ACCESS_TOKEN", True)
+        username, password = get("SALESFORCE_USERNAME"), get("SALESFORCE_PASSWORD", True)
+        client_id, key_file = get("SALESFORCE_CLIENT_ID"), env.get("SALESFORCE_PRIVATE_KEY_FILE")
+        domain = get("SALESFORCE_DOMAIN") or "login"
+        if instance_url and token:
+            creds = {"mode": "token", "instance_url": checked_url("SALESFORCE_INSTANCE_URL", instance_url), "token": token}
+        elif username and password:
+            creds = {"mode": "password", "username": username, "password": password,
+                     "security_token": get("SALESFORCE_SECURITY_TOKEN", True) or "", "domain": domain}
+        elif username and client_id and key_file:
+            creds = {"mode": "jwt", "username": username, "client_id": client_id, "key_file": key_file, "domain": domain}
+        elif instance_url or token or username or password or client_id:
+            raise SettingsError(
+                "Salesforce settings are incomplete: give SALESFORCE_INSTANCE_URL + SALESFORCE_ACCESS_TOKEN, "
+                "or SALESFORCE_USERNAME + SALESFORCE_PASSWORD (+ SALESFORCE_SECURITY_TOKEN), "
+                "or SALESFORCE_USERNAME + SALESFORCE_CLIENT_ID + SALESFORCE_PRIVATE_KEY_FILE"
+            )
+        else:
+            return None
+        try:
+            reserve = float(env.get("SALESFORCE_API_RESERVE_PERCENT", "10"))
+            overlap = timedelta(seconds=float(env.get("SALESFORCE_OVERLAP_SECONDS", "300")))
+        except ValueError as exc:
+            raise SettingsError(f"Salesforce reserve/overlap setting is not a number: {exc}") from None
+        if not 0 <= reserve < 100:
+            raise SettingsError(f"SALESFORCE_API_RESERVE_PERCENT={reserve:g} must be between 0 and 100")
+        return cls(ctx, creds, reserve, overlap)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _observe(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        self.ctx.calls.count(SYSTEM, endpoint_of(response.request.method or "GET", response.request.url or ""))
+        self._last_headers = response.headers
+        match = _USAGE.search(response.headers.get("Sforce-Limit-Info", ""))
+        if match:
+            self.usage = (int(match[1]), int(match[2]))
+
+    @property
+    def client(self) -> Salesforce:
+        if self._client is None:
+            self._client = self.ctx.policy.call(SYSTEM, "login", self._login, self._classify, self.ctx.calls)
+        return self._client
+
+    def _login(self) -> Salesforce:
+        c = self.credentials
+        common: dict[str, Any] = {"session": self.session, "version": API_VERSION}
+        if c["mode"] == "token":
+            return Salesforce(instance_url=c["instance_url"], session_id=c["token"], **common)
+        if c["mode"] == "password":
+            return Salesforce(username=c["username"], password=c["password"], security_token=c["security_token"],
+                              domain=c["domain"], **common)
+        return Salesforce(username=c["username"], consumer_key=c["client_id"], privatekey_file=c["key_file"],
+                          domain=c["domain"], **common)
+
+    def _check_reserve(self) -> None:
+        if self.usage is None:
+            return
+        used, limit = self.usage
+        if limit and used >= limit * (1 - self.reserve_percent / 100):
+            raise QuotaStop(
+                SYSTEM,
+                f"API usage {used:,}/{limit:,} has reached the reserve of {self.reserve_percent:g}% of the "
+                "daily limit (SALESFORCE_API_RESERVE_PERCENT); stopping cleanly, the next run resumes",
+            )
+
+    def call(self, endpoint: str, fn: Any) -> Any:
+        def guarded() -> Any:
+            self._check_reserve()
+            return fn()
+
+        return self.ctx.policy.call(SYSTEM, endpoint, guarded, self._classify, self.ctx.calls)
+
+    def _classify(self, exc: BaseException) -> BaseException | None:
+        if isinstance(exc, (QuotaStop, SettingsError)):
+            return exc
+        if is_dropped(exc):
+            return Retryable(f"connection dropped ({type(exc).__name__})", kind="drop")
+        if isinstance(exc, sfx.SalesforceAuthenticationFailed):
+            return ApiError(SYSTEM, "login", f"authentication failed: {exc.message}")
+        if isinstance(exc, sfx.SalesforceError):
+            code, message = _error_of(exc.content)
+            if isinstance(exc, sfx.SalesforceExpiredSession):
+                hint = (" — an access token cannot be renewed; give SALESFORCE_USERNAME/PASSWORD or JWT "
+                        "settings so healthsync can log in again") if self.credentials["mode"] == "token" else ""
+                return ApiError(SYSTEM, exc.resource_name or "request", f"{code}: {message}{hint}", exc.status)
+            if code == "REQUEST_LIMIT_EXCEEDED":
+                return QuotaStop(SYSTEM, f"the org's daily API request limit is exhausted ({message})")
+            if exc.status >= 500 or exc.status == 429 or code in ("SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW"):
+                after = retry_after_seconds(self._last_headers.get("Retry-After"))
+                return Retryable(f"HTTP {exc.status} {code}", after, kind=str(exc.status))
+            return ApiError(SYSTEM, exc.resource_name or "request", f"{code}: {message}", exc.status)
+        return None
+
+    # ------------------------------------------------------------ describe
+
+    def describe(self, sobject: str) -> dict[str, dict[str, Any]]:
+        result = self.call(f"describe {sobject}", lambda: getattr(self.client, sobject).describe())
+        return {f["name"]: f for f in result["fields"]}
+
+    def check(self, mappings: Mappings) -> list[Problem]:
+        fields = self.describe("Account")
+        inputs, outputs = crm_fields(mappings, SYSTEM)
+        problems = []
+        for crm_field, name in inputs.items():
+            if crm_field not in fields:
+                problems.append(mappings.located.problem(
+                    ("inputs", name, SYSTEM),
+                    f"the field {crm_field} does not exist on Salesforce Account (or this user cannot see it)",
+                    hint="check the API name in Setup > Object Manager > Account > Fields, and field-level security",
+                ))
+        missing = [f for f in outputs if f not in fields]
+        if missing:
+            problems.append(Problem(
+                "mappings/scores", None, "outputs.salesforce",
+                f"output field(s) missing on Salesforce Account: {', '.join(missing)}",
+                hint="deploy the output fields (healthsync setup prints what is missing)",
+            ))
+        return problems
+
+    # ------------------------------------------------------------ pull
+
+    def account_fields(self, mappings: Mappings) -> list[str]:
+        inputs, outputs = crm_fields(mappings, SYSTEM)
+        fields = list(ACCOUNT_BASE_FIELDS)
+        fields += [f for f in [*inputs, *outputs] if f not in fields]
+        return fields
+
+    def pull(self, store: Store, mappings: Mappings, run_started: str, full: bool = False) -> PullStats:
+        stats = PullStats(SYSTEM)
+        fields = self.account_fields(mappings)
+        stream = "Account"
+        since = None if full else store.cursor(SYSTEM, stream)
+        stats.full["Account"] = since is None
+        soql = f"SELECT {', '.join(fields)} FROM Account"
+        if since:
+            lower = _parse_sf_time(since) - self.overlap
+            soql += f" WHERE SystemModstamp >= {lower.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        soql += " ORDER BY SystemModstamp ASC, Id ASC"
+        cap = _parse_iso(run_started)
+        for records in self._pages(soql):
+            rows = [(r["Id"], _clean(r), r.get("SystemModstamp"), bool(r.get("IsDeleted"))) for r in records]
+            newest = max((_parse_sf_time(r["SystemModstamp"]) for r in records if r.get("SystemModstamp")), default=None)
+            cursor = None
+            if newest is not None:
+                cursor = (stream, _sf_time(min(newest, cap)))
+            store.put_records(SYSTEM, "Account", rows, now=run_started, cursor=cursor)
+            stats.add("Account", len(rows), sum(1 for r in rows if r[3]))
+        if self.usage:
+            stats.notes.append(f"API usage {self.usage[0]:,}/{self.usage[1]:,} of the org's daily limit")
+        return stats
+
+    def _pages(self, soql: str) -> Iterator[list[dict[str, Any]]]:
+        page = self.call("queryAll", lambda: self.client.query(soql, include_deleted=True))
+        while True:
+            yield page["records"]
+            if page.get("done", True) or not page.get("nextRecordsUrl"):
+                return
+            url = page["nextRecordsUrl"]
+            page = self.call("queryAll (next page)", lambda u=url: self.client.query_more(u, identifier_is_url=True))
+
+
+def _error_of(content: Any) -> tuple[str, str]:
+    """(errorCode, message) of a Salesforce error body: a list of {errorCode, message}."""
+    try:
+        body = content if isinstance(content, (list, dict)) else __import__("json").loads(content)
+        first = body[0] if isinstance(body, list) else body
+        return str(first.get("errorCode", "ERROR")), str(first.get("message", "")).strip()
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError):
+        text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
+        return "ERROR", text[:300]
+
+
+def _clean(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "attributes"}
+
+
+def _parse_sf_time(value: str) -> datetime:
+    """Salesforce datetimes look like 2026-10-31T12:34:56.000+0000."""
+    return datetime.strptime(value.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z") if "." in value \
+        else datetime.strptime(value.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S%z")
+
+
+def _sf_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+def _parse_iso(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
