@@ -18,6 +18,7 @@ class CatalogueMetric:
 
 CATALOGUE: dict[str, CatalogueMetric] = {
     "mrr": CatalogueMetric("number", "stripe", "monthly recurring revenue, in the account's currency"),
+    "mrr_currency": CatalogueMetric("text", "stripe", "the currency of the MRR (lowercase ISO code)"),
     "mrr_change_90d": CatalogueMetric("number", "stripe", "MRR change over 90 days, percent"),
     "subscription_status": CatalogueMetric(
         "text", "stripe", "best subscription status: active, trialing, past_due, canceled, ..."

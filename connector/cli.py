@@ -318,6 +318,103 @@ def override_audit(obj: Context, override_id: int | None) -> None:
         out.print(f"{r['at']}  #{r['override_id']}  {r['action']:<12} by {r['actor']}  {r['detail']}", markup=False)
 
 
+# ---------------------------------------------------------------- pull and match
+
+
+@cli.command()
+@click.option("--full", is_flag=True, help="Ignore the cursors: read everything again.")
+@click.option("--system", "systems", multiple=True, type=click.Choice(list(pipeline.SOURCES)),
+              help="Only this system (repeatable).")
+@click.pass_obj
+@handled
+def pull(obj: Context, full: bool, systems: tuple[str, ...]) -> None:
+    """Read what changed in Salesforce, HubSpot, Stripe and Zendesk; match and measure."""
+    mappings = obj.mappings()
+    with obj.store() as store:
+        run_id = store.start_run("pull")
+        try:
+            summary = pipeline.pull(store, mappings, os.environ, full=full, only=systems or None)
+        except HealthsyncError as exc:
+            store.finish_run(run_id, "failed", exc.exit_code, {}, error=str(exc))
+            raise
+        code = 4 if summary.stopped else 0
+        store.finish_run(run_id, "stopped" if summary.stopped else "ok", code, _pull_counts(summary),
+                         error=summary.stopped, api_calls=summary.calls.as_dict())
+    _print_pull(summary)
+    if summary.stopped:
+        err.print(f"stopped: {summary.stopped}", markup=False)
+        sys.exit(4)
+
+
+def _pull_counts(summary: pipeline.PullSummary) -> dict[str, Any]:
+    counts: dict[str, Any] = {s: stats.records for s, stats in summary.systems.items()}
+    if summary.match:
+        counts["accounts"] = summary.match.accounts
+        counts["unmatched"] = summary.match.unmatched
+        counts["conflicts"] = summary.match.conflicts
+    if summary.measure:
+        counts["values_changed"] = summary.measure.changed
+    return counts
+
+
+def _print_pull(summary: pipeline.PullSummary) -> None:
+    for system, why in summary.skipped.items():
+        out.print(f"{system}: {why}", markup=False)
+    table = Table(title="Pulled")
+    for column in ("system", "records", "mode", "API calls", "retries", "notes"):
+        table.add_column(column)
+    for system, stats in summary.systems.items():
+        records = ", ".join(f"{n:,} {obj}" for obj, n in stats.records.items()) or "nothing new"
+        mode = "full" if any(stats.full.values()) else "incremental"
+        retries = sum(n for (s, _k), n in summary.calls.retries.items() if s == system)
+        table.add_row(system, records, mode, f"{summary.calls.total(system):,}", str(retries), "; ".join(stats.notes))
+    out.print(table)
+    if summary.match:
+        m = summary.match
+        accounts = " + ".join(f"{n:,} from {s}" for s, n in m.accounts.items())
+        linked = "; ".join(
+            f"{system}: " + ", ".join(f"{n:,} by {how}" for how, n in kinds.items())
+            for system, kinds in m.linked.items() if system in ("stripe", "zendesk", "hubspot")
+        )
+        out.print(f"accounts: {accounts}", markup=False)
+        out.print(f"matched: {linked or 'nothing'}", markup=False)
+        issues = {s: (m.unmatched.get(s, 0), m.conflicts.get(s, 0)) for s in set(m.unmatched) | set(m.conflicts)}
+        if issues:
+            out.print("not matched: " + "; ".join(f"{s} {u:,} unmatched, {c:,} conflicts" for s, (u, c) in sorted(issues.items()))
+                      + "  (healthsync matches)", markup=False)
+    if summary.measure:
+        me = summary.measure
+        out.print(f"measured: {me.values:,} values for {me.accounts:,} accounts, {me.changed:,} changed", markup=False)
+        if me.mrr_by_currency:
+            out.print("MRR: " + ", ".join(f"{c.upper()} {v:,.2f}" for c, v in sorted(me.mrr_by_currency.items())), markup=False)
+
+
+@cli.command()
+@click.option("--unmatched", "kind", flag_value="unmatched", help="Only records that matched no account.")
+@click.option("--conflicts", "kind", flag_value="conflict", help="Only records claimed by several accounts.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handled
+def matches(obj: Context, kind: str | None, as_json: bool) -> None:
+    """Records of Stripe, Zendesk and the CRMs that could not be matched to one account."""
+    with obj.store() as store:
+        rows = store.match_issues(kind)
+    for row in rows:
+        row["candidates"] = json.loads(row["candidates"]) if row["candidates"] else []
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        out.print("no unmatched or conflicting records", markup=False)
+        return
+    table = Table(title=f"{len(rows):,} match issue(s)")
+    for column in ("kind", "system", "record", "why", "candidates"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["kind"], f"{r['system']} {r['object']}", r["external_id"], r["detail"], ", ".join(r["candidates"][:4]))
+    out.print(table)
+
+
 # ---------------------------------------------------------------- demo
 
 

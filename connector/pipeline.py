@@ -1,24 +1,94 @@
 """The steps of a healthsync run, in order, each reading and writing the store.
 
-Implemented so far: score (metric values -> scores). Pull, match, measure,
-plan and push join here as they are built.
+Implemented so far: pull (systems -> raw records), match (records -> accounts),
+measure (records -> metric values), score (metric values -> scores). Plan and
+push join here as they are built.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from .config.mappings import Mappings
+from .errors import ConfigError
+from .http import CallLog, QuotaStop, RetryPolicy
+from .identity import MatchSummary, match
+from .metrics import MeasureSummary, measure
 from .scoring.engine import ScoreResult, score_all
 from .scoring.frame import Frame, from_store, iso
 from .scoring.overrides import sync_crm_overrides
 from .store import Store
+from .systems import Context, PullStats, Source
+from .systems.hubspot import HubSpotSource
+from .systems.salesforce import SalesforceSource
+from .systems.stripe import StripeSource
+from .systems.zendesk import ZendeskSource
+
+SOURCES = {"salesforce": SalesforceSource, "hubspot": HubSpotSource, "stripe": StripeSource, "zendesk": ZendeskSource}
+
+
+@dataclass
+class PullSummary:
+    systems: dict[str, PullStats] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # system -> why
+    stopped: str | None = None  # quota stop message: the pull ended early, cleanly
+    calls: CallLog = field(default_factory=CallLog)
+    match: MatchSummary | None = None
+    measure: MeasureSummary | None = None
+
+
+def sources(env: Mapping[str, str], calls: CallLog, only: Iterable[str] | None = None) -> tuple[list[Source], dict[str, str]]:
+    """The configured sources, and the systems skipped for want of credentials."""
+    ctx = Context(env, calls, RetryPolicy.from_env(env))
+    found: list[Source] = []
+    skipped: dict[str, str] = {}
+    wanted = set(only) if only else set(SOURCES)
+    for system, cls in SOURCES.items():
+        if system not in wanted:
+            continue
+        source = cls.from_env(ctx)
+        if source is None:
+            skipped[system] = f"no {system} credentials in the environment: skipped"
+        else:
+            found.append(source)
+    return found, skipped
+
+
+def pull(
+    store: Store, mappings: Mappings, env: Mapping[str, str], now: datetime | None = None,
+    full: bool = False, only: Iterable[str] | None = None,
+) -> PullSummary:
+    """Pull every configured system into the store, then match and measure.
+
+    Mapped fields are checked against each CRM's describe first: a missing
+    field stops the run before any data is read. A quota reserve reached mid
+    pull stops that system cleanly (cursors only cover committed data); the
+    other systems and the match / measure steps still run on what is stored.
+    """
+    now = now or datetime.now(UTC)
+    started = iso(now)
+    summary = PullSummary()
+    found, summary.skipped = sources(env, summary.calls, only)
+    problems = []
+    for source in found:
+        problems += source.check(mappings)
+    if problems:
+        raise ConfigError(problems)
+    for source in found:
+        try:
+            summary.systems[source.system] = source.pull(store, mappings, started, full=full)
+        except QuotaStop as stop:
+            summary.stopped = str(stop)
+            break
+    summary.match = match(store, mappings)
+    summary.measure = measure(store, mappings, now)
+    return summary
 
 
 @dataclass

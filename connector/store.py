@@ -303,6 +303,42 @@ class Store:
                 ((*r, now) for r in rows),
             )
 
+    def replace_links(self, rows: Iterable[tuple[str, str, str, int, str]], now: str | None = None) -> int:
+        """Make (system, object, external_id, account_id, matched_by) the complete set of links.
+
+        Unchanged links keep their linked_at; returns how many links are new or changed.
+        """
+        now = now or utcnow()
+        with self.transaction():
+            self.conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS incoming_links (system TEXT, object TEXT, external_id TEXT, "
+                "account_id INTEGER, matched_by TEXT, PRIMARY KEY (system, object, external_id))"
+            )
+            self.conn.execute("DELETE FROM incoming_links")
+            self.conn.executemany("INSERT OR REPLACE INTO incoming_links VALUES (?, ?, ?, ?, ?)", rows)
+            self.conn.execute(
+                """DELETE FROM account_links WHERE NOT EXISTS (SELECT 1 FROM incoming_links i
+                   WHERE i.system = account_links.system AND i.object = account_links.object
+                     AND i.external_id = account_links.external_id)"""
+            )
+            changed = self.conn.execute(
+                """INSERT INTO account_links SELECT i.*, ? FROM incoming_links i
+                   LEFT JOIN account_links l USING (system, object, external_id)
+                   WHERE l.account_id IS NULL OR l.account_id != i.account_id OR l.matched_by != i.matched_by
+                   ON CONFLICT (system, object, external_id) DO UPDATE SET account_id = excluded.account_id,
+                     matched_by = excluded.matched_by, linked_at = excluded.linked_at""",
+                (now,),
+            ).rowcount
+            self.conn.execute("DELETE FROM incoming_links")
+        return changed
+
+    def linked(self, system: str, obj: str) -> dict[str, int]:
+        """external_id -> account_id for one system object."""
+        rows = self.conn.execute(
+            "SELECT external_id, account_id FROM account_links WHERE system = ? AND object = ?", (system, obj)
+        )
+        return dict(rows)
+
     # ------------------------------------------------------------ metric values
 
     def set_values(

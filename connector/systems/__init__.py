@@ -39,7 +39,7 @@ class Source(Protocol):
         """Problems with the mapped fields as this system describes them (no data read)."""
         ...
 
-    def pull(self, store: Store, mappings: Mappings, run_started: str) -> PullStats:
+    def pull(self, store: Store, mappings: Mappings, run_started: str, full: bool = False) -> PullStats:
         """Read what changed since the stored cursors into the store."""
         ...
 
