@@ -92,7 +92,7 @@ class StripeSource:
         while True:
             page = self.ctx.policy.call(
                 SYSTEM, f"GET {path}",
-                lambda p=dict(params): self.client.raw_request("get", path, **p).to_dict(),
+                lambda p=dict(params): self.client.raw_request("get", path, **p).data,
                 self._classify, self.ctx.calls,
             )
             data = page.get("data") or []
@@ -120,14 +120,14 @@ class StripeSource:
 
     def _backfill(self, store: Store, stats: PullStats, now: datetime, run_started: str) -> None:
         # the newest event before the backfill: replaying from it later cannot miss a change
-        latest = next(self.list("/v1/events", {"limit": 1, "types[]": EVENT_TYPES}), [])
+        latest = next(self.list("/v1/events", {"limit": 1, "types": EVENT_TYPES}), [])
         mark = int(latest[0]["created"]) if latest else int(now.timestamp())
         lists = [
             ("customers", "/v1/customers", {}),
             ("subscriptions", "/v1/subscriptions", {"status": "all"}),
             ("invoices", "/v1/invoices", {"status": "open"}),
             ("invoices", "/v1/invoices", {"status": "uncollectible"}),
-            ("charges", "/v1/charges", {"created[gte]": int((now - CHARGES_WINDOW).timestamp())}),
+            ("charges", "/v1/charges", {"created": {"gte": int((now - CHARGES_WINDOW).timestamp())}}),
         ]
         for obj, path, params in lists:
             for data in self.list(path, params):
@@ -138,7 +138,7 @@ class StripeSource:
 
     def _replay(self, store: Store, stats: PullStats, since: int, run_started: str) -> None:
         events: list[dict[str, Any]] = []
-        for data in self.list("/v1/events", {"created[gte]": since, "types[]": EVENT_TYPES}):
+        for data in self.list("/v1/events", {"created": {"gte": since}, "types": EVENT_TYPES}):
             events += data
         events.sort(key=lambda e: (e["created"], e["id"]))  # oldest first: the last snapshot wins
         latest: dict[str, dict[str, tuple[str, dict[str, Any], str | None, bool]]] = {k: {} for k in OBJECTS.values()}
