@@ -8,15 +8,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
+from conftest import REPO
 
 from connector.config.mappings import load_mappings
 from connector.errors import ConfigError
-from connector.http import ApiError, CallLog, QuotaStop, RetryPolicy, SettingsError
+from connector.http import ApiError, CallLog, RetryPolicy, SettingsError
 from connector.pipeline import pull
 from connector.systems import Context
 from connector.systems.salesforce import SalesforceSource
-
-from conftest import REPO
 
 BASE = "https://acme.my.salesforce.com"
 DATA = f"{BASE}/services/data/v59.0"
