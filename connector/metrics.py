@@ -78,9 +78,10 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None) -> Me
                 summary.not_available[name] = summary.not_available.get(name, 0) + 1
             rows.append((account_id, name, value, reason))
         mrr = computed.get("mrr")
-        currency = computed.get("mrr_currency")
-        if mrr and mrr[0] is not None and currency and currency[0]:
-            summary.mrr_by_currency[currency[0]] = round(summary.mrr_by_currency.get(currency[0], 0.0) + mrr[0], 2)
+        if mrr and mrr[0]:
+            currency = computed.get("mrr_currency") or _catalogue("mrr_currency", acct, inputs, now)
+            if currency[0]:
+                summary.mrr_by_currency[currency[0]] = round(summary.mrr_by_currency.get(currency[0], 0.0) + mrr[0], 2)
     summary.values = len(rows)
     summary.changed = store.set_values(rows, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
     return summary
