@@ -20,7 +20,6 @@ from rich.table import Table
 from . import pipeline
 from .config.mappings import check_mappings, load_mappings
 from .errors import ConfigError, HealthsyncError, NotFound
-from .sandbox import sample
 from .scoring.explain import explain as explain_account
 from .scoring.frame import iso
 from .store import Store
@@ -419,20 +418,31 @@ def matches(obj: Context, kind: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--accounts", default=300, show_default=True, help="How many sample accounts.")
+@click.option("--accounts", default=300, show_default=True, help="How many Salesforce accounts the sandbox holds.")
+@click.option("--faults", is_flag=True, help="Inject 429s, 5xx, dropped connections and a session expiry.")
 @click.pass_obj
 @handled
-def demo(obj: Context, accounts: int) -> None:
-    """Seed a store with sample accounts, score them and show the result."""
+def demo(obj: Context, accounts: int, faults: bool) -> None:
+    """Start the bundled API sandbox, pull from it over real HTTP, score, show the result."""
+    from .sandbox.dataset import build_dataset
+    from .sandbox.server import Faults, Sandbox
+
     mappings = obj.mappings()
     path = Path(obj.db_path or "healthsync-demo.db")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     now = datetime.now(UTC)
-    with Store(path) as store:
-        sample.seed(store, accounts, now)
+    injected = Faults(rate_429=0.1, rate_5xx=0.02, rate_drop=0.01, expire_session_after=5, seed=1) if faults else Faults()
+    with Sandbox(build_dataset(accounts=accounts, seed=7, now=now), faults=injected) as sb, Store(path) as store:
+        out.print(f"sandbox: Salesforce {sb.urls['salesforce']} (TLS), HubSpot {sb.urls['hubspot']}, "
+                  f"Stripe {sb.urls['stripe']}, Zendesk {sb.urls['zendesk']}", markup=False)
+        env = {**sb.env(), "ZENDESK_EXPORT_PER_MINUTE": "0", "HEALTHSYNC_RETRY_BASE": "0.05"}
+        run_id = store.start_run("demo")
+        pulled = pipeline.pull(store, mappings, env, now)
         summary = pipeline.score(store, mappings, now)
+        store.finish_run(run_id, "ok", 0, _pull_counts(pulled), api_calls=pulled.calls.as_dict())
         records = [r for r in store.current_scores("health") if r["value"] is not None]
+    _print_pull(pulled)
     out.print(f"demo store: {path} (mappings version {mappings.version})", markup=False)
     _print_summary(summary)
     records.sort(key=lambda r: r["value"])
@@ -440,7 +450,8 @@ def demo(obj: Context, accounts: int) -> None:
         r["groups"] = json.loads(r["groups"] or "{}")
     out.print("lowest health scores:")
     _print_scores(records, 5)
-    out.print(f"next: healthsync --db {path} explain {records[0]['account_key']}", markup=False)
+    if records:
+        out.print(f"next: healthsync --db {path} explain {records[0]['account_key']}", markup=False)
 
 
 def main() -> None:

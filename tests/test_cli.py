@@ -1,4 +1,4 @@
-"""The commands, end to end on a sample store."""
+"""The commands, end to end on a sample store (metrics seeded directly, no HTTP)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,15 @@ MAPPINGS = str(REPO / "mappings")
 
 @pytest.fixture
 def demo_db(tmp_path):
+    from datetime import UTC, datetime
+
+    from connector.sandbox.sample import seed
+    from connector.store import Store
+
     db = str(tmp_path / "demo.db")
-    result = CliRunner().invoke(cli, ["--db", db, "--mappings", MAPPINGS, "demo", "--accounts", "120"])
+    with Store(db) as store:
+        seed(store, 120, datetime.now(UTC))
+    result = CliRunner().invoke(cli, ["--db", db, "--mappings", MAPPINGS, "score"])
     assert result.exit_code == 0, result.output
     return db
 

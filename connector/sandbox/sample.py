@@ -1,6 +1,6 @@
-"""A deterministic, deliberately messy sample of customer accounts and their metrics.
+"""A deterministic, messy sample of accounts and their metric values (no HTTP).
 
-Same seed, same data: the demo and the tests can name accounts and expect
+Scoring tests use it to fill a store directly. Same seed, same data: tests can name accounts and expect
 exact numbers. Messy on purpose: unicode names, missing segments, N/A metrics,
 stale CSM ratings, garbage values, and a 120-day-old history for trends.
 """
