@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from rich.table import Table
 from . import pipeline
 from .config.mappings import check_mappings, load_mappings
 from .errors import ConfigError, HealthsyncError, NotFound
+from .http import RedactingFilter
 from .scoring.explain import explain as explain_account
 from .scoring.frame import iso
 from .store import Store
@@ -65,9 +67,21 @@ def handled(fn: F) -> F:
 @click.option("--mappings", envvar="HEALTHSYNC_MAPPINGS", help="Mappings folder (default ./mappings).")
 @click.version_option(package_name="healthsync")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None, mappings: str | None) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log each retry and quota wait (HEALTHSYNC_LOG_LEVEL=INFO).")
+def cli(ctx: click.Context, db: str | None, mappings: str | None, verbose: bool) -> None:
     """healthsync: customer health scores computed locally, written back to your CRM."""
+    _setup_logging("INFO" if verbose else os.environ.get("HEALTHSYNC_LOG_LEVEL", "WARNING"))
     ctx.obj = Context(db, mappings)
+
+
+def _setup_logging(level: str) -> None:
+    logger = logging.getLogger("healthsync")
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter())  # on the logger: no handler can see a secret
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level.upper() if level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR") else "WARNING")
 
 
 @cli.command()
