@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -178,11 +178,24 @@ class CallLog:
         return out
 
 
+class Session(requests.Session):
+    """A requests session whose own CA bundle wins over REQUESTS_CA_BUNDLE.
+
+    requests lets the environment variable override `session.verify` unless a
+    request passes `verify` itself; with HEALTHSYNC_CA_BUNDLE set, this one does.
+    """
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if isinstance(self.verify, str):
+            kwargs.setdefault("verify", self.verify)
+        return super().request(method, url, *args, **kwargs)
+
+
 def counted_session(
     calls: CallLog, system: str, endpoint_of: Callable[[str, str], str], verify: str | bool = True
 ) -> requests.Session:
     """A requests session that counts each request it sends under `endpoint_of(method, url)`."""
-    session = requests.Session()
+    session = Session()
     session.verify = verify
 
     def count(response: requests.Response, *args: object, **kwargs: object) -> None:

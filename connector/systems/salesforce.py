@@ -30,6 +30,7 @@ from ..http import (
     ApiError,
     QuotaStop,
     Retryable,
+    Session,
     SettingsError,
     ca_bundle,
     checked_url,
@@ -59,7 +60,7 @@ def endpoint_of(method: str, url: str) -> str:
     return f"{method} {tail.rstrip('/') or '/'}"
 
 
-class _LoginSession(requests.Session):
+class _LoginSession(Session):
     """Sends simple-salesforce's login requests to SALESFORCE_LOGIN_URL when one is set.
 
     simple-salesforce builds login URLs as https://{domain}.salesforce.com; a
