@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,7 @@ class PullSummary:
     calls: CallLog = field(default_factory=CallLog)
     match: MatchSummary | None = None
     measure: MeasureSummary | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # step or system -> wall time
 
 
 def sources(env: Mapping[str, str], calls: CallLog, only: Iterable[str] | None = None) -> tuple[list[Source], dict[str, str]]:
@@ -81,13 +83,20 @@ def pull(
     if problems:
         raise ConfigError(problems)
     for source in found:
+        clock = time.perf_counter()
         try:
             summary.systems[source.system] = source.pull(store, mappings, started, full=full)
         except QuotaStop as stop:
             summary.stopped = str(stop)
             break
+        finally:
+            summary.seconds[source.system] = round(time.perf_counter() - clock, 2)
+    clock = time.perf_counter()
     summary.match = match(store, mappings)
+    summary.seconds["match"] = round(time.perf_counter() - clock, 2)
+    clock = time.perf_counter()
     summary.measure = measure(store, mappings, now)
+    summary.seconds["measure"] = round(time.perf_counter() - clock, 2)
     return summary
 
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 from conftest import REPO
-from connector.sandbox.dataset import build_dataset
-from connector.sandbox.server import Faults, Sandbox
 
 from connector.config.mappings import load_mappings
 from connector.pipeline import pull, score
+from connector.sandbox.dataset import build_dataset
+from connector.sandbox.server import Faults, Sandbox
 from connector.store import Store
 
 MAPPINGS = load_mappings(REPO / "mappings")
