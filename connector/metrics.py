@@ -187,22 +187,26 @@ def _catalogue(key: str, acct: AccountData, inputs: dict[str, Value], now: datet
     return fn(acct, inputs, now)
 
 
-def _needs_stripe(fn: Callable[[AccountData, datetime], Value]) -> Callable[[AccountData, dict[str, Value], datetime], Value]:
-    def wrapped(acct: AccountData, inputs: dict[str, Value], now: datetime) -> Value:
-        if not acct.customers:
-            return NA, "no Stripe customer matched to this account"
-        return fn(acct, now)
-
-    return wrapped
+Compute = Callable[[AccountData, dict[str, Value], datetime], Value]
 
 
-def _needs_zendesk(fn: Callable[[AccountData, datetime], Value]) -> Callable[[AccountData, dict[str, Value], datetime], Value]:
-    def wrapped(acct: AccountData, inputs: dict[str, Value], now: datetime) -> Value:
-        if not acct.organizations:
-            return NA, "no Zendesk organization matched to this account"
-        return fn(acct, now)
+def _needs(system: str) -> Callable[[Callable[[AccountData, datetime], Value]], Compute]:
+    """N/A with the reason when the account has no record of `system` to compute from."""
+    reason = {"stripe": "no Stripe customer matched to this account",
+              "zendesk": "no Zendesk organization matched to this account"}[system]
 
-    return wrapped
+    def decorate(fn: Callable[[AccountData, datetime], Value]) -> Compute:
+        def wrapped(acct: AccountData, inputs: dict[str, Value], now: datetime) -> Value:
+            linked = acct.customers if system == "stripe" else acct.organizations
+            return fn(acct, now) if linked else (NA, reason)
+
+        return wrapped
+
+    return decorate
+
+
+_needs_stripe = _needs("stripe")
+_needs_zendesk = _needs("zendesk")
 
 
 def _mrr_at(acct: AccountData, at: datetime | None) -> tuple[dict[str, float], str | None]:
@@ -377,7 +381,7 @@ def _days_to_renewal(acct: AccountData, inputs: dict[str, Value], now: datetime)
     return float((date.fromisoformat(value) - now.date()).days), None
 
 
-_COMPUTE: dict[str, Callable[[AccountData, dict[str, Value], datetime], Value]] = {
+_COMPUTE: dict[str, Compute] = {
     "mrr": _mrr,
     "mrr_currency": _mrr_currency,
     "mrr_change_90d": _mrr_change_90d,

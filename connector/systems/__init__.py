@@ -66,3 +66,36 @@ def crm_fields(mappings: Mappings, system: str) -> tuple[dict[str, str], list[st
         if out is not None:
             outputs += [f for f in out.fields().values() if f not in outputs]
     return inputs, outputs
+
+
+def fields_to_read(mappings: Mappings, system: str, base: list[str]) -> list[str]:
+    """The base fields, then every input and output field the mappings name in this CRM."""
+    inputs, outputs = crm_fields(mappings, system)
+    fields = list(base)
+    return fields + [f for f in dict.fromkeys([*inputs, *outputs]) if f not in fields]
+
+
+@dataclass(frozen=True)
+class FieldWords:
+    """How a CRM names its fields, for the problems a describe check reports."""
+
+    missing_input: str  # "{field}" is replaced
+    input_hint: str
+    missing_outputs: str  # "{fields}" is replaced
+    output_hint: str
+
+
+def missing_fields(mappings: Mappings, system: str, known: set[str], words: FieldWords) -> list[Problem]:
+    """Mapped input fields the CRM does not have (each at its mappings line), then missing outputs."""
+    inputs, outputs = crm_fields(mappings, system)
+    problems = [
+        mappings.located.problem(("inputs", name, system), words.missing_input.format(field=f), hint=words.input_hint)
+        for f, name in inputs.items() if f not in known
+    ]
+    missing = [f for f in outputs if f not in known]
+    if missing:
+        problems.append(Problem(
+            "mappings/scores", None, f"outputs.{system}",
+            words.missing_outputs.format(fields=", ".join(missing)), hint=words.output_hint,
+        ))
+    return problems

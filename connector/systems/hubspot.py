@@ -42,13 +42,19 @@ from ..http import (
     setting,
 )
 from ..store import Store
-from . import Context, PullStats, crm_fields
+from . import Context, FieldWords, PullStats, fields_to_read, missing_fields
 
 SYSTEM = "hubspot"
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 BASE_PROPERTIES = ["name", "domain", "hs_object_id", "hs_lastmodifieddate", "salesforce_account_id"]
 LIST_LIMIT = 100
 SEARCH_LIMIT = 200
+WORDS = FieldWords(
+    "the company property {field} does not exist in this HubSpot account",
+    "check the property's internal name in Settings > Properties > Company properties",
+    "output properties missing in HubSpot: {fields}",
+    "healthsync setup creates them",
+)
 
 
 class HubSpotSource:
@@ -142,31 +148,12 @@ class HubSpotSource:
     def check(self, mappings: Mappings) -> list[Problem]:
         body = self.call("GET /crm/v3/properties/companies", lambda: self.client.crm.properties.core_api.get_all_with_http_info(
             object_type="companies", _preload_content=False))
-        known = {p["name"] for p in body.get("results", [])}
-        inputs, outputs = crm_fields(mappings, SYSTEM)
-        problems = []
-        for prop, name in inputs.items():
-            if prop not in known:
-                problems.append(mappings.located.problem(
-                    ("inputs", name, SYSTEM),
-                    f"the company property {prop} does not exist in this HubSpot account",
-                    hint="check the property's internal name in Settings > Properties > Company properties",
-                ))
-        missing = [p for p in outputs if p not in known]
-        if missing:
-            problems.append(Problem(
-                "mappings/scores", None, "outputs.hubspot",
-                f"output propert{'y' if len(missing) == 1 else 'ies'} missing in HubSpot: {', '.join(missing)}",
-                hint="healthsync setup creates them",
-            ))
-        return problems
+        return missing_fields(mappings, SYSTEM, {p["name"] for p in body.get("results", [])}, WORDS)
 
     # ------------------------------------------------------------ pull
 
     def properties(self, mappings: Mappings) -> list[str]:
-        inputs, outputs = crm_fields(mappings, SYSTEM)
-        props = list(BASE_PROPERTIES)
-        return props + [p for p in [*inputs, *outputs] if p not in props]
+        return fields_to_read(mappings, SYSTEM, BASE_PROPERTIES)
 
     def pull(self, store: Store, mappings: Mappings, run_started: str, full: bool = False) -> PullStats:
         stats = PullStats(SYSTEM)

@@ -39,11 +39,17 @@ from ..http import (
     setting,
 )
 from ..store import Store
-from . import Context, PullStats, crm_fields
+from . import Context, FieldWords, PullStats, fields_to_read, missing_fields
 
 SYSTEM = "salesforce"
 API_VERSION = "59.0"
 ACCOUNT_BASE_FIELDS = ["Id", "IsDeleted", "SystemModstamp", "Name", "Website"]
+WORDS = FieldWords(
+    "the field {field} does not exist on Salesforce Account (or this user cannot see it)",
+    "check the API name in Setup > Object Manager > Account > Fields, and field-level security",
+    "output fields missing on Salesforce Account: {fields}",
+    "deploy the output fields (healthsync setup prints what is missing)",
+)
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
 
 
@@ -205,32 +211,12 @@ class SalesforceSource:
         return {f["name"]: f for f in result["fields"]}
 
     def check(self, mappings: Mappings) -> list[Problem]:
-        fields = self.describe("Account")
-        inputs, outputs = crm_fields(mappings, SYSTEM)
-        problems = []
-        for crm_field, name in inputs.items():
-            if crm_field not in fields:
-                problems.append(mappings.located.problem(
-                    ("inputs", name, SYSTEM),
-                    f"the field {crm_field} does not exist on Salesforce Account (or this user cannot see it)",
-                    hint="check the API name in Setup > Object Manager > Account > Fields, and field-level security",
-                ))
-        missing = [f for f in outputs if f not in fields]
-        if missing:
-            problems.append(Problem(
-                "mappings/scores", None, "outputs.salesforce",
-                f"output field(s) missing on Salesforce Account: {', '.join(missing)}",
-                hint="deploy the output fields (healthsync setup prints what is missing)",
-            ))
-        return problems
+        return missing_fields(mappings, SYSTEM, set(self.describe("Account")), WORDS)
 
     # ------------------------------------------------------------ pull
 
     def account_fields(self, mappings: Mappings) -> list[str]:
-        inputs, outputs = crm_fields(mappings, SYSTEM)
-        fields = list(ACCOUNT_BASE_FIELDS)
-        fields += [f for f in [*inputs, *outputs] if f not in fields]
-        return fields
+        return fields_to_read(mappings, SYSTEM, ACCOUNT_BASE_FIELDS)
 
     def pull(self, store: Store, mappings: Mappings, run_started: str, full: bool = False) -> PullStats:
         stats = PullStats(SYSTEM)
