@@ -66,6 +66,8 @@ def minimum(system: str, records: dict[str, int]) -> int:
     """Fewest data requests the API allows for the records received: full pages only."""
     if system == "salesforce":
         return math.ceil(sum(records.values()) / PAGE[system])
+    if system == "stripe" and "events" in records:  # incremental: the events are the data
+        return math.ceil(records["events"] / PAGE[system])
     return sum(math.ceil(n / PAGE[system]) for obj, n in records.items() if obj != "events")
 
 
