@@ -350,14 +350,35 @@ class Store:
         (None included) starts a new `since` and is appended to metric_history.
         """
         now = now or utcnow()
+        observed = [_value_row(r) for r in rows]
+        names = sorted({r[0] for r in observed})
+        current = self._current_values(names)
+        fresh = [r for r in observed if current.get((r[0], r[1])) != r[2:]]
+        confirmed: dict[str, int] = {}
+        for r in observed:
+            if (r[0], r[1]) in current:
+                confirmed[r[0]] = confirmed.get(r[0], 0) + 1
+        stored = dict(self.conn.execute(
+            "SELECT name, count(*) FROM metric_values WHERE name IN (SELECT value FROM json_each(?)) GROUP BY name",
+            (json.dumps(names),),
+        ).fetchall())
         with self.transaction():
+            # seen_at: one statement per name the observation covers whole (the measure step's case)
+            for name in names:
+                if confirmed.get(name, 0) == stored.get(name, 0):
+                    self.conn.execute("UPDATE metric_values SET seen_at = ? WHERE name = ?", (now, name))
+                else:
+                    self.conn.executemany(
+                        "UPDATE metric_values SET seen_at = ? WHERE name = ? AND account_id = ?",
+                        ((now, r[0], r[1]) for r in observed if r[0] == name and (r[0], r[1]) in current),
+                    )
+            if not fresh:
+                return 0
             self.conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS incoming (name TEXT, account_id INTEGER, num REAL, text TEXT, na_reason TEXT, PRIMARY KEY (name, account_id))"
             )
             self.conn.execute("DELETE FROM incoming")
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO incoming VALUES (?, ?, ?, ?, ?)", (_value_row(r) for r in rows)
-            )
+            self.conn.executemany("INSERT OR REPLACE INTO incoming VALUES (?, ?, ?, ?, ?)", fresh)
             changed = self.conn.execute(
                 """INSERT INTO metric_history (name, account_id, since, num, text)
                    SELECT i.name, i.account_id, ?, i.num, i.text FROM incoming i
@@ -378,6 +399,13 @@ class Store:
             )
             self.conn.execute("DELETE FROM incoming")
         return changed
+
+    def _current_values(self, names: list[str]) -> dict[tuple[str, int], tuple[float | None, str | None, str | None]]:
+        rows = self.conn.execute(
+            "SELECT name, account_id, num, text, na_reason FROM metric_values WHERE name IN (SELECT value FROM json_each(?))",
+            (json.dumps(names),),
+        )
+        return {(n, a): (num, text, reason) for n, a, num, text, reason in rows}
 
     def load_column(self, name: str, ids: np.ndarray, text: bool, with_since: bool = True) -> Column:
         """The current values of one stored name for the given accounts (N/A where absent).
