@@ -86,9 +86,8 @@ def pull(
         clock = time.perf_counter()
         try:
             summary.systems[source.system] = source.pull(store, mappings, started, full=full)
-        except QuotaStop as stop:
-            summary.stopped = str(stop)
-            break
+        except QuotaStop as stop:  # this system stops cleanly; the others still pull
+            summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
         finally:
             summary.seconds[source.system] = round(time.perf_counter() - clock, 2)
     clock = time.perf_counter()

@@ -1,0 +1,84 @@
+"""`healthsync pull`, `matches` and `demo` through the command line, against the sandbox."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from click.testing import CliRunner
+from conftest import REPO
+
+from connector.cli import cli
+from connector.sandbox.dataset import build_dataset
+from connector.sandbox.server import Sandbox
+from connector.store import Store
+
+MAPPINGS = str(REPO / "mappings")
+CLEAR = {name: "" for name in (
+    "SALESFORCE_INSTANCE_URL", "SALESFORCE_ACCESS_TOKEN", "SALESFORCE_USERNAME", "SALESFORCE_PASSWORD",
+    "SALESFORCE_CLIENT_ID", "HUBSPOT_ACCESS_TOKEN", "STRIPE_API_KEY", "ZENDESK_URL", "ZENDESK_EMAIL",
+    "ZENDESK_API_TOKEN")}
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return build_dataset(accounts=200, seed=3, now=datetime(2026, 11, 1, tzinfo=UTC))
+
+
+def run(db, env, *args):
+    return CliRunner().invoke(cli, ["--db", str(db), "--mappings", MAPPINGS, *args],
+                              env={**CLEAR, "ZENDESK_EXPORT_PER_MINUTE": "0", "HEALTHSYNC_RETRY_BASE": "0.01", **env})
+
+
+def test_pull_then_matches(dataset, tmp_path):
+    db = tmp_path / "p.db"
+    with Sandbox(dataset) as sb:
+        result = run(db, sb.env(), "pull")
+    assert result.exit_code == 0, result.output
+    assert "Pulled" in result.output and "measured:" in result.output and "MRR:" in result.output
+    assert "sandbox-password" not in result.output and "pat-sandbox-0000" not in result.output
+    with Store(db) as store:
+        last = store.last_run()
+    calls = json.loads(last["api_calls"])
+    assert last["command"] == "pull" and last["status"] == "ok"
+    assert calls["salesforce"]["GET queryAll"] == 1 and calls["zendesk"]["GET /api/v2/incremental/tickets/cursor.json"] >= 1
+    issues = json.loads(run(db, {}, "matches", "--json").output)
+    assert {i["kind"] for i in issues} == {"unmatched", "conflict"}
+    conflicts = json.loads(run(db, {}, "matches", "--conflicts", "--json").output)
+    assert conflicts and all(i["kind"] == "conflict" and i["candidates"] for i in conflicts)
+    table = run(db, {}, "matches", "--unmatched").output
+    assert "unmatched" in table and "conflict" not in table.split("\n", 2)[2]
+
+
+def test_systems_without_credentials_are_skipped_with_one_line(tmp_path):
+    result = run(tmp_path / "e.db", {}, "pull")
+    assert result.exit_code == 0, result.output
+    for system in ("salesforce", "hubspot", "stripe", "zendesk"):
+        assert f"{system}: no {system} credentials in the environment: skipped" in result.output
+
+
+def test_a_quota_reserve_stops_salesforce_with_exit_4_and_the_rest_still_pulls(dataset, tmp_path):
+    db = tmp_path / "q.db"
+    with Sandbox(dataset, daily_api_limit=10) as sb:
+        result = run(db, {**sb.env(), "SALESFORCE_API_RESERVE_PERCENT": "95"}, "pull")
+    assert result.exit_code == 4, result.output
+    assert "reserve of 95%" in result.output
+    with Store(db) as store:
+        counts = store.record_counts()
+        assert store.last_run()["status"] == "stopped"
+    assert ("salesforce", "Account") not in counts and counts[("zendesk", "tickets")][0] > 0
+
+
+def test_invalid_settings_exit_2_naming_the_variable(tmp_path):
+    result = run(tmp_path / "s.db", {"HUBSPOT_ACCESS_TOKEN": "pat-x", "HUBSPOT_BASE_URL": "http://hubspot.example.com"}, "pull")
+    assert result.exit_code == 2 and "HUBSPOT_BASE_URL=http://hubspot.example.com: plain http is refused" in result.output
+
+
+def test_demo_pulls_through_faults_and_scores(tmp_path):
+    result = run(tmp_path / "demo.db", {}, "demo", "--accounts", "150", "--faults")
+    assert result.exit_code == 0, result.output
+    assert "Scored" in result.output and "lowest health scores" in result.output
+    with Store(tmp_path / "demo.db") as store:
+        assert len(store.current_scores("health")) > 150
+        assert store.last_run()["command"] == "demo"
