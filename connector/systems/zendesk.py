@@ -130,7 +130,7 @@ class ZendeskSource:
         since = None if full else store.cursor(SYSTEM, "organizations")
         stats.full["organizations"] = since is None
         url: str | None = f"{self.base_url}/api/v2/incremental/organizations.json"
-        params: dict[str, Any] | None = {"start_time": int(since) if since else self.start_time}
+        params: dict[str, Any] | None = {"start_time": _start(int(since) if since else self.start_time)}
         while url:
             body = self.get(url, params)
             orgs = body.get("organizations") or []
@@ -149,7 +149,7 @@ class ZendeskSource:
         stats.full["tickets"] = cursor is None
         url = f"{self.base_url}/api/v2/incremental/tickets/cursor.json"
         params: dict[str, Any] = {"per_page": 1000}
-        params.update({"cursor": cursor} if cursor else {"start_time": self.start_time})
+        params.update({"cursor": cursor} if cursor else {"start_time": _start(self.start_time)})
         while True:
             body = self.get(url, params)
             tickets = body.get("tickets") or []
@@ -160,6 +160,11 @@ class ZendeskSource:
             if body.get("end_of_stream") or not after:
                 return
             params = {"per_page": 1000, "cursor": after}
+
+
+def _start(start_time: int) -> int:
+    """Zendesk refuses a start_time less than a minute in the past (or in the future)."""
+    return min(start_time, int(time.time()) - 61)
 
 
 def _ticket(t: dict[str, Any]) -> dict[str, Any]:
