@@ -111,3 +111,23 @@ def test_scores_come_out_of_pulled_data(dataset, tmp_path):
     groups = json.loads(next(r for r in rows if r["value"] is not None)["groups"])
     assert set(groups) >= {"usage", "support", "billing", "relationship"}
     assert pulled.match.unmatched and pulled.match.conflicts  # the sample is messy on purpose
+
+
+def test_salesforce_jwt_bearer_login_against_the_sandbox(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "server.key"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    dataset = build_dataset(accounts=150, seed=4, now=datetime(2026, 11, 1, tzinfo=UTC))
+    with Sandbox(dataset) as sb, Store(tmp_path / "jwt.db") as store:
+        base = sb.env()
+        env = {"SALESFORCE_USERNAME": base["SALESFORCE_USERNAME"], "SALESFORCE_CLIENT_ID": "3MVG9-sandbox",
+               "SALESFORCE_PRIVATE_KEY_FILE": str(key_file), "SALESFORCE_LOGIN_URL": base["SALESFORCE_LOGIN_URL"],
+               "HEALTHSYNC_CA_BUNDLE": base["HEALTHSYNC_CA_BUNDLE"]}
+        summary = pull(store, MAPPINGS, env, only=["salesforce"])
+        live = sum(1 for _ in store.records("salesforce", "Account"))
+    assert summary.calls.as_dict()["salesforce"]["POST login (OAuth)"] == 1
+    assert live == sum(1 for a in dataset.sf_accounts.values() if not a["IsDeleted"])
