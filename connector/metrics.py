@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -60,30 +60,34 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None) -> Me
     catalogue_of = {m: d.catalogue for m, d in mappings.metrics.items() if d.catalogue}
     ids = store.account_ids().tolist()
     summary.accounts = len(ids)
-    rows: list[tuple[int, str, Any, str | None]] = []
     empty = AccountData()
-    for account_id in ids:
-        acct = data.get(account_id, empty)
-        inputs = {name: _input(acct, mappings, name) for name in mappings.inputs}
-        computed: dict[str, Value] = {}
-        for name in names:
-            if name in inputs:
-                value, reason = inputs[name]
-            else:
-                key = catalogue_of.get(name, name)
-                if key not in computed:
-                    computed[key] = _catalogue(key, acct, inputs, now)
-                value, reason = computed[key]
-            if value is None:
-                summary.not_available[name] = summary.not_available.get(name, 0) + 1
-            rows.append((account_id, name, value, reason))
-        mrr = computed.get("mrr")
-        if mrr and mrr[0]:
-            currency = computed.get("mrr_currency") or _catalogue("mrr_currency", acct, inputs, now)
-            if currency[0]:
-                summary.mrr_by_currency[currency[0]] = round(summary.mrr_by_currency.get(currency[0], 0.0) + mrr[0], 2)
-    summary.values = len(rows)
-    summary.changed = store.set_values(rows, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    def rows() -> Iterator[tuple[int, str, Any, str | None]]:
+        """One account at a time, consumed by the store as it is made (memory: one row wide)."""
+        for account_id in ids:
+            acct = data.pop(account_id, empty)
+            inputs = {name: _input(acct, mappings, name) for name in mappings.inputs}
+            computed: dict[str, Value] = {}
+            for name in names:
+                if name in inputs:
+                    value, reason = inputs[name]
+                else:
+                    key = catalogue_of.get(name, name)
+                    if key not in computed:
+                        computed[key] = _catalogue(key, acct, inputs, now)
+                    value, reason = computed[key]
+                if value is None:
+                    summary.not_available[name] = summary.not_available.get(name, 0) + 1
+                summary.values += 1
+                yield account_id, name, value, reason
+            mrr = computed.get("mrr")
+            if mrr and mrr[0]:
+                currency = computed.get("mrr_currency") or _catalogue("mrr_currency", acct, inputs, now)
+                if currency[0]:
+                    total = summary.mrr_by_currency.get(currency[0], 0.0) + mrr[0]
+                    summary.mrr_by_currency[currency[0]] = round(total, 2)
+
+    summary.changed = store.set_values(rows(), now.strftime("%Y-%m-%dT%H:%M:%SZ"))
     return summary
 
 

@@ -350,27 +350,22 @@ class Store:
         (None included) starts a new `since` and is appended to metric_history.
         """
         now = now or utcnow()
-        observed = [_value_row(r) for r in rows]
-        names = sorted({r[0] for r in observed})
-        current = self._current_values(names)
-        fresh = [r for r in observed if current.get((r[0], r[1])) != r[2:]]
-        confirmed: dict[str, int] = {}
-        for r in observed:
-            if (r[0], r[1]) in current:
-                confirmed[r[0]] = confirmed.get(r[0], 0) + 1
-        stored = dict(self.conn.execute(
-            "SELECT name, count(*) FROM metric_values WHERE name IN (SELECT value FROM json_each(?)) GROUP BY name",
-            (json.dumps(names),),
-        ).fetchall())
+        by_name: dict[str, list[tuple[str, int, float | None, str | None, str | None]]] = {}
+        for row in rows:
+            value_row = _value_row(row)
+            by_name.setdefault(value_row[0], []).append(value_row)
+        fresh: list[tuple[str, int, float | None, str | None, str | None]] = []
         with self.transaction():
-            # seen_at: one statement per name the observation covers whole (the measure step's case)
-            for name in names:
-                if confirmed.get(name, 0) == stored.get(name, 0):
+            for name, observed in by_name.items():  # one name at a time: memory stays one column wide
+                current = self._current_values(name)
+                fresh += [r for r in observed if current.get(r[1]) != r[2:]]
+                seen = [r[1] for r in observed if r[1] in current]
+                if len(set(seen)) == len(current):  # the whole column was observed (the measure step's case)
                     self.conn.execute("UPDATE metric_values SET seen_at = ? WHERE name = ?", (now, name))
                 else:
                     self.conn.executemany(
                         "UPDATE metric_values SET seen_at = ? WHERE name = ? AND account_id = ?",
-                        ((now, r[0], r[1]) for r in observed if r[0] == name and (r[0], r[1]) in current),
+                        ((now, name, account_id) for account_id in seen),
                     )
             if not fresh:
                 return 0
@@ -400,12 +395,9 @@ class Store:
             self.conn.execute("DELETE FROM incoming")
         return changed
 
-    def _current_values(self, names: list[str]) -> dict[tuple[str, int], tuple[float | None, str | None, str | None]]:
-        rows = self.conn.execute(
-            "SELECT name, account_id, num, text, na_reason FROM metric_values WHERE name IN (SELECT value FROM json_each(?))",
-            (json.dumps(names),),
-        )
-        return {(n, a): (num, text, reason) for n, a, num, text, reason in rows}
+    def _current_values(self, name: str) -> dict[int, tuple[float | None, str | None, str | None]]:
+        rows = self.conn.execute("SELECT account_id, num, text, na_reason FROM metric_values WHERE name = ?", (name,))
+        return {a: (num, text, reason) for a, num, text, reason in rows}
 
     def load_column(self, name: str, ids: np.ndarray, text: bool, with_since: bool = True) -> Column:
         """The current values of one stored name for the given accounts (N/A where absent).
