@@ -258,21 +258,21 @@ def _single(totals: dict[str, float]) -> tuple[str | None, float | None, str | N
     return currency, round(value, 2), None
 
 
+def _current_mrr(acct: AccountData) -> tuple[str | None, float | None, str | None]:
+    """(currency, MRR, why N/A) from the subscriptions paying now."""
+    totals, problem = _mrr_at(acct, None)
+    return (None, None, problem) if problem else _single(totals)
+
+
 @_needs_stripe
 def _mrr(acct: AccountData, now: datetime) -> Value:
-    totals, problem = _mrr_at(acct, None)
-    if problem:
-        return NA, problem
-    _currency, value, problem = _single(totals)
-    return (value, None) if problem is None else (NA, problem)
+    _currency, value, problem = _current_mrr(acct)
+    return (NA, problem) if problem else (value, None)
 
 
 @_needs_stripe
 def _mrr_currency(acct: AccountData, now: datetime) -> Value:
-    totals, problem = _mrr_at(acct, None)
-    if problem:
-        return NA, problem
-    currency, _value, problem = _single(totals)
+    currency, _value, problem = _current_mrr(acct)
     if problem:
         return NA, problem
     return (currency, None) if currency else (NA, "no paying subscription")
