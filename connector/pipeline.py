@@ -30,6 +30,7 @@ from .systems.hubspot import HubSpotSource
 from .systems.salesforce import SalesforceSource
 from .systems.stripe import StripeSource
 from .systems.zendesk import ZendeskSource
+from .writeback import PlanSummary, PushSummary, plan, push
 
 SOURCES = {"salesforce": SalesforceSource, "hubspot": HubSpotSource, "stripe": StripeSource, "zendesk": ZendeskSource}
 
@@ -43,6 +44,7 @@ class PullSummary:
     match: MatchSummary | None = None
     measure: MeasureSummary | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # step or system -> wall time
+    sources: list[Source] = field(default_factory=list)  # the configured clients, reused to push
 
 
 def sources(env: Mapping[str, str], calls: CallLog, only: Iterable[str] | None = None) -> tuple[list[Source], dict[str, str]]:
@@ -64,7 +66,7 @@ def sources(env: Mapping[str, str], calls: CallLog, only: Iterable[str] | None =
 
 def pull(
     store: Store, mappings: Mappings, env: Mapping[str, str], now: datetime | None = None,
-    full: bool = False, only: Iterable[str] | None = None,
+    full: bool = False, only: Iterable[str] | None = None, summary: PullSummary | None = None,
 ) -> PullSummary:
     """Pull every configured system into the store, then match and measure.
 
@@ -75,14 +77,18 @@ def pull(
     """
     now = now or datetime.now(UTC)
     started = iso(now)
-    summary = PullSummary()
-    found, summary.skipped = sources(env, summary.calls, only)
+    summary = summary or PullSummary()
+    if not summary.sources:
+        summary.sources, summary.skipped = sources(env, summary.calls, only)
     problems = []
-    for source in found:
+    for source in summary.sources:
         problems += source.check(mappings)
+        types = getattr(source, "field_types", None)
+        if types:  # what the plan step formats and compares output values by
+            store.set_meta(f"fields.{source.system}", json.dumps(types, sort_keys=True))
     if problems:
         raise ConfigError(problems)
-    for source in found:
+    for source in summary.sources:
         clock = time.perf_counter()
         try:
             summary.systems[source.system] = source.pull(store, mappings, started, full=full)
@@ -97,6 +103,41 @@ def pull(
     summary.measure = measure(store, mappings, now)
     summary.seconds["measure"] = round(time.perf_counter() - clock, 2)
     return summary
+
+
+@dataclass
+class RunSummary:
+    pulled: PullSummary
+    scored: ScoreSummary | None = None
+    planned: PlanSummary | None = None
+    pushed: PushSummary | None = None
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 ok, 3 some records failed permanently, 4 a quota reserve stopped a system."""
+        if self.pulled.stopped or (self.pushed and self.pushed.stopped):
+            return 4
+        if self.pushed and any(self.pushed.failed.values()):
+            return 3
+        return 0
+
+
+def run(
+    store: Store, mappings: Mappings, env: Mapping[str, str], now: datetime | None = None,
+    dry_run: bool = False, full: bool = False,
+) -> RunSummary:
+    """pull, match, measure, score, plan, push: one healthsync run."""
+    clock = time.perf_counter()
+    now = now or datetime.now(UTC)
+    result = RunSummary(pull(store, mappings, env, now, full=full))
+    result.scored = score(store, mappings, now)
+    result.planned = plan(store, mappings)
+    if not dry_run:
+        writers = {s.system: s for s in result.pulled.sources if s.system in ("salesforce", "hubspot")}
+        result.pushed = push(store, mappings, writers)
+    result.seconds = round(time.perf_counter() - clock, 2)
+    return result
 
 
 @dataclass

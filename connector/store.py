@@ -13,6 +13,8 @@ Tables (docs/store.md describes every column):
   cursors         per-system incremental sync positions
   records         the raw records pulled from each system (only the mapped fields)
   match_issues    records that matched no account, or more than one
+  outbox          planned CRM changes, saved before the first write, with each one's outcome
+  written         the value healthsync last wrote to each CRM output field (drift detection)
   runs            one row per healthsync run, with counts and API calls
 """
 
@@ -171,6 +173,36 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (system, object, external_id)
     );
     ALTER TABLE runs ADD COLUMN details TEXT;
+    """,
+    # 3: the push step: the outbox of planned CRM changes, and what healthsync last wrote
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER,
+        system TEXT NOT NULL,
+        object TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        account_id INTEGER NOT NULL,
+        fields TEXT NOT NULL,
+        before TEXT NOT NULL,
+        drift TEXT NOT NULL DEFAULT '[]',
+        status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'done', 'retry', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        planned_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX outbox_open ON outbox(system, object, record_id) WHERE status != 'done';
+    CREATE INDEX outbox_status ON outbox(system, status);
+    CREATE TABLE written (
+        system TEXT NOT NULL,
+        object TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        field TEXT NOT NULL,
+        value TEXT,
+        written_at TEXT NOT NULL,
+        PRIMARY KEY (system, object, record_id, field)
+    ) WITHOUT ROWID;
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -685,6 +717,98 @@ class Store:
             sql += " WHERE kind = ?"
             args.append(kind)
         return list(self.db.query(sql + " ORDER BY kind, system, object, external_id", args))
+
+    # ------------------------------------------------------------ meta
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # ------------------------------------------------------------ outbox
+
+    def written(self, system: str, obj: str) -> dict[tuple[str, str], str | None]:
+        """(record id, field) -> the value healthsync last wrote there (canonical text)."""
+        rows = self.conn.execute(
+            "SELECT record_id, field, value FROM written WHERE system = ? AND object = ?", (system, obj)
+        )
+        return {(r, f): v for r, f, v in rows}
+
+    def replace_outbox(self, rows: Iterable[tuple[Any, ...]], systems: list[str]) -> None:
+        """The plan: every change not yet written is replaced by these, in one transaction.
+
+        rows: (run_id, system, object, record_id, account_id, fields, before, drift, planned_at).
+        """
+        with self.transaction():
+            self.conn.execute(
+                "DELETE FROM outbox WHERE status != 'done' AND system IN (SELECT value FROM json_each(?))",
+                (json.dumps(systems),),
+            )
+            self.conn.executemany(
+                """INSERT INTO outbox (run_id, system, object, record_id, account_id, fields, before, drift,
+                     status, planned_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)""",
+                ((*r, r[-1]) for r in rows),
+            )
+
+    def take_batch(self, system: str, size: int) -> list[dict[str, Any]]:
+        """The next changes to send, marked sent (committed) before the request goes out."""
+        with self.transaction():
+            rows = list(self.db.query(
+                "SELECT * FROM outbox WHERE system = ? AND status IN ('pending', 'retry') ORDER BY attempts, id LIMIT ?",
+                [system, size],
+            ))
+            self.conn.executemany(
+                "UPDATE outbox SET status = 'sent', attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                ((utcnow(), r["id"]) for r in rows),
+            )
+        for r in rows:
+            r["attempts"] += 1
+        return rows
+
+    def release_batch(self, ids: list[int]) -> None:
+        """A batch that was not sent after all (quota stop, error before an answer) is pending again."""
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE outbox SET status = 'pending', attempts = attempts - 1 WHERE id = ? AND status = 'sent'",
+                ((i,) for i in ids),
+            )
+
+    def settle_batch(
+        self, system: str, obj: str, outcome: list[tuple[int, str, str | None]],
+        written: list[tuple[str, dict[str, str | None], dict[str, Any]]],
+    ) -> None:
+        """Record each change's outcome; remember written values and that the CRM now holds them."""
+        now = utcnow()
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE outbox SET status = ?, error = ?, updated_at = ? WHERE id = ?",
+                ((status, error, now, oid) for oid, status, error in outcome),
+            )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO written VALUES (?, ?, ?, ?, ?, ?)",
+                ((system, obj, rid, f, v, now) for rid, fields, _raw in written for f, v in fields.items()),
+            )
+            for rid, _fields, raw in written:
+                row = self.conn.execute(
+                    "SELECT data FROM records WHERE system = ? AND object = ? AND id = ?", (system, obj, rid)
+                ).fetchone()
+                if row:
+                    data = {**json.loads(row[0]), **raw}
+                    self.conn.execute(
+                        "UPDATE records SET data = ? WHERE system = ? AND object = ? AND id = ?",
+                        (json.dumps(data, sort_keys=True, ensure_ascii=False), system, obj, rid),
+                    )
+
+    def outbox(self, status: str | None = None) -> list[dict[str, Any]]:
+        sql = """SELECT o.*, a.key AS account_key, a.name AS account_name FROM outbox o
+                 JOIN accounts a ON a.id = o.account_id"""
+        args: list[Any] = []
+        if status:
+            sql += " WHERE o.status = ?"
+            args.append(status)
+        return list(self.db.query(sql + " ORDER BY o.system, o.id", args))
 
     # ------------------------------------------------------------ runs
 

@@ -32,6 +32,16 @@ class PullStats:
         self.deleted[obj] = self.deleted.get(obj, 0) + deleted
 
 
+@dataclass(frozen=True)
+class WriteResult:
+    """What a CRM said about one record of a batch update."""
+
+    record_id: str
+    ok: bool
+    error: str | None = None  # "CODE: message"
+    transient: bool = False  # worth another try in a later batch
+
+
 class Source(Protocol):
     system: str
 
@@ -99,3 +109,18 @@ def missing_fields(mappings: Mappings, system: str, known: set[str], words: Fiel
             words.missing_outputs.format(fields=", ".join(missing)), hint=words.output_hint,
         ))
     return problems
+
+
+class InputFieldWrite(Exception):
+    """A write would touch a field that is not a mapped output: refused before any request."""
+
+
+def guard_outputs(updates: list[tuple[str, dict[str, object]]], allowed: set[str], system: str) -> None:
+    """Every field of every update must be a connector-owned output field of this CRM."""
+    for record_id, fields in updates:
+        foreign = sorted(set(fields) - allowed)
+        if foreign:
+            raise InputFieldWrite(
+                f"refusing to write {', '.join(foreign)} on {system} record {record_id}: "
+                "only the output fields the mappings name are ever written"
+            )

@@ -42,13 +42,22 @@ from ..http import (
     setting,
 )
 from ..store import Store
-from . import Context, FieldWords, PullStats, fields_to_read, missing_fields
+from . import (
+    Context,
+    FieldWords,
+    PullStats,
+    WriteResult,
+    fields_to_read,
+    guard_outputs,
+    missing_fields,
+)
 
 SYSTEM = "hubspot"
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 BASE_PROPERTIES = ["name", "domain", "hs_object_id", "hs_lastmodifieddate", "salesforce_account_id"]
 LIST_LIMIT = 100
 SEARCH_LIMIT = 200
+BATCH_SIZE = 100
 WORDS = FieldWords(
     "the company property {field} does not exist in this HubSpot account",
     "check the property's internal name in Settings > Properties > Company properties",
@@ -72,6 +81,7 @@ class HubSpotSource:
             **({"ssl_ca_cert": verify} if isinstance(verify, str) else {}),
         )
         self.limits: dict[str, int] = {}
+        self.field_types: dict[str, str] = {}  # company property -> type, after check()
 
     @classmethod
     def from_env(cls, ctx: Context) -> HubSpotSource | None:
@@ -148,7 +158,8 @@ class HubSpotSource:
     def check(self, mappings: Mappings) -> list[Problem]:
         body = self.call("GET /crm/v3/properties/companies", lambda: self.client.crm.properties.core_api.get_all_with_http_info(
             object_type="companies", _preload_content=False))
-        return missing_fields(mappings, SYSTEM, {p["name"] for p in body.get("results", [])}, WORDS)
+        self.field_types = {p["name"]: p.get("type", "string") for p in body.get("results", [])}
+        return missing_fields(mappings, SYSTEM, set(self.field_types), WORDS)
 
     # ------------------------------------------------------------ pull
 
@@ -226,6 +237,28 @@ class HubSpotSource:
                 after_id = int(results[-1]["id"])
             if len(results) < SEARCH_LIMIT:
                 return
+
+
+    # ------------------------------------------------------------ write
+
+    def write(self, updates: list[tuple[str, dict[str, Any]]], allowed: set[str]) -> list[WriteResult]:
+        """One batch update of at most 100 companies; a 207 answer is parsed per record."""
+        guard_outputs(updates, allowed, SYSTEM)
+        if len(updates) > BATCH_SIZE:
+            raise ValueError(f"a HubSpot batch holds at most {BATCH_SIZE} records")
+        body = {"inputs": [{"id": rid, "properties": {k: "" if v is None else str(v) for k, v in fields.items()}}
+                           for rid, fields in updates]}
+        answer = self.call("POST /crm/v3/objects/companies/batch/update", lambda: self.client.crm.companies.batch_api.update_with_http_info(
+            batch_input_simple_public_object_batch_input=body, _preload_content=False))
+        done = {str(r.get("id")) for r in answer.get("results") or []}
+        failed: dict[str, WriteResult] = {}
+        for error in answer.get("errors") or []:
+            category = str(error.get("category", "ERROR"))
+            for rid in (error.get("context") or {}).get("ids") or []:
+                failed[str(rid)] = WriteResult(str(rid), False, f"{category}: {error.get('message', '')}",
+                                               transient=category in ("RATE_LIMITS", "RATE_LIMIT"))
+        results = [WriteResult(rid, True) for rid, _f in updates if rid in done]
+        return results + [failed[rid] for rid, _f in updates if rid in failed and rid not in done]
 
 
 def _company(c: dict[str, Any]) -> dict[str, Any]:

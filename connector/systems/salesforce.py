@@ -39,7 +39,15 @@ from ..http import (
     setting,
 )
 from ..store import Store
-from . import Context, FieldWords, PullStats, fields_to_read, missing_fields
+from . import (
+    Context,
+    FieldWords,
+    PullStats,
+    WriteResult,
+    fields_to_read,
+    guard_outputs,
+    missing_fields,
+)
 
 SYSTEM = "salesforce"
 API_VERSION = "59.0"
@@ -50,6 +58,8 @@ WORDS = FieldWords(
     "output fields missing on Salesforce Account: {fields}",
     "deploy the output fields (healthsync setup prints what is missing)",
 )
+COLLECTION_SIZE = 200
+TRANSIENT_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG", "QUERY_TIMEOUT"}
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
 
 
@@ -92,6 +102,7 @@ class SalesforceSource:
         self.reserve_percent = reserve_percent
         self.overlap = overlap
         self.usage: tuple[int, int] | None = None  # (used, max) from the last response
+        self.field_types: dict[str, str] = {}  # Account field -> describe type, after check()
         self._last_headers: Mapping[str, str] = {}
         self._client: Salesforce | None = None
         env = ctx.env
@@ -211,7 +222,9 @@ class SalesforceSource:
         return {f["name"]: f for f in result["fields"]}
 
     def check(self, mappings: Mappings) -> list[Problem]:
-        return missing_fields(mappings, SYSTEM, set(self.describe("Account")), WORDS)
+        fields = self.describe("Account")
+        self.field_types = {name: f.get("type", "string") for name, f in fields.items()}
+        return missing_fields(mappings, SYSTEM, set(fields), WORDS)
 
     # ------------------------------------------------------------ pull
 
@@ -250,6 +263,29 @@ class SalesforceSource:
                 return
             url = page["nextRecordsUrl"]
             page = self.call("queryAll (next page)", lambda u=url: self.client.query_more(u, identifier_is_url=True))
+
+
+    # ------------------------------------------------------------ write
+
+    def write(self, updates: list[tuple[str, dict[str, Any]]], allowed: set[str]) -> list[WriteResult]:
+        """One sObject Collections update of at most 200 Accounts, allOrNone=false."""
+        guard_outputs(updates, allowed, SYSTEM)
+        if len(updates) > COLLECTION_SIZE:
+            raise ValueError(f"a Salesforce collection holds at most {COLLECTION_SIZE} records")
+        body = {"allOrNone": False, "records": [
+            {"attributes": {"type": "Account"}, "id": rid, **fields} for rid, fields in updates]}
+        answer = self.call("PATCH composite/sobjects", lambda: self.client.restful(
+            "composite/sobjects", method="PATCH", json=body))
+        results: list[WriteResult] = []
+        for (rid, _fields), item in zip(updates, answer if isinstance(answer, list) else [], strict=False):
+            if item.get("success"):
+                results.append(WriteResult(rid, True))
+                continue
+            errors = item.get("errors") or [{}]
+            code = str(errors[0].get("statusCode", "ERROR"))
+            text = "; ".join(f"{e.get('statusCode')}: {e.get('message')}" for e in errors)
+            results.append(WriteResult(rid, False, text, transient=code in TRANSIENT_CODES))
+        return results  # records missing from the answer are unconfirmed: the caller re-checks them
 
 
 def _error_of(content: Any) -> tuple[str, str]:

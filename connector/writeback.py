@@ -1,0 +1,248 @@
+"""Plan and push: the scores, as CRM output field values, written back delta-only.
+
+plan  the desired value of every mapped output field of every linked CRM record,
+      against what the CRM holds (read by the pull) and what healthsync last
+      wrote; only differences become changes, saved in the outbox in one
+      transaction before anything is written. A held value that differs from
+      what healthsync last wrote is drift (a human edit), restored and counted.
+push  the outbox in batches at each API's maximum (Salesforce 200, HubSpot
+      100). Each batch is marked sent before the request and settled per
+      record after it: written (and remembered), retried in a later batch
+      (transient errors, records the answer did not mention), or failed with
+      the CRM's reason. A crash leaves at most one batch marked sent; the next
+      run plans again from a fresh pull, so nothing is lost and only what the
+      CRM does not already hold is sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .config.mappings import Mappings
+from .http import QuotaStop
+from .store import Store, utcnow
+from .systems import WriteResult
+
+OBJECT = {"salesforce": "Account", "hubspot": "companies"}
+BATCH = {"salesforce": 200, "hubspot": 100}
+MAX_ATTEMPTS = 3
+NUMBER_TYPES = {"double", "percent", "currency", "int", "long", "number"}
+DATETIME_TYPES = {"datetime"}
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+@dataclass
+class PlanSummary:
+    changes: dict[str, int] = field(default_factory=dict)  # system -> records to write
+    fields: dict[str, dict[str, int]] = field(default_factory=dict)  # system -> field -> changes
+    drift: dict[str, int] = field(default_factory=dict)  # system -> fields restored after a human edit
+    unchanged: dict[str, int] = field(default_factory=dict)  # system -> records already right
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class PushSummary:
+    written: dict[str, int] = field(default_factory=dict)  # system -> records
+    failed: dict[str, int] = field(default_factory=dict)
+    retried: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)  # system -> write requests
+    stopped: str | None = None
+
+
+# ------------------------------------------------------------------ values
+
+
+def canonical(value: Any, kind: str) -> str | None:
+    """One spelling per value, so a CRM's '72.0', 72 and '72' compare equal."""
+    if value is None or value == "":
+        return None
+    if kind in NUMBER_TYPES:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return str(value).strip()
+        if math.isnan(number):
+            return None
+        return f"{round(number, 6):.6f}".rstrip("0").rstrip(".")
+    if kind in DATETIME_TYPES or (isinstance(value, str) and _ISO.match(value)):
+        moment = _moment(value)
+        if moment is not None:
+            return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value).strip()
+
+
+def _moment(value: Any) -> datetime | None:
+    text = str(value).strip()
+    try:
+        if text.isdigit():
+            return datetime.fromtimestamp(int(text) / 1000, UTC)
+        return datetime.fromisoformat(text.replace("Z", "+00:00").replace("+0000", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def _outgoing(value: Any, kind: str) -> Any:
+    """The value as the CRM's API wants it for a field of this type."""
+    if value is None:
+        return None
+    if kind in NUMBER_TYPES:
+        return float(value)
+    if kind in DATETIME_TYPES:
+        return canonical(value, kind)
+    return str(value)
+
+
+def desired_values(store: Store, mappings: Mappings, system: str, types: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """CRM record id -> output field -> the value it should hold."""
+    owner = store.linked(system, OBJECT[system])
+    by_account: dict[int, list[str]] = {}
+    for record_id, account_id in owner.items():
+        by_account.setdefault(account_id, []).append(record_id)
+    out: dict[str, dict[str, Any]] = {}
+    for name, compiled in mappings.scores.items():
+        outputs = compiled.definition.outputs.get(system)
+        if outputs is None:
+            continue
+        scores = {row["account_id"]: row for row in store.current_scores(name)}
+        for account_id, record_ids in by_account.items():
+            row = scores.get(account_id)
+            for key, crm_field in outputs.fields().items():
+                value = _output_value(key, row, types.get(crm_field, "string"))
+                for record_id in record_ids:
+                    out.setdefault(record_id, {})[crm_field] = _outgoing(value, types.get(crm_field, "string"))
+    return out
+
+
+def _output_value(key: str, row: Mapping[str, Any] | None, kind: str) -> Any:
+    if row is None or row.get("value") is None and key not in ("scored_at", "drivers"):
+        return None  # not scored: the field is cleared rather than left showing an old score
+    if key.startswith("group."):
+        return json.loads(row.get("groups") or "{}").get(key.split(".", 1)[1])
+    if key == "coverage":
+        return None if row.get("coverage") is None else round(100 * row["coverage"], 1)
+    if key == "trend" and kind not in NUMBER_TYPES and row.get("trend") is not None:
+        return f"{row['trend']:+.0f} ({row.get('trend_direction') or 'flat'})"
+    if key == "score":
+        return row.get("value")
+    return row.get(key)
+
+
+# ------------------------------------------------------------------ plan
+
+
+def plan(store: Store, mappings: Mappings, run_id: int | None = None, systems: list[str] | None = None,
+         sample_size: int = 5) -> PlanSummary:
+    """Compute the changes and save them as the outbox (replacing what was not yet written)."""
+    summary = PlanSummary()
+    now = utcnow()
+    rows: list[tuple[Any, ...]] = []
+    for system in systems or list(OBJECT):
+        types = field_types(store, system)
+        if not types:
+            continue  # this CRM was never pulled: nothing known to compare with
+        held = dict(store.records(system, OBJECT[system]))
+        owner = store.linked(system, OBJECT[system])
+        written = store.written(system, OBJECT[system])
+        summary.changes[system] = summary.drift[system] = summary.unchanged[system] = 0
+        counts = summary.fields.setdefault(system, {})
+        for record_id, desired in desired_values(store, mappings, system, types).items():
+            if record_id not in held:
+                continue  # deleted in the CRM since the match
+            changes: dict[str, Any] = {}
+            before: dict[str, Any] = {}
+            drift: list[str] = []
+            for crm_field, want in desired.items():
+                kind = types.get(crm_field, "string")
+                have = canonical(held[record_id].get(crm_field), kind)
+                if canonical(want, kind) == have:
+                    continue
+                changes[crm_field] = want
+                before[crm_field] = held[record_id].get(crm_field)
+                last = written.get((record_id, crm_field))
+                if last is not None and last != have:
+                    drift.append(crm_field)
+                counts[crm_field] = counts.get(crm_field, 0) + 1
+            if not changes:
+                summary.unchanged[system] += 1
+                continue
+            summary.changes[system] += 1
+            summary.drift[system] += len(drift)
+            rows.append((run_id, system, OBJECT[system], record_id, owner[record_id], json.dumps(changes, sort_keys=True),
+                         json.dumps(before, sort_keys=True, default=str), json.dumps(drift), now))
+            if len(summary.samples) < sample_size:
+                summary.samples.append({"system": system, "record": record_id, "before": before, "after": changes})
+    store.replace_outbox(rows, [s for s in summary.changes])
+    return summary
+
+
+def field_types(store: Store, system: str) -> dict[str, str]:
+    raw = store.meta(f"fields.{system}")
+    return json.loads(raw) if raw else {}
+
+
+# ------------------------------------------------------------------ push
+
+
+def push(store: Store, mappings: Mappings, writers: Mapping[str, Any], run_id: int | None = None) -> PushSummary:
+    """Send the outbox, batch by batch, settling every record of every batch."""
+    summary = PushSummary()
+    for system, writer in writers.items():
+        allowed = _output_fields(mappings, system)
+        summary.written[system] = summary.failed[system] = summary.retried[system] = summary.calls[system] = 0
+        while True:
+            batch = store.take_batch(system, BATCH[system])
+            if not batch:
+                break
+            updates = [(row["record_id"], json.loads(row["fields"])) for row in batch]
+            try:
+                results = writer.write(updates, allowed)
+            except QuotaStop as stop:
+                store.release_batch([row["id"] for row in batch])
+                summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
+                break
+            except Exception:
+                store.release_batch([row["id"] for row in batch])
+                raise
+            summary.calls[system] += 1
+            _settle(store, system, batch, results, summary)
+    return summary
+
+
+def _settle(store: Store, system: str, batch: list[dict[str, Any]], results: list[WriteResult], summary: PushSummary) -> None:
+    by_id = {r.record_id: r for r in results}
+    types = field_types(store, system)
+    outcome: list[tuple[int, str, str | None]] = []
+    written: list[tuple[str, dict[str, Any]]] = []
+    for row in batch:
+        result = by_id.get(row["record_id"])
+        if result is not None and result.ok:
+            outcome.append((row["id"], "done", None))
+            written.append((row["record_id"], json.loads(row["fields"])))
+            summary.written[system] += 1
+        elif (result is None or result.transient) and row["attempts"] < MAX_ATTEMPTS:
+            why = result.error if result else "not in the CRM's answer: unconfirmed, checked again"
+            outcome.append((row["id"], "retry", why))
+            summary.retried[system] += 1
+        else:
+            why = result.error if result else "never confirmed by the CRM"
+            outcome.append((row["id"], "failed", why))
+            summary.failed[system] += 1
+    store.settle_batch(system, OBJECT[system], outcome,
+                       [(rid, {f: canonical(v, types.get(f, "string")) for f, v in fields.items()}, fields)
+                        for rid, fields in written])
+
+
+def _output_fields(mappings: Mappings, system: str) -> set[str]:
+    allowed: set[str] = set()
+    for compiled in mappings.scores.values():
+        outputs = compiled.definition.outputs.get(system)
+        if outputs is not None:
+            allowed |= set(outputs.fields().values())
+    inputs = {getattr(spec, system, None) for spec in mappings.inputs.values()}
+    return allowed - inputs  # validate already refuses overlap; belt and braces
