@@ -428,6 +428,119 @@ def matches(obj: Context, kind: str | None, as_json: bool) -> None:
     out.print(table)
 
 
+# ---------------------------------------------------------------- plan, push, run
+
+
+@cli.command("plan")
+@click.option("--json", "as_json", is_flag=True, help="Every planned change, as JSON.")
+@click.pass_obj
+@handled
+def plan_command(obj: Context, as_json: bool) -> None:
+    """Compute what a push would write (from the stored pull and scores); write nothing."""
+    from .writeback import plan
+
+    mappings = obj.mappings()
+    with obj.store() as store:
+        summary = plan(store, mappings)
+        rows = store.outbox("pending")
+    if as_json:
+        click.echo(json.dumps([{k: (json.loads(v) if k in ("fields", "before", "drift") else v) for k, v in r.items()}
+                               for r in rows], indent=2, ensure_ascii=False, default=str))
+        return
+    _print_plan(summary)
+
+
+def _print_plan(summary: Any) -> None:
+    for system, count in summary.changes.items():
+        fields = ", ".join(f"{f} {n:,}" for f, n in sorted(summary.fields.get(system, {}).items()))
+        out.print(f"{system}: {count:,} record(s) to write, {summary.unchanged[system]:,} already right, "
+                  f"{summary.drift[system]:,} hand-edited field(s) to restore" + (f" — {fields}" if fields else ""),
+                  markup=False)
+    for sample in summary.samples:
+        changes = "; ".join(f"{f}: {sample['before'].get(f)!r} -> {v!r}" for f, v in sample["after"].items())
+        out.print(f"  {sample['system']} {sample['record']}: {changes}", markup=False)
+
+
+@cli.command("run")
+@click.option("--dry-run", is_flag=True, help="Pull, score and plan; write nothing to the CRMs.")
+@click.option("--full", is_flag=True, help="Ignore the pull cursors: read everything again.")
+@click.pass_obj
+@handled
+def run_command(obj: Context, dry_run: bool, full: bool) -> None:
+    """One run: pull, match, measure, score, plan, push; a summary; exit 0/3/4."""
+    mappings = obj.mappings()
+    with obj.store() as store:
+        run_id = store.start_run("run --dry-run" if dry_run else "run")
+        try:
+            result = pipeline.run(store, mappings, os.environ, dry_run=dry_run, full=full)
+        except HealthsyncError as exc:
+            store.finish_run(run_id, "failed", exc.exit_code, {}, error=str(exc))
+            raise
+        code = result.exit_code
+        store.finish_run(run_id, {0: "ok", 3: "failures", 4: "stopped"}[code], code, _run_counts(result),
+                         error=result.pulled.stopped or (result.pushed.stopped if result.pushed else None),
+                         api_calls=result.pulled.calls.as_dict())
+    _print_run(result)
+    sys.exit(code)
+
+
+def _run_counts(result: pipeline.RunSummary) -> dict[str, Any]:
+    counts = _pull_counts(result.pulled)
+    if result.scored:
+        counts["scored"] = result.scored.scored
+    if result.planned:
+        counts["planned"] = result.planned.changes
+        counts["drift"] = result.planned.drift
+    if result.pushed:
+        counts["written"] = result.pushed.written
+        counts["failed"] = result.pushed.failed
+        counts["write_calls"] = result.pushed.calls
+    return counts
+
+
+def _print_run(result: pipeline.RunSummary) -> None:
+    _print_pull(result.pulled)
+    if result.scored:
+        _print_summary(result.scored)
+    if result.planned:
+        _print_plan(result.planned)
+    if result.pushed:
+        for system in result.pushed.written:
+            p = result.pushed
+            out.print(f"pushed to {system}: {p.written[system]:,} written, {p.failed[system]:,} failed, "
+                      f"{p.retried[system]:,} retried, {p.calls[system]:,} write call(s)", markup=False)
+        if any(result.pushed.failed.values()):
+            out.print("some records failed: healthsync failures", markup=False)
+    for stop in filter(None, [result.pulled.stopped, result.pushed.stopped if result.pushed else None]):
+        err.print(f"stopped: {stop}", markup=False)
+    calls = result.pulled.calls
+    out.print("API calls: " + ", ".join(f"{s} {calls.total(s):,}" for s in sorted({s for s, _ in calls.calls}))
+              + f"; {result.seconds:.1f} s", markup=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handled
+def failures(obj: Context, as_json: bool) -> None:
+    """CRM records the last push could not write, with the CRM's reason."""
+    with obj.store() as store:
+        rows = store.outbox("failed")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+        return
+    if not rows:
+        out.print("no failed writes", markup=False)
+        return
+    table = Table(title=f"{len(rows):,} failed write(s)")
+    for column in ("system", "record", "account", "fields", "attempts", "reason"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["system"], r["record_id"], r["account_name"] or r["account_key"],
+                      ", ".join(json.loads(r["fields"])), str(r["attempts"]), r["error"] or "")
+    out.print(table)
+
+
 # ---------------------------------------------------------------- demo
 
 
@@ -452,18 +565,24 @@ def demo(obj: Context, accounts: int, faults: bool) -> None:
                   f"Stripe {sb.urls['stripe']}, Zendesk {sb.urls['zendesk']}", markup=False)
         env = {**sb.env(), "ZENDESK_EXPORT_PER_MINUTE": "0", "HEALTHSYNC_RETRY_BASE": "0.05"}
         run_id = store.start_run("demo")
-        pulled = pipeline.pull(store, mappings, env, now)
-        summary = pipeline.score(store, mappings, now)
-        store.finish_run(run_id, "ok", 0, _pull_counts(pulled), api_calls=pulled.calls.as_dict())
+        result = pipeline.run(store, mappings, env, now)
+        store.finish_run(run_id, "ok", result.exit_code, _run_counts(result), api_calls=result.pulled.calls.as_dict())
         records = [r for r in store.current_scores("health") if r["value"] is not None]
-    _print_pull(pulled)
+        in_crm = {a["Id"]: a for a in sb.dataset.sf_accounts.values()}
+    _print_run(result)
     out.print(f"demo store: {path} (mappings version {mappings.version})", markup=False)
-    _print_summary(summary)
     records.sort(key=lambda r: r["value"])
     for r in records:
         r["groups"] = json.loads(r["groups"] or "{}")
     out.print("lowest health scores:")
     _print_scores(records, 5)
+    shown = [r for r in records if r["account_key"].startswith("salesforce:")][:3]
+    if shown:
+        out.print("as they now stand in the sandbox's Salesforce:", markup=False)
+        for r in shown:
+            fields = in_crm[r["account_key"].split(":", 1)[1]]
+            held = ", ".join(f"{k}={fields.get(k)!r}" for k in ("Health_Score__c", "Health_Status__c", "Health_Grade__c", "Health_Drivers__c"))
+            out.print(f"  {r['account_name']}: {held}", markup=False)
     if records:
         out.print(f"next: healthsync --db {path} explain {records[0]['account_key']}", markup=False)
 
