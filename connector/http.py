@@ -15,6 +15,7 @@ owns the policy they all follow:
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import random
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 import requests
 import tenacity
+import urllib3
 
 from .errors import HealthsyncError
 
@@ -297,10 +299,6 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 def is_dropped(exc: BaseException) -> bool:
     """A connection closed or reset mid-request: the request may not have arrived."""
-    import http.client
-
-    import urllib3
-
     dropped = (
         requests.ConnectionError,
         requests.exceptions.ChunkedEncodingError,

@@ -17,6 +17,7 @@ record that needed it is reported, never merged into one of them.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -220,6 +221,4 @@ def _save(store: Store, m: _Matcher, summary: MatchSummary) -> None:
 
 
 def _json_list(keys: Iterable[str]) -> str:
-    import json
-
     return json.dumps(list(keys))

@@ -30,6 +30,7 @@ from .systems.hubspot import HubSpotSource
 from .systems.salesforce import SalesforceSource
 from .systems.stripe import StripeSource
 from .systems.zendesk import ZendeskSource
+from .writeback import OBJECT as CRM_OBJECTS
 from .writeback import PlanSummary, PushSummary, plan, push
 
 SOURCES = {"salesforce": SalesforceSource, "hubspot": HubSpotSource, "stripe": StripeSource, "zendesk": ZendeskSource}
@@ -134,7 +135,7 @@ def run(
     result.scored = score(store, mappings, now)
     result.planned = plan(store, mappings)
     if not dry_run:
-        writers = {s.system: s for s in result.pulled.sources if s.system in ("salesforce", "hubspot")}
+        writers = {s.system: s for s in result.pulled.sources if s.system in CRM_OBJECTS}
         result.pushed = push(store, mappings, writers)
     result.seconds = round(time.perf_counter() - clock, 2)
     return result

@@ -194,6 +194,7 @@ def push(store: Store, mappings: Mappings, writers: Mapping[str, Any], run_id: i
     summary = PushSummary()
     for system, writer in writers.items():
         allowed = _output_fields(mappings, system)
+        types = field_types(store, system)
         summary.written[system] = summary.failed[system] = summary.retried[system] = summary.calls[system] = 0
         while True:
             batch = store.take_batch(system, BATCH[system])
@@ -210,13 +211,13 @@ def push(store: Store, mappings: Mappings, writers: Mapping[str, Any], run_id: i
                 store.release_batch([row["id"] for row in batch])
                 raise
             summary.calls[system] += 1
-            _settle(store, system, batch, results, summary)
+            _settle(store, system, batch, results, types, summary)
     return summary
 
 
-def _settle(store: Store, system: str, batch: list[dict[str, Any]], results: list[WriteResult], summary: PushSummary) -> None:
+def _settle(store: Store, system: str, batch: list[dict[str, Any]], results: list[WriteResult],
+            types: Mapping[str, str], summary: PushSummary) -> None:
     by_id = {r.record_id: r for r in results}
-    types = field_types(store, system)
     outcome: list[tuple[int, str, str | None]] = []
     written: list[tuple[str, dict[str, Any]]] = []
     for row in batch:

@@ -14,6 +14,7 @@ Facts this module relies on (Salesforce REST API docs, simple-salesforce):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -291,7 +292,7 @@ class SalesforceSource:
 def _error_of(content: Any) -> tuple[str, str]:
     """(errorCode, message) of a Salesforce error body: a list of {errorCode, message}."""
     try:
-        body = content if isinstance(content, (list, dict)) else __import__("json").loads(content)
+        body = content if isinstance(content, (list, dict)) else json.loads(content)
         first = body[0] if isinstance(body, list) else body
         return str(first.get("errorCode", "ERROR")), str(first.get("message", "")).strip()
     except (ValueError, TypeError, IndexError, KeyError, AttributeError):
