@@ -495,6 +495,7 @@ def _run_counts(result: pipeline.RunSummary) -> dict[str, Any]:
         counts["written"] = result.pushed.written
         counts["failed"] = result.pushed.failed
         counts["write_calls"] = result.pushed.calls
+        counts["bulk_jobs"] = result.pushed.jobs
     return counts
 
 
@@ -504,18 +505,44 @@ def _print_run(result: pipeline.RunSummary) -> None:
         _print_summary(result.scored)
     if result.planned:
         _print_plan(result.planned)
-    if result.pushed:
-        for system in result.pushed.written:
-            p = result.pushed
-            out.print(f"pushed to {system}: {p.written[system]:,} written, {p.failed[system]:,} failed, "
-                      f"{p.retried[system]:,} retried, {p.calls[system]:,} write call(s)", markup=False)
-        if any(result.pushed.failed.values()):
-            out.print("some records failed: healthsync failures", markup=False)
+    _print_run_summary(result)
+    if result.pushed and any(result.pushed.failed.values()):
+        out.print("some records failed: healthsync failures", markup=False)
     for stop in filter(None, [result.pulled.stopped, result.pushed.stopped if result.pushed else None]):
         err.print(f"stopped: {stop}", markup=False)
-    calls = result.pulled.calls
-    out.print("API calls: " + ", ".join(f"{s} {calls.total(s):,}" for s in sorted({s for s, _ in calls.calls}))
-              + f"; {result.seconds:.1f} s", markup=False)
+
+
+def _print_run_summary(result: pipeline.RunSummary) -> None:
+    """The one table an operator reads: what was pulled, scored, planned and written, per system."""
+    match, calls = result.pulled.match, result.pulled.calls
+    accounts = sum(match.accounts.values()) if match else 0
+    linked = {s: sum(by.values()) for s, by in match.linked.items()} if match else {}
+    scored = ", ".join(f"{n} {v:,}" for n, v in result.scored.scored.items()) if result.scored else "-"
+    out.print(f"accounts: {accounts:,} ({', '.join(f'{s} {n:,}' for s, n in linked.items()) or 'none'} matched); "
+              f"scored: {scored}", markup=False)
+    table = Table(title=f"Run summary ({result.seconds:.1f} s)")
+    for column in ("system", "pulled", "planned", "written", "failed", "retried", "drift restored", "writes",
+                   "API calls"):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    systems = sorted({s for s, _ in calls.calls} | set(result.pulled.systems)
+                     | set(result.planned.changes if result.planned else ()))
+    planned, pushed = result.planned, result.pushed
+    for system in systems:
+        pulled = result.pulled.systems.get(system)
+        row = [system, f"{sum(pulled.records.values()):,}" if pulled else "-"]
+        if planned and system in planned.changes:
+            row.append(f"{planned.changes[system]:,}")
+        else:
+            row.append("-")
+        if pushed and system in pushed.written:
+            writes = f"{pushed.calls[system]:,}" + (f" + {pushed.jobs[system]} bulk job(s)" if pushed.jobs.get(system) else "")
+            row += [f"{pushed.written[system]:,}", f"{pushed.failed[system]:,}", f"{pushed.retried[system]:,}"]
+            row += [f"{planned.drift[system]:,}" if planned else "-", writes]
+        else:
+            row += ["-", "-", "-", f"{planned.drift[system]:,}" if planned and system in planned.drift else "-", "-"]
+        row.append(f"{calls.total(system):,}")
+        table.add_row(*row)
+    out.print(table)
 
 
 @cli.command()

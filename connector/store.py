@@ -752,6 +752,13 @@ class Store:
                 ((*r, r[-1]) for r in rows),
             )
 
+    def open_changes(self, system: str) -> int:
+        """Changes of this CRM still to send (pending or to retry)."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM outbox WHERE system = ? AND status IN ('pending', 'retry')", (system,)
+        ).fetchone()
+        return int(row[0])
+
     def take_batch(self, system: str, size: int) -> list[dict[str, Any]]:
         """The next changes to send, marked sent (committed) before the request goes out."""
         with self.transaction():

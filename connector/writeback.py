@@ -6,7 +6,7 @@ plan  the desired value of every mapped output field of every linked CRM record,
       transaction before anything is written. A held value that differs from
       what healthsync last wrote is drift (a human edit), restored and counted.
 push  the outbox in batches at each API's maximum (Salesforce 200, HubSpot
-      100). Each batch is marked sent before the request and settled per
+      100; Salesforce Bulk API 2.0 jobs above a threshold of open changes). Each batch is marked sent before the request and settled per
       record after it: written (and remembered), retried in a later batch
       (transient errors, records the answer did not mention), or failed with
       the CRM's reason. A crash leaves at most one batch marked sent; the next
@@ -51,7 +51,8 @@ class PushSummary:
     written: dict[str, int] = field(default_factory=dict)  # system -> records
     failed: dict[str, int] = field(default_factory=dict)
     retried: dict[str, int] = field(default_factory=dict)
-    calls: dict[str, int] = field(default_factory=dict)  # system -> write requests
+    calls: dict[str, int] = field(default_factory=dict)  # system -> batch write requests
+    jobs: dict[str, int] = field(default_factory=dict)  # system -> bulk jobs
     stopped: str | None = None
 
 
@@ -190,29 +191,57 @@ def field_types(store: Store, system: str) -> dict[str, str]:
 
 
 def push(store: Store, mappings: Mappings, writers: Mapping[str, Any], run_id: int | None = None) -> PushSummary:
-    """Send the outbox, batch by batch, settling every record of every batch."""
+    """Send the outbox, batch by batch, settling every record of every batch.
+
+    A CRM whose writer offers Bulk API jobs (`bulk` settings and `write_bulk`)
+    gets them while more changes are open than its threshold; the few left to
+    retry afterwards go through the ordinary batches.
+    """
     summary = PushSummary()
     for system, writer in writers.items():
         allowed = _output_fields(mappings, system)
         types = field_types(store, system)
-        summary.written[system] = summary.failed[system] = summary.retried[system] = summary.calls[system] = 0
-        while True:
-            batch = store.take_batch(system, BATCH[system])
-            if not batch:
-                break
-            updates = [(row["record_id"], json.loads(row["fields"])) for row in batch]
-            try:
-                results = writer.write(updates, allowed)
-            except QuotaStop as stop:
-                store.release_batch([row["id"] for row in batch])
-                summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
-                break
-            except Exception:
-                store.release_batch([row["id"] for row in batch])
-                raise
-            summary.calls[system] += 1
-            _settle(store, system, batch, results, types, summary)
+        for counter in (summary.written, summary.failed, summary.retried, summary.calls, summary.jobs):
+            counter[system] = 0
+        try:
+            _abort_stale_job(store, system, writer)
+            while True:
+                bulk = _bulk_settings(writer)
+                use_bulk = bulk is not None and store.open_changes(system) > bulk.threshold
+                batch = store.take_batch(system, bulk.job_records if use_bulk and bulk else BATCH[system])
+                if not batch:
+                    break
+                updates = [(row["record_id"], json.loads(row["fields"])) for row in batch]
+                try:
+                    if use_bulk:
+                        results = writer.write_bulk(updates, allowed, journal=_journal(store, system))
+                        summary.jobs[system] += 1
+                    else:
+                        results = writer.write(updates, allowed)
+                        summary.calls[system] += 1
+                except BaseException:
+                    store.release_batch([row["id"] for row in batch])
+                    raise
+                _settle(store, system, batch, results, types, summary)
+        except QuotaStop as stop:
+            summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
     return summary
+
+
+def _bulk_settings(writer: Any) -> Any:
+    return getattr(writer, "bulk", None) if hasattr(writer, "write_bulk") else None
+
+
+def _journal(store: Store, system: str) -> Any:
+    """Remembers the bulk job in flight, so a crashed run's unclosed job is aborted by the next."""
+    return lambda job_id: store.set_meta(f"bulk_job.{system}", job_id or "")
+
+
+def _abort_stale_job(store: Store, system: str, writer: Any) -> None:
+    job_id = store.meta(f"bulk_job.{system}")
+    if job_id and hasattr(writer, "abort_job"):
+        writer.abort_job(job_id)
+        store.set_meta(f"bulk_job.{system}", "")
 
 
 def _settle(store: Store, system: str, batch: list[dict[str, Any]], results: list[WriteResult],

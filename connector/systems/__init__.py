@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..config.mappings import Mappings
 from ..errors import Problem
@@ -111,11 +111,23 @@ def missing_fields(mappings: Mappings, system: str, known: set[str], words: Fiel
     return problems
 
 
+def merge_updates(updates: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """One entry per record id, in order of first appearance; a later value of a field wins.
+
+    Both CRMs refuse a batch that names one record twice (HubSpot: "Duplicate IDs
+    found in batch input"; Salesforce: DUPLICATE_VALUE on the second entry).
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for record_id, fields in updates:
+        merged.setdefault(record_id, {}).update(fields)
+    return list(merged.items())
+
+
 class InputFieldWrite(Exception):
     """A write would touch a field that is not a mapped output: refused before any request."""
 
 
-def guard_outputs(updates: list[tuple[str, dict[str, object]]], allowed: set[str], system: str) -> None:
+def guard_outputs(updates: list[tuple[str, dict[str, Any]]], allowed: set[str], system: str) -> None:
     """Every field of every update must be a connector-owned output field of this CRM."""
     for record_id, fields in updates:
         foreign = sorted(set(fields) - allowed)

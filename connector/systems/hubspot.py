@@ -49,6 +49,7 @@ from . import (
     WriteResult,
     fields_to_read,
     guard_outputs,
+    merge_updates,
     missing_fields,
 )
 
@@ -244,6 +245,7 @@ class HubSpotSource:
     def write(self, updates: list[tuple[str, dict[str, Any]]], allowed: set[str]) -> list[WriteResult]:
         """One batch update of at most 100 companies; a 207 answer is parsed per record."""
         guard_outputs(updates, allowed, SYSTEM)
+        updates = merge_updates(updates)
         if len(updates) > BATCH_SIZE:
             raise ValueError(f"a HubSpot batch holds at most {BATCH_SIZE} records")
         body = {"inputs": [{"id": rid, "properties": {k: "" if v is None else str(v) for k, v in fields.items()}}

@@ -9,14 +9,25 @@ Facts this module relies on (Salesforce REST API docs, simple-salesforce):
 * every response carries `Sforce-Limit-Info: api-usage=USED/MAX` (the org's
   rolling 24-hour request count); 403 REQUEST_LIMIT_EXCEEDED means stop;
 * 401 INVALID_SESSION_ID: simple-salesforce logs in again when it holds the
-  credentials (password or JWT flows); a bare access token cannot be renewed.
+  credentials (password or JWT flows); a bare access token cannot be renewed;
+* writes: sObject Collections update takes at most 200 records, with one result
+  per record in request order (allOrNone=false keeps the good ones);
+* Bulk API 2.0 ingest (for large pushes): create a job, upload one CSV (header
+  row, `Id` first; an empty cell leaves a field alone, `#N/A` sets it to null),
+  close it with state UploadComplete, poll until JobComplete / Failed /
+  Aborted, then read successfulResults (sf__Id) and failedResults (sf__Id,
+  sf__Error "CODE:message:fields"); rows in neither are unprocessedrecords.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +58,7 @@ from . import (
     WriteResult,
     fields_to_read,
     guard_outputs,
+    merge_updates,
     missing_fields,
 )
 
@@ -60,6 +72,8 @@ WORDS = FieldWords(
     "deploy the output fields (healthsync setup prints what is missing)",
 )
 COLLECTION_SIZE = 200
+BULK_MAX_BYTES = 100_000_000  # Bulk API 2.0 takes up to 150 MB a job upload; stay well under
+BULK_NULL = "#N/A"
 TRANSIENT_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG", "QUERY_TIMEOUT"}
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
 
@@ -73,7 +87,7 @@ def endpoint_of(method: str, url: str) -> str:
         return "POST login (OAuth)"
     tail = re.sub(r"^/services/data/v[\d.]+/?", "", path)
     tail = re.sub(r"^(query|queryAll)/[^/]+$", r"\1 (next page)", tail)
-    tail = re.sub(r"/[a-zA-Z0-9]{15,18}$", "/{id}", tail)
+    tail = re.sub(r"/(?=[a-zA-Z]*\d)[a-zA-Z0-9]{15,18}(?=/|$)", "/{id}", tail)  # record and job ids
     return f"{method} {tail.rstrip('/') or '/'}"
 
 
@@ -94,11 +108,40 @@ class _LoginSession(Session):
         return super().request(method, url, *args, **kwargs)
 
 
+@dataclass(frozen=True)
+class BulkSettings:
+    """When and how Bulk API 2.0 replaces sObject Collections for a push."""
+
+    threshold: int = 10_000  # more open changes than this: Bulk API 2.0 jobs
+    job_records: int = 100_000  # records per job (and per push batch) at most
+    poll_seconds: float = 2.0  # first wait between job status checks; grows by half to 30 s
+    timeout_seconds: float = 1800.0  # a job still running after this is left to finish on its own
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BulkSettings:
+        names = {"threshold": "SALESFORCE_BULK_THRESHOLD", "job_records": "SALESFORCE_BULK_JOB_RECORDS",
+                 "poll_seconds": "SALESFORCE_BULK_POLL_SECONDS", "timeout_seconds": "SALESFORCE_BULK_TIMEOUT_SECONDS"}
+        values: dict[str, Any] = {}
+        for key, name in names.items():
+            raw = env.get(name)
+            if raw is None:
+                continue
+            try:
+                values[key] = int(raw) if key in ("threshold", "job_records") else float(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r} is not a number") from None
+            if values[key] < (1 if key == "job_records" else 0):
+                raise SettingsError(f"{name}={raw!r} must be positive")
+        return cls(**values)
+
+
 class SalesforceSource:
     system = SYSTEM
 
-    def __init__(self, ctx: Context, credentials: dict[str, str], reserve_percent: float, overlap: timedelta):
+    def __init__(self, ctx: Context, credentials: dict[str, str], reserve_percent: float, overlap: timedelta,
+                 bulk: BulkSettings | None = None):
         self.ctx = ctx
+        self.bulk = bulk or BulkSettings()
         self.credentials = credentials
         self.reserve_percent = reserve_percent
         self.overlap = overlap
@@ -149,7 +192,7 @@ class SalesforceSource:
             raise SettingsError(f"Salesforce reserve/overlap setting is not a number: {exc}") from None
         if not 0 <= reserve < 100:
             raise SettingsError(f"SALESFORCE_API_RESERVE_PERCENT={reserve:g} must be between 0 and 100")
-        return cls(ctx, creds, reserve, overlap)
+        return cls(ctx, creds, reserve, overlap, BulkSettings.from_env(env))
 
     # ------------------------------------------------------------ plumbing
 
@@ -271,6 +314,7 @@ class SalesforceSource:
     def write(self, updates: list[tuple[str, dict[str, Any]]], allowed: set[str]) -> list[WriteResult]:
         """One sObject Collections update of at most 200 Accounts, allOrNone=false."""
         guard_outputs(updates, allowed, SYSTEM)
+        updates = merge_updates(updates)
         if len(updates) > COLLECTION_SIZE:
             raise ValueError(f"a Salesforce collection holds at most {COLLECTION_SIZE} records")
         body = {"allOrNone": False, "records": [
@@ -287,6 +331,146 @@ class SalesforceSource:
             text = "; ".join(f"{e.get('statusCode')}: {e.get('message')}" for e in errors)
             results.append(WriteResult(rid, False, text, transient=code in TRANSIENT_CODES))
         return results  # records missing from the answer are unconfirmed: the caller re-checks them
+
+    # ------------------------------------------------------------ Bulk API 2.0
+
+    def write_bulk(self, updates: list[tuple[str, dict[str, Any]]], allowed: set[str],
+                   journal: Callable[[str | None], None] | None = None) -> list[WriteResult]:
+        """Bulk API 2.0 update jobs for a large push; one result per record that the job reported.
+
+        `journal(job_id)` is told of each job before its data is uploaded and
+        `journal(None)` once its results are read, so that a crashed run's job
+        can be found and aborted (`abort_job`) if it was never closed.
+        """
+        guard_outputs(updates, allowed, SYSTEM)
+        results: list[WriteResult] = []
+        for chunk in _bulk_chunks(merge_updates(updates)):
+            results += self._bulk_job(chunk, journal or (lambda _job: None))
+        return results
+
+    def _bulk_job(self, updates: list[tuple[str, dict[str, Any]]],
+                  journal: Callable[[str | None], None]) -> list[WriteResult]:
+        job = self.call("POST jobs/ingest", lambda: self.client.restful("jobs/ingest", method="POST", json={
+            "object": "Account", "operation": "update", "contentType": "CSV", "lineEnding": "LF",
+            "columnDelimiter": "COMMA"}))
+        job_id = str(job["id"])
+        journal(job_id)
+        path = f"jobs/ingest/{job_id}"
+        try:
+            data = _bulk_csv(updates).encode("utf-8")
+            self.call("PUT jobs/ingest/{id}/batches", lambda: self._raw("PUT", f"{path}/batches", data=data,
+                                                                         headers={"Content-Type": "text/csv"}))
+            self._close(job_id)
+        except ApiError as exc:  # the job never started: nothing was written
+            self.abort_job(job_id)
+            journal(None)
+            return _all_unconfirmed(updates, f"Bulk API job {job_id} could not be started: {exc}")
+        except BaseException:
+            self.abort_job(job_id)  # best effort; a quota stop or crash leaves the records to the next run
+            journal(None)
+            raise
+        info = self._wait_for(job_id)
+        state = info.get("state")
+        if state not in ("JobComplete", "Failed", "Aborted"):
+            return _all_unconfirmed(updates, f"Bulk API job {job_id} still {state} after "
+                                    f"{self.bulk.timeout_seconds:g} s (SALESFORCE_BULK_TIMEOUT_SECONDS)")
+        done = {row.get("sf__Id", "") for row in self._results(path, "successfulResults")}
+        failed = {row.get("sf__Id", ""): row.get("sf__Error", "") for row in self._results(path, "failedResults")}
+        journal(None)
+        results: list[WriteResult] = []
+        for rid, _fields in updates:
+            key = next((k for k in (rid, rid[:15]) if k in done or k in failed), None)
+            if key in done:
+                results.append(WriteResult(rid, True))
+            elif key in failed:
+                code, _, rest = failed[key].partition(":")
+                message = rest.rsplit(":", 1)[0] if rest.count(":") else rest
+                results.append(WriteResult(rid, False, f"{code}: {message}".strip(), transient=code in TRANSIENT_CODES))
+            elif state != "JobComplete":
+                detail = info.get("errorMessage") or state
+                results.append(WriteResult(rid, False, f"Bulk API job {job_id} {state}: {detail}",
+                                           transient=state == "Aborted"))
+        return results  # records in neither list are unprocessed: unconfirmed, checked again
+
+    def _close(self, job_id: str) -> None:
+        """UploadComplete; when a retry finds the job already closed (the first answer was lost), fine."""
+        try:
+            self.call("PATCH jobs/ingest/{id}", lambda: self.client.restful(
+                f"jobs/ingest/{job_id}", method="PATCH", json={"state": "UploadComplete"}))
+        except ApiError:
+            info = self.call("GET jobs/ingest/{id}", lambda: self.client.restful(f"jobs/ingest/{job_id}", method="GET"))
+            if info.get("state") in (None, "Open", "Aborted"):
+                raise
+
+    def _wait_for(self, job_id: str) -> dict[str, Any]:
+        wait, deadline = self.bulk.poll_seconds, time.monotonic() + self.bulk.timeout_seconds
+        while True:
+            info: dict[str, Any] = self.call("GET jobs/ingest/{id}", lambda: self.client.restful(
+                f"jobs/ingest/{job_id}", method="GET"))
+            if info.get("state") in ("JobComplete", "Failed", "Aborted") or time.monotonic() + wait > deadline:
+                return info
+            time.sleep(wait)
+            wait = min(30.0, max(wait * 1.5, 0.01))
+
+    def _results(self, path: str, kind: str) -> list[dict[str, str]]:
+        response = self.call(f"GET jobs/ingest/{{id}}/{kind}", lambda: self._raw("GET", f"{path}/{kind}"))
+        return list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+
+    def _raw(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A REST call whose body is not JSON (CSV upload and results), with simple-salesforce's
+        session handling (re-login on INVALID_SESSION_ID, SalesforceError on failure)."""
+        client = self.client
+        return client._call_salesforce(method, client.base_url + path, name=path, **kwargs)
+
+    def abort_job(self, job_id: str) -> bool:
+        """Abort a job that was never closed (a crashed run's); closed jobs finish on their own."""
+        try:
+            info = self.call("GET jobs/ingest/{id}", lambda: self.client.restful(f"jobs/ingest/{job_id}", method="GET"))
+            if info.get("state") != "Open":
+                return False
+            self.call("PATCH jobs/ingest/{id}", lambda: self.client.restful(
+                f"jobs/ingest/{job_id}", method="PATCH", json={"state": "Aborted"}))
+            return True
+        except (ApiError, Retryable):
+            return False
+
+
+def _bulk_value(value: Any) -> str:
+    if value is None or value == "":
+        return BULK_NULL
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _bulk_csv(updates: list[tuple[str, dict[str, Any]]]) -> str:
+    """Id first, then every field any record changes; a record that leaves a field alone has an empty cell."""
+    columns = sorted({f for _rid, fields in updates for f in fields})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["Id", *columns])
+    for rid, fields in updates:
+        writer.writerow([rid, *(_bulk_value(fields[c]) if c in fields else "" for c in columns)])
+    return out.getvalue()
+
+
+def _bulk_chunks(updates: list[tuple[str, dict[str, Any]]]) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """Split so that no job upload exceeds BULK_MAX_BYTES."""
+    if not updates:
+        return
+    size = len(_bulk_csv(updates).encode("utf-8"))
+    if size <= BULK_MAX_BYTES or len(updates) == 1:
+        yield updates
+        return
+    half = len(updates) // 2
+    yield from _bulk_chunks(updates[:half])
+    yield from _bulk_chunks(updates[half:])
+
+
+def _all_unconfirmed(updates: list[tuple[str, dict[str, Any]]], why: str) -> list[WriteResult]:
+    return [WriteResult(rid, False, why, transient=True) for rid, _fields in updates]
 
 
 def _error_of(content: Any) -> tuple[str, str]:
