@@ -18,13 +18,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import pipeline
+from . import outputs, pipeline
 from .config.mappings import check_mappings, load_mappings
 from .errors import ConfigError, HealthsyncError, NotFound
-from .http import RedactingFilter
+from .http import CallLog, RedactingFilter
 from .scoring.explain import explain as explain_account
 from .scoring.frame import iso
 from .store import Store
+from .writeback import OBJECT as CRM_OBJECTS
 
 F = TypeVar("F", bound=Callable[..., Any])
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -85,9 +86,10 @@ def _setup_logging(level: str) -> None:
 
 
 @cli.command()
+@click.option("--live", is_flag=True, help="Also check every mapped field in the configured CRMs (reads only).")
 @click.pass_obj
 @handled
-def validate(obj: Context) -> None:
+def validate(obj: Context, live: bool) -> None:
     """Check the mappings; list every problem with file:line (exit 2 if any)."""
     mappings, problems = check_mappings(obj.mappings_path)
     if problems:
@@ -99,6 +101,51 @@ def validate(obj: Context) -> None:
         f"({', '.join(mappings.scores)}), {models} model(s), {len(mappings.metrics)} metric(s), "
         f"{len(mappings.inputs)} input(s); version {mappings.version}"
     )
+    if live:
+        _fields(mappings, create=False, metadata=None)
+
+
+@cli.command()
+@click.option("--salesforce-metadata", "metadata", type=click.Path(file_okay=False),
+              help="Write the Salesforce DX project (CustomField + permission set XML) for these mappings to DIR.")
+@click.pass_obj
+@handled
+def setup(obj: Context, metadata: str | None) -> None:
+    """Create missing HubSpot output properties; check Salesforce output fields and print what is missing."""
+    _fields(obj.mappings(), create=True, metadata=metadata)
+
+
+def _fields(mappings: Any, create: bool, metadata: str | None) -> None:
+    if metadata:
+        for name, text in outputs.salesforce_metadata(mappings).items():
+            target = Path(metadata) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        out.print(f"wrote the Salesforce DX project for these mappings to {metadata}", markup=False)
+    found, skipped = pipeline.sources(os.environ, CallLog(), only=list(CRM_OBJECTS))
+    for system, why in skipped.items():
+        out.print(f"{system}: {why}", markup=False)
+    reports = outputs.live_check(mappings, found, create=create)
+    problems = []
+    for report in reports:
+        if report.created:
+            out.print(f"{report.system}: created {', '.join(report.created)}", markup=False)
+        out.print(f"{report.system}: {len(report.ok)} output field(s) ready"
+                  + (f", {len(report.missing)} missing" if report.missing else "")
+                  + (f", {len(report.problems)} problem(s)" if report.problems else ""), markup=False)
+        for spec in report.missing:
+            out.print(f"  missing: {spec.name} ({spec.score} {spec.key}, {spec.kind})", markup=False)
+        if report.missing and report.system == "salesforce":
+            out.print("  deploy them with the Salesforce CLI (the shipped project matches the shipped mappings; "
+                      "`healthsync setup --salesforce-metadata DIR` writes one for yours):", markup=False)
+            out.print("  " + outputs.deploy_hint(report.missing, metadata or "deploy/salesforce").replace("\n", "\n  "),
+                      markup=False)
+        elif report.missing:
+            out.print("  `healthsync setup` creates them", markup=False)
+        problems += report.problems
+        problems += [outputs.missing_problem(mappings, spec) for spec in report.missing]
+    if problems:
+        raise ConfigError(problems)
 
 
 @cli.command()

@@ -157,10 +157,28 @@ class HubSpotSource:
     # ------------------------------------------------------------ properties
 
     def check(self, mappings: Mappings) -> list[Problem]:
+        described = self.describe_properties()
+        self.field_types = {name: p.get("type", "string") for name, p in described.items()}
+        return missing_fields(mappings, SYSTEM, set(self.field_types), WORDS)
+
+    def describe_properties(self) -> dict[str, dict[str, Any]]:
+        """Company property name -> its definition (type, options, read-only flags)."""
         body = self.call("GET /crm/v3/properties/companies", lambda: self.client.crm.properties.core_api.get_all_with_http_info(
             object_type="companies", _preload_content=False))
-        self.field_types = {p["name"]: p.get("type", "string") for p in body.get("results", [])}
-        return missing_fields(mappings, SYSTEM, set(self.field_types), WORDS)
+        return {p["name"]: p for p in body.get("results", [])}
+
+    def property_groups(self) -> set[str]:
+        body = self.call("GET /crm/v3/properties/companies/groups", lambda: self.client.crm.properties.groups_api.get_all_with_http_info(
+            object_type="companies", _preload_content=False))
+        return {g["name"] for g in body.get("results", [])}
+
+    def create_group(self, name: str, label: str) -> None:
+        self.call("POST /crm/v3/properties/companies/groups", lambda: self.client.crm.properties.groups_api.create_with_http_info(
+            object_type="companies", property_group_create={"name": name, "label": label}, _preload_content=False))
+
+    def create_property(self, body: dict[str, Any]) -> None:
+        self.call("POST /crm/v3/properties/companies", lambda: self.client.crm.properties.core_api.create_with_http_info(
+            object_type="companies", property_create=body, _preload_content=False))
 
     # ------------------------------------------------------------ pull
 

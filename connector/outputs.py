@@ -1,0 +1,283 @@
+"""The CRM output fields: what each must be, checked live, created where the API allows.
+
+`specs` derives every output field from the mappings (a score's value and
+sub-scores are numbers, its status a picklist of the mapping's status names,
+its drivers long text, ...). `check` compares them with a CRM's own description
+of its fields (Salesforce describe, HubSpot properties): missing, read-only or
+of an incompatible type. `setup` creates the missing HubSpot property group and
+properties; Salesforce fields are metadata an admin deploys, so for those it
+writes (`salesforce_metadata`) the CustomField and permission-set XML and says
+exactly which are missing. Nothing here changes an existing field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from xml.sax.saxutils import escape
+
+from .config.mappings import Mappings
+from .errors import Problem
+from .systems import crm_fields
+
+HUBSPOT_GROUP = ("healthsync", "healthsync scores")
+PERMISSION_SET = "Healthsync_Integration"
+API_VERSION = "59.0"
+HELP = "Written by healthsync on every run; a hand edit is overwritten (counted as drift)."
+
+# output key -> (kind, text length)
+KINDS: dict[str, tuple[str, int]] = {
+    "score": ("number", 0), "coverage": ("percent", 0), "trend": ("text", 40), "grade": ("text", 10),
+    "status": ("picklist", 0), "drivers": ("textarea", 1000), "scored_at": ("datetime", 0),
+}
+# kind -> the describe types of a Salesforce field that can hold it
+SALESFORCE_TYPES = {
+    "number": {"double", "int", "long", "currency", "percent"}, "percent": {"percent", "double"},
+    "text": {"string", "textarea", "picklist"}, "textarea": {"textarea", "string"},
+    "picklist": {"picklist", "string", "textarea"}, "datetime": {"datetime"},
+}
+# kind -> HubSpot property types that can hold it
+HUBSPOT_TYPES = {
+    "number": {"number"}, "percent": {"number"}, "text": {"string", "enumeration"}, "textarea": {"string"},
+    "picklist": {"enumeration", "string"}, "datetime": {"datetime"},
+}
+HUBSPOT_NEW = {  # kind -> (type, fieldType) of a property setup creates
+    "number": ("number", "number"), "percent": ("number", "number"), "text": ("string", "text"),
+    "textarea": ("string", "textarea"), "picklist": ("enumeration", "select"), "datetime": ("datetime", "date"),
+}
+
+
+@dataclass(frozen=True)
+class OutputField:
+    system: str
+    name: str  # the CRM field / property name
+    score: str
+    key: str  # score, grade, status, group.usage, ...
+    kind: str
+    label: str
+    length: int = 0
+    options: tuple[str, ...] = ()
+
+
+@dataclass
+class FieldReport:
+    """What a live check found for one CRM."""
+
+    system: str
+    ok: list[str] = field(default_factory=list)
+    missing: list[OutputField] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # present but unusable, or a missing input field
+    created: list[str] = field(default_factory=list)
+
+    @property
+    def good(self) -> bool:
+        return not self.missing and not self.problems
+
+
+def _where(mappings: Mappings, spec: OutputField, message: str, hint: str = "") -> Problem:
+    key: tuple[str, ...] = ("groups", spec.key.split(".", 1)[1]) if spec.key.startswith("group.") else (spec.key,)
+    return mappings.located.problem(("scores", spec.score, "outputs", spec.system, *key), message, hint)
+
+
+def missing_problem(mappings: Mappings, spec: OutputField) -> Problem:
+    what = "Account field" if spec.system == "salesforce" else "company property"
+    hint = ("deploy deploy/salesforce (see `healthsync setup`)" if spec.system == "salesforce"
+            else "`healthsync setup` creates it")
+    return _where(mappings, spec, f"the {what} {spec.name} does not exist in {spec.system}", hint)
+
+
+def specs(mappings: Mappings, system: str) -> list[OutputField]:
+    out: list[OutputField] = []
+    for name, compiled in mappings.scores.items():
+        definition = compiled.definition
+        outputs = definition.outputs.get(system)
+        if outputs is None:
+            continue
+        title = definition.label or name.replace("_", " ").capitalize()
+        for key, crm_field in outputs.fields().items():
+            kind, length = KINDS.get(key.split(".")[0] if key.startswith("group.") else key, ("number", 0))
+            part = key.split(".", 1)[1] if key.startswith("group.") else key.replace("_", " ")
+            options = tuple(b.name for b in definition.status) if kind == "picklist" else ()
+            out.append(OutputField(system, crm_field, name, key, kind, f"{title}: {part}"[:40], length, options))
+    return out
+
+
+# ------------------------------------------------------------------ checks
+
+
+def check_salesforce(mappings: Mappings, describe: Mapping[str, Mapping[str, Any]]) -> FieldReport:
+    """describe: Account field name -> its describe entry."""
+    report = FieldReport("salesforce")
+    for spec in specs(mappings, "salesforce"):
+        found = describe.get(spec.name)
+        if found is None:
+            report.missing.append(spec)
+            continue
+        kind = str(found.get("type", ""))
+        where = f"Account.{spec.name} ({spec.score} {spec.key})"
+        before = len(report.problems)
+        if not found.get("updateable", False):
+            report.problems.append(_where(mappings, spec, f"{where} is not editable by this user",
+                                          f"grant Edit in field-level security (the {PERMISSION_SET} permission set does)"))
+        if kind not in SALESFORCE_TYPES[spec.kind]:
+            report.problems.append(_where(mappings, spec, f"{where} is a {kind} field; a {spec.kind} needs one of "
+                                          f"{', '.join(sorted(SALESFORCE_TYPES[spec.kind]))}",
+                                          "map another field, or change the field's type in Setup"))
+        elif kind == "picklist":
+            values = {v.get("value") for v in found.get("picklistValues") or [] if v.get("active", True)}
+            lacking = [o for o in spec.options if o not in values]
+            if lacking:
+                report.problems.append(_where(mappings, spec, f"{where} picklist lacks the value(s) {', '.join(lacking)}",
+                                              "add them in Setup > Object Manager > Account > Fields"))
+        if len(report.problems) == before:
+            report.ok.append(spec.name)
+    return report
+
+
+def check_hubspot(mappings: Mappings, properties: Mapping[str, Mapping[str, Any]]) -> FieldReport:
+    """properties: company property name -> its definition."""
+    report = FieldReport("hubspot")
+    for spec in specs(mappings, "hubspot"):
+        found = properties.get(spec.name)
+        if found is None:
+            report.missing.append(spec)
+            continue
+        kind = str(found.get("type", ""))
+        where = f"company property {spec.name} ({spec.score} {spec.key})"
+        before = len(report.problems)
+        if (found.get("modificationMetadata") or {}).get("readOnlyValue"):
+            report.problems.append(_where(mappings, spec, f"{where} is read-only", "map a property healthsync may write"))
+        if kind not in HUBSPOT_TYPES[spec.kind]:
+            report.problems.append(_where(mappings, spec, f"{where} is of type {kind}; a {spec.kind} needs "
+                                          f"{' or '.join(sorted(HUBSPOT_TYPES[spec.kind]))}",
+                                          "map another property (setup never changes an existing property's type)"))
+        elif kind == "enumeration":
+            values = {o.get("value") for o in found.get("options") or [] if not o.get("hidden")}
+            lacking = [o for o in spec.options if o not in values]
+            if lacking:
+                report.problems.append(_where(mappings, spec, f"{where} has no option(s) {', '.join(lacking)}",
+                                              "add them in Settings > Properties"))
+        if len(report.problems) == before:
+            report.ok.append(spec.name)
+    return report
+
+
+def _inputs(mappings: Mappings, system: str, known: set[str], report: FieldReport) -> None:
+    inputs, _outputs = crm_fields(mappings, system)
+    for crm_field, name in inputs.items():
+        if crm_field not in known:
+            report.problems.append(mappings.located.problem(
+                ("inputs", name, system), f"input field {crm_field} does not exist in {system}",
+                "check the field's API name and that this user can read it"))
+
+
+def live_check(mappings: Mappings, sources: list[Any], create: bool = False) -> list[FieldReport]:
+    """Check every configured CRM's input and output fields; with create, add missing HubSpot properties."""
+    reports: list[FieldReport] = []
+    for source in sources:
+        if source.system == "salesforce":
+            described = source.describe("Account")
+            report = check_salesforce(mappings, described)
+        elif source.system == "hubspot":
+            described = source.describe_properties()
+            report = check_hubspot(mappings, described)
+            if create and report.missing:
+                if HUBSPOT_GROUP[0] not in source.property_groups():
+                    source.create_group(*HUBSPOT_GROUP)
+                    report.created.append(f"group {HUBSPOT_GROUP[0]}")
+                for spec in report.missing:
+                    source.create_property(hubspot_property(spec))
+                    report.created.append(spec.name)
+                described = source.describe_properties()
+                created = report.created
+                report = check_hubspot(mappings, described)
+                report.created = created
+        else:
+            continue
+        _inputs(mappings, source.system, set(described), report)
+        reports.append(report)
+    return reports
+
+
+def hubspot_property(spec: OutputField) -> dict[str, Any]:
+    """The body of POST /crm/v3/properties/companies that creates this output property."""
+    kind, field_type = HUBSPOT_NEW[spec.kind]
+    body: dict[str, Any] = {"name": spec.name, "label": spec.label, "type": kind, "fieldType": field_type,
+                            "groupName": HUBSPOT_GROUP[0], "description": HELP}
+    if spec.options:
+        body["options"] = [{"label": o, "value": o, "displayOrder": i, "hidden": False}
+                           for i, o in enumerate(spec.options)]
+    return body
+
+
+# ------------------------------------------------------------------ Salesforce metadata
+
+
+def salesforce_metadata(mappings: Mappings) -> dict[str, str]:
+    """Relative path -> file text of a Salesforce DX project with every output field and
+    a permission set granting edit on them, deployable with the Salesforce CLI."""
+    fields = specs(mappings, "salesforce")
+    files = {
+        "sfdx-project.json": '{\n  "packageDirectories": [{"path": "force-app", "default": true}],\n'
+                             f'  "sourceApiVersion": "{API_VERSION}"\n}}\n',
+    }
+    for spec in fields:
+        files[f"force-app/main/default/objects/Account/fields/{spec.name}.field-meta.xml"] = _custom_field(spec)
+    files[f"force-app/main/default/permissionsets/{PERMISSION_SET}.permissionset-meta.xml"] = _permission_set(fields)
+    return files
+
+
+def _custom_field(spec: OutputField) -> str:
+    """CustomField source XML; elements after fullName in alphabetical order, as Salesforce retrieves them."""
+    elements: dict[str, str] = {
+        "description": escape(f"healthsync output: {spec.score} {spec.key}"),
+        "inlineHelpText": escape(HELP),
+        "label": escape(spec.label),
+        "trackHistory": "false",
+        "type": {"number": "Number", "percent": "Percent", "text": "Text", "textarea": "LongTextArea",
+                 "datetime": "DateTime", "picklist": "Picklist"}[spec.kind],
+    }
+    if spec.kind in ("number", "percent", "text", "datetime"):
+        elements["required"] = "false"
+    if spec.kind in ("number", "percent"):
+        elements["precision"], elements["scale"] = "5", "2" if spec.kind == "number" else "1"
+    if spec.kind in ("text", "textarea"):
+        elements["length"] = str(spec.length)
+    if spec.kind == "textarea":
+        elements["visibleLines"] = "3"
+    if spec.kind == "picklist":
+        values = "".join(
+            f"            <value>\n                <fullName>{escape(o)}</fullName>\n"
+            f"                <default>false</default>\n                <label>{escape(o)}</label>\n"
+            "            </value>\n" for o in spec.options)
+        elements["valueSet"] = ("\n        <restricted>true</restricted>\n        <valueSetDefinition>\n"
+                                f"            <sorted>false</sorted>\n{values}        </valueSetDefinition>\n    ")
+    body = "".join(f"    <{tag}>{elements[tag]}</{tag}>\n" for tag in sorted(elements))
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<CustomField xmlns="http://soap.sforce.com/2006/04/metadata">\n'
+            f"    <fullName>{escape(spec.name)}</fullName>\n{body}</CustomField>\n")
+
+
+def _permission_set(fields: list[OutputField]) -> str:
+    grants = "".join(
+        "    <fieldPermissions>\n        <editable>true</editable>\n"
+        f"        <field>Account.{escape(f.name)}</field>\n        <readable>true</readable>\n"
+        "    </fieldPermissions>\n" for f in sorted(fields, key=lambda f: f.name))
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<PermissionSet xmlns="http://soap.sforce.com/2006/04/metadata">\n'
+        "    <description>Lets the healthsync integration user read and write the score fields.</description>\n"
+        f"{grants}"
+        "    <hasActivationRequired>false</hasActivationRequired>\n"
+        "    <label>healthsync integration</label>\n"
+        "</PermissionSet>\n"
+    )
+
+
+def deploy_hint(missing: list[OutputField], project_dir: str) -> str:
+    """The Salesforce CLI commands that deploy just the missing fields (and the permission set)."""
+    names = " ".join(f"--metadata CustomField:Account.{f.name}" for f in missing)
+    return (f"cd {project_dir} && sf project deploy start {names} --metadata PermissionSet:{PERMISSION_SET} "
+            "--target-org <alias>\n"
+            f"sf org assign permset --name {PERMISSION_SET} --target-org <alias> --on-behalf-of <integration user>")
