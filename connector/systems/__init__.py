@@ -114,8 +114,9 @@ def missing_fields(mappings: Mappings, system: str, known: set[str], words: Fiel
 def merge_updates(updates: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
     """One entry per record id, in order of first appearance; a later value of a field wins.
 
-    Both CRMs refuse a batch that names one record twice (HubSpot: "Duplicate IDs
-    found in batch input"; Salesforce: DUPLICATE_VALUE on the second entry).
+    Neither CRM takes a batch that names one record twice (HubSpot answers
+    "Duplicate IDs found in batch input"; Salesforce's DML rejects a duplicate
+    id in one list).
     """
     merged: dict[str, dict[str, Any]] = {}
     for record_id, fields in updates:
