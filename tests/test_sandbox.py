@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import threading
 import time
@@ -11,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from connector.sandbox.dataset import Dataset, build_dataset
+from connector.sandbox.dataset import HS_OUTPUTS, Dataset, build_dataset
 from connector.sandbox.server import Faults, Sandbox
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -75,6 +78,29 @@ class SF:
                                json={"allOrNone": all_or_none, "records": records},
                                headers={"Authorization": f"Bearer {self.sid}"},
                                verify=self.sb.ca_file)
+
+    def bulk(self, method: str, path: str = "", **kwargs: object) -> requests.Response:
+        """A Bulk API 2.0 ingest request; path is relative to /jobs/ingest (or a contentUrl)."""
+        url = f"{self.sb.urls['salesforce']}/" + (path if path.startswith("services/") else
+                                                 f"services/data/v59.0/jobs/ingest{path}")
+        headers = {"Authorization": f"Bearer {self.sid}", **kwargs.pop("headers", {})}
+        return self.http.request(method, url, headers=headers, verify=self.sb.ca_file, **kwargs)
+
+    def bulk_job(self, data: str, **options: str) -> str:
+        """Create an Account update job, upload data, close it: the job id."""
+        job = self.bulk("POST", json={"object": "Account", "operation": "update",
+                                      "contentType": "CSV", **options}).json()
+        assert self.bulk("PUT", job["contentUrl"], data=data.encode(),
+                         headers={"Content-Type": "text/csv"}).status_code == 201
+        assert self.bulk("PATCH", f"/{job['id']}", json={"state": "UploadComplete"}).json()[
+            "state"] == "UploadComplete"
+        return job["id"]
+
+    def bulk_rows(self, job: str, kind: str) -> list[dict[str, str]]:
+        response = self.bulk("GET", f"/{job}/{kind}")
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/csv")
+        return list(csv.DictReader(io.StringIO(response.text)))
 
 
 def zd_export(sb: Sandbox, http: requests.Session, **params: object) -> tuple[list[dict], str]:
@@ -249,6 +275,224 @@ def test_composite_patch_partial_failure(sb: Sandbox, ds: Dataset,
     assert sf.get("/services/data/v59.0/sobjects/Account/001Hs00000000zzIAA").status_code == 404
 
 
+def test_bulk_update_job_polls_then_applies(sb: Sandbox, ds: Dataset,
+                                            http: requests.Session) -> None:
+    sf = SF(sb, http)
+    live = [i for i, r in ds.sf_accounts.items() if not r["IsDeleted"]][:3]
+    deleted = next(i for i, r in ds.sf_accounts.items() if r["IsDeleted"])
+    a, b, c = (ds.sf_accounts[i] for i in live)
+    a.update(CSM_Rating__c=4.0, NPS__c=30.0)
+    before = {i: dict(ds.sf_accounts[i]) for i in (*live, deleted)}
+
+    created = sf.bulk("POST", json={"object": "Account", "operation": "update",
+                                    "contentType": "CSV", "lineEnding": "LF",
+                                    "columnDelimiter": "COMMA"})
+    assert created.status_code == 200
+    job = created.json()
+    jid = job["id"]
+    assert len(jid) == 18 and jid.startswith("750") and job["state"] == "Open"
+    assert job["contentUrl"] == f"services/data/v59.0/jobs/ingest/{jid}/batches"
+    assert (job["operation"], job["object"], job["apiVersion"]) == ("update", "Account", 59.0)
+    assert (job["lineEnding"], job["columnDelimiter"]) == ("LF", "COMMA")
+    assert job["createdDate"].endswith("+0000") and created.headers["Sforce-Limit-Info"]
+
+    data = ("Id,Health_Score__c,CSM_Rating__c,NPS__c,Health_Drivers__c\n"
+            f'{live[0]},72.5,#N/A,,"Usage up, tickets ""down"""\n'
+            f"{live[1]},high,,,\n"
+            f"{deleted},10,,,\n"
+            f"{live[2]},40,2,,\n")
+    upload = sf.bulk("PUT", job["contentUrl"], data=data.encode(),
+                     headers={"Content-Type": "text/csv"})
+    assert upload.status_code == 201 and upload.content == b""
+    again = sf.bulk("PUT", job["contentUrl"], data=data.encode())
+    assert again.status_code == 400 and again.json()[0]["errorCode"] == "BULK_API_ERROR"
+    assert "Found multiple contents for job" in again.json()[0]["message"]
+    early = sf.bulk("GET", f"/{jid}/successfulResults")
+    assert early.status_code == 400 and early.json()[0]["errorCode"] == "INVALIDJOBSTATE"
+
+    closed = sf.bulk("PATCH", f"/{jid}", json={"state": "UploadComplete"})
+    assert closed.status_code == 200 and closed.json()["state"] == "UploadComplete"
+    polled = sf.bulk("GET", f"/{jid}").json()
+    assert polled["state"] == "InProgress" and polled["numberRecordsProcessed"] == 0
+    assert {i: ds.sf_accounts[i] for i in before} == before  # nothing applied yet
+    done = sf.bulk("GET", f"/{jid}").json()
+    assert done["state"] == "JobComplete" and "errorMessage" not in done
+    assert (done["numberRecordsProcessed"], done["numberRecordsFailed"]) == (4, 2)
+    assert sb.bulk_jobs[jid].state == "JobComplete"
+    assert sf.bulk("GET", f"/{jid}").json()["numberRecordsProcessed"] == 4  # applied once
+
+    assert a["Health_Score__c"] == 72.5 and a["CSM_Rating__c"] is None  # #N/A: null
+    assert a["NPS__c"] == 30.0  # an empty cell leaves the field as it was
+    assert a["Health_Drivers__c"] == 'Usage up, tickets "down"'
+    assert a["SystemModstamp"] > before[live[0]]["SystemModstamp"]
+    assert a["LastModifiedDate"] == a["SystemModstamp"]
+    assert (c["Health_Score__c"], c["CSM_Rating__c"]) == (40.0, 2.0)
+    assert b == before[live[1]] and ds.sf_accounts[deleted] == before[deleted]
+
+    text = sf.bulk("GET", f"/{jid}/successfulResults").text
+    assert text.startswith('"sf__Id","sf__Created",Id,Health_Score__c,CSM_Rating__c,NPS__c,'
+                           'Health_Drivers__c\n')
+    ok = sf.bulk_rows(jid, "successfulResults")
+    assert [(r["sf__Id"], r["sf__Created"], r["Health_Score__c"]) for r in ok] == [
+        (live[0], "false", "72.5"), (live[2], "false", "40")]
+    assert ok[0]["CSM_Rating__c"] == "#N/A" and ok[0]["Health_Drivers__c"] == \
+        'Usage up, tickets "down"'
+    failed = {r["sf__Id"]: r["sf__Error"] for r in sf.bulk_rows(jid, "failedResults")}
+    assert failed[deleted] == "ENTITY_IS_DELETED:entity is deleted:--"
+    assert failed[live[1]] == ("INVALID_TYPE_ON_FIELD_IN_RECORD:Health Score: value not of "
+                               "required type: high:Health_Score__c --")
+    unprocessed = sf.bulk("GET", f"/{jid}/unprocessedrecords/")
+    assert unprocessed.text == "Id,Health_Score__c,CSM_Rating__c,NPS__c,Health_Drivers__c\n"
+
+    abort = sf.bulk("PATCH", f"/{jid}", json={"state": "Aborted"})
+    assert abort.status_code == 400 and abort.json() == [{
+        "message": "Aborting already Completed Job not allowed", "errorCode": "INVALIDJOBSTATE"}]
+    assert [j["id"] for j in sf.bulk("GET").json()["records"]] == [jid]
+    assert sb.calls[("salesforce", "GET /jobs/ingest/{id}")] == 3
+    assert sb.calls[("salesforce", "PUT /jobs/ingest/{id}/batches")] == 2
+    assert sf.bulk("DELETE", f"/{jid}").status_code == 204
+    gone = sf.bulk("GET", f"/{jid}")
+    assert gone.status_code == 404 and gone.json()[0]["errorCode"] == "NOT_FOUND"
+    usage = int(gone.headers["Sforce-Limit-Info"].split("=")[1].split("/")[0])
+    assert usage == sb.sf_usage == sum(n for (family, key), n in sb.calls.items()
+                                       if family == "salesforce" and "Soap" not in key)
+    limits = sf.get("/services/data/v59.0/limits").json()
+    assert limits["DailyBulkApiBatches"]["Remaining"] == 14999
+
+
+def test_bulk_jobs_that_fail_abort_or_are_refused(sb: Sandbox, ds: Dataset,
+                                                  http: requests.Session) -> None:
+    sf = SF(sb, http)
+    live = [i for i, r in ds.sf_accounts.items() if not r["IsDeleted"]][:2]
+    before = {i: dict(ds.sf_accounts[i]) for i in live}
+
+    def finish(jid: str) -> dict:
+        assert sf.bulk("GET", f"/{jid}").json()["state"] == "InProgress"
+        return sf.bulk("GET", f"/{jid}").json()
+
+    rows = f"{live[0]},B\n{live[1]},C\n"
+    unknown = sf.bulk_job("Id,Helth_Grade__c\n" + rows)
+    failed = finish(unknown)
+    assert failed["state"] == "Failed"
+    assert failed["errorMessage"] == "InvalidBatch : Field name not found : Helth_Grade__c"
+    assert failed["numberRecordsProcessed"] == 0
+    assert sf.bulk_rows(unknown, "unprocessedrecords") == [
+        {"Id": live[0], "Helth_Grade__c": "B"}, {"Id": live[1], "Helth_Grade__c": "C"}]
+    assert sf.bulk_rows(unknown, "failedResults") == []
+    crlf = sf.bulk_job(f"Id,Health_Grade__c\r\n{live[0]},B\r\n")  # an LF job given CRLF lines
+    assert finish(crlf)["errorMessage"] == ("ClientInputError : LineEnding is invalid on user "
+                                            "data. Current LineEnding setting is LF")
+    assert {i: ds.sf_accounts[i] for i in live} == before
+
+    piped = sf.bulk_job(f"Id|Health_Grade__c\r\n{live[0]}|A|B\r\n", lineEnding="CRLF",
+                        columnDelimiter="PIPE")
+    assert "different number of columns" in finish(piped)["errorMessage"]
+    piped = sf.bulk_job(f"Id|Health_Grade__c|Name\r\n{live[0]}|A|\r\n", lineEnding="CRLF",
+                        columnDelimiter="PIPE")
+    assert finish(piped)["state"] == "JobComplete"
+    assert ds.sf_accounts[live[0]]["Health_Grade__c"] == "A"
+    assert ds.sf_accounts[live[0]]["Name"] == before[live[0]]["Name"]
+    assert sf.bulk("GET", f"/{piped}/successfulResults").text == (
+        f'"sf__Id"|"sf__Created"|Id|Health_Grade__c|Name\n"{live[0]}"|"false"|"{live[0]}"|"A"|""\n')
+
+    no_id = sf.bulk_job("Health_Grade__c,SystemModstamp\nB,\n")
+    assert finish(no_id)["numberRecordsFailed"] == 1
+    assert sf.bulk_rows(no_id, "failedResults")[0]["sf__Error"] == \
+        "MISSING_ARGUMENT:Id not specified in an update call:--"
+    read_only = sf.bulk_job(f"Id,SystemModstamp\n{live[1]},2026-01-01T00:00:00Z\n")
+    finish(read_only)
+    assert sf.bulk_rows(read_only, "failedResults")[0]["sf__Error"].startswith(
+        "INVALID_FIELD_FOR_INSERT_UPDATE:Unable to create/update fields: SystemModstamp.")
+
+    job = sf.bulk("POST", json={"object": "Account", "operation": "update"}).json()
+    assert job["lineEnding"] == "LF" and job["columnDelimiter"] == "COMMA"
+    early = sf.bulk("PATCH", f"/{job['id']}", json={"state": "JobComplete"})
+    assert early.status_code == 400 and early.json()[0]["errorCode"] == "INVALIDJOBSTATE"
+    assert sf.bulk("DELETE", f"/{job['id']}").status_code == 400  # Open jobs cannot be deleted
+    assert sf.bulk("PUT", job["contentUrl"], data=f"Id,Health_Grade__c\n{live[1]},D\n"
+                   ).status_code == 201
+    aborted = sf.bulk("PATCH", f"/{job['id']}", json={"state": "Aborted"})
+    assert aborted.status_code == 200 and aborted.json()["state"] == "Aborted"
+    assert sf.bulk("GET", f"/{job['id']}").json()["state"] == "Aborted"
+    assert sf.bulk_rows(job["id"], "unprocessedrecords") == [{"Id": live[1],
+                                                              "Health_Grade__c": "D"}]
+    late = sf.bulk("PUT", job["contentUrl"], data=b"Id\n")
+    assert late.status_code == 400 and late.json()[0]["errorCode"] == "INVALIDJOBSTATE"
+    assert ds.sf_accounts[live[1]]["Health_Grade__c"] is None
+
+    for body in ({"object": "Contact", "operation": "update"},
+                 {"object": "Account", "operation": "insert"},
+                 {"object": "Account", "operation": "merge"},
+                 {"object": "Account", "operation": "update", "lineEnding": "CR"}):
+        refused = sf.bulk("POST", json=body)
+        assert refused.status_code == 400 and refused.json()[0]["errorCode"] == "INVALIDJOB"
+    assert sf.bulk("GET", "/750Hs0000000999AAA").status_code == 404
+
+
+def test_lock_faults_fail_single_records_in_both_apis(ds: Dataset,
+                                                      http: requests.Session) -> None:
+    live = [i for i, r in ds.sf_accounts.items() if not r["IsDeleted"]][:40]
+    with Sandbox(ds, faults=Faults(rate_lock=0.4, seed=5)) as sb:
+        sf = SF(sb, http)
+        results = sf.patch([{"id": i, "Health_Score__c": 50} for i in live[:20]]).json()
+        locked = [r for r in results if not r["success"]]
+        assert 0 < len(locked) < 20
+        for r in locked:
+            assert r["errors"] == [{"statusCode": "UNABLE_TO_LOCK_ROW", "fields": [], "message":
+                                    "unable to obtain exclusive access to this record or 1 "
+                                    f"records: {r['id']}"}]
+        assert {i for i in live[:20] if ds.sf_accounts[i]["Health_Score__c"] == 50.0} == {
+            r["id"] for r in results if r["success"]}
+
+        jid = sf.bulk_job("Id,Health_Score__c\n" + "".join(f"{i},60\n" for i in live[20:]))
+        sf.bulk("GET", f"/{jid}")
+        assert sf.bulk("GET", f"/{jid}").json()["state"] == "JobComplete"
+        failed = sf.bulk_rows(jid, "failedResults")
+        assert 0 < len(failed) < 20
+        assert all(r["sf__Error"] == "UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to "
+                   f"this record or 1 records: {r['sf__Id']}:--" for r in failed)
+        assert {r["sf__Id"] for r in failed} == {i for i in live[20:]
+                                                 if ds.sf_accounts[i]["Health_Score__c"] != 60}
+        assert sb.faulted[("salesforce", "lock")] == len(locked) + len(failed)
+
+        sb.faults = Faults(rate_lock=1.0)  # allOrNone: one lock rolls the whole request back
+        rolled = sf.patch([{"id": live[0], "Health_Score__c": 1}], all_or_none=True).json()
+        assert rolled[0]["errors"][0]["statusCode"] == "UNABLE_TO_LOCK_ROW"
+        assert ds.sf_accounts[live[0]]["Health_Score__c"] != 1
+
+
+def test_salesforce_missing_fields_and_type_overrides(ds: Dataset,
+                                                      http: requests.Session) -> None:
+    with pytest.raises(ValueError, match="Nope__c"):
+        Sandbox(ds, salesforce_missing=("Nope__c",))
+    live = next(i for i, r in ds.sf_accounts.items() if not r["IsDeleted"])
+    with Sandbox(ds, salesforce_missing=("Health_Trend__c",),
+                 salesforce_types={"Health_Score__c": "string", "NPS__c": "int"}) as sb:
+        sf = SF(sb, http)
+        fields = {f["name"]: f for f in sf.get(
+            "/services/data/v59.0/sobjects/Account/describe").json()["fields"]}
+        assert "Health_Trend__c" not in fields and "Health_Grade__c" in fields
+        assert (fields["Health_Score__c"]["type"], fields["Health_Score__c"]["length"]) == (
+            "string", 255)
+        assert fields["NPS__c"]["type"] == "int" and fields["Health_Status__c"]["picklistValues"]
+        bad = sf.query("SELECT Id, Health_Trend__c FROM Account")
+        assert bad.status_code == 400 and bad.json()[0]["errorCode"] == "INVALID_FIELD"
+        body = sf.patch([{"id": live, "Health_Trend__c": "up"},
+                         {"id": live, "Health_Score__c": 72, "NPS__c": 12},
+                         {"id": live, "NPS__c": 7.5}]).json()
+        assert body[0]["errors"][0]["statusCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+        assert body[1]["success"] and body[2]["errors"][0]["statusCode"] == \
+            "INVALID_TYPE_ON_FIELD_IN_RECORD"
+        assert ds.sf_accounts[live]["Health_Score__c"] == "72"
+        assert ds.sf_accounts[live]["NPS__c"] == 12
+        jid = sf.bulk_job(f"Id,Health_Trend__c\n{live},up\n")
+        sf.bulk("GET", f"/{jid}")
+        assert sf.bulk("GET", f"/{jid}").json()["errorMessage"] == \
+            "InvalidBatch : Field name not found : Health_Trend__c"
+        record = sf.get(f"/services/data/v59.0/sobjects/Account/{live}").json()
+        assert "Health_Trend__c" not in record and record["Health_Score__c"] == "72"
+
+
 # ----------------------------------------------------------------------------- HubSpot
 
 def test_hubspot_list_paging(sb: Sandbox, ds: Dataset, http: requests.Session) -> None:
@@ -334,6 +578,102 @@ def test_hubspot_batch_update_reports_partial_failure(sb: Sandbox, ds: Dataset,
     too_many = http.post(url, headers=HS, json={"inputs": [{"id": str(i), "properties": {}}
                                                            for i in range(101)]})
     assert too_many.status_code == 400
+
+
+def test_hubspot_property_groups_and_creation(sb: Sandbox, ds: Dataset,
+                                              http: requests.Session) -> None:
+    base = f"{sb.urls['hubspot']}/crm/v3/properties/companies"
+    groups = http.get(f"{base}/groups", headers=HS).json()["results"]
+    assert {g["name"] for g in groups} == {"companyinformation", "healthsync"}
+    assert all(set(g) == {"name", "label", "displayOrder", "archived"} for g in groups)
+    created = http.post(f"{base}/groups", headers=HS, json={"name": "scores", "label": "Scores"})
+    assert created.status_code == 201 and created.json() == {
+        "name": "scores", "label": "Scores", "displayOrder": -1, "archived": False}
+    twice = http.post(f"{base}/groups", headers=HS, json={"name": "scores", "label": "Again"})
+    assert twice.status_code == 409 and twice.json()["category"] == "CONFLICT"
+    assert http.post(f"{base}/groups", headers=HS, json={"name": "Bad Name", "label": "x"}
+                     ).json()["category"] == "VALIDATION_ERROR"
+    assert "scores" in sb.hs_groups
+
+    band = {"name": "health_band", "label": "Health band", "type": "enumeration",
+            "fieldType": "select", "groupName": "scores",
+            "options": [{"label": "Band A", "value": "a"}, {"label": "Band B", "value": "b"}]}
+    for broken in ({"type": "number", "fieldType": "text"}, {"type": "currency"},
+                   {"options": []}, {"fieldType": "booleancheckbox"}, {"groupName": "nope"},
+                   {"name": "HealthBand"}, {"label": ""}):
+        refused = http.post(base, headers=HS, json={**band, **broken})
+        assert refused.status_code == 400, broken
+        assert refused.json()["category"] == "VALIDATION_ERROR" and refused.json()["message"]
+    made = http.post(base, headers=HS, json=band)
+    assert made.status_code == 201
+    prop = made.json()
+    assert (prop["name"], prop["type"], prop["fieldType"], prop["groupName"]) == (
+        "health_band", "enumeration", "select", "scores")
+    assert [o["value"] for o in prop["options"]] == ["a", "b"]
+    assert prop["modificationMetadata"]["readOnlyValue"] is False
+    assert http.post(base, headers=HS, json=band).status_code == 409
+    stamp = {"name": "health_checked_at", "label": "Checked", "type": "datetime",
+             "fieldType": "date", "groupName": "scores"}
+    assert http.post(base, headers=HS, json=stamp).status_code == 201
+    listed = {p["name"]: p for p in http.get(base, headers=HS).json()["results"]}
+    assert listed["health_band"] == prop and "health_checked_at" in listed
+    assert http.get(f"{base}/health_band", headers=HS).json() == prop
+    assert http.get(f"{base}/nope", headers=HS).status_code == 404
+
+    url = f"{sb.urls['hubspot']}/crm/v3/objects/companies/batch/update"
+    cid = next(i for i, c in ds.hs_companies.items() if not c["archived"])
+    ok = http.post(url, headers=HS, json={"inputs": [{"id": cid, "properties": {
+        "health_band": "a", "health_checked_at": "1793613600000"}}]})
+    assert ok.status_code == 200
+    assert ok.json()["results"][0]["properties"]["health_checked_at"] == "2026-11-02T10:00:00.000Z"
+    iso = http.post(url, headers=HS, json={"inputs": [{"id": cid, "properties": {
+        "health_checked_at": "2026-11-02T10:00:00+01:00"}}]})
+    assert iso.json()["results"][0]["properties"]["health_checked_at"] == \
+        "2026-11-02T09:00:00.000Z"
+
+    def problems(properties: dict) -> list[tuple[str, str]]:
+        response = http.post(url, headers=HS, json={"inputs": [{"id": cid,
+                                                                "properties": properties}]})
+        assert response.status_code == 207
+        message = response.json()["errors"][0]["message"]
+        assert message.startswith("Property values were not valid: ")
+        return [(p["name"], p["error"]) for p in json.loads(message.split(": ", 1)[1])]
+    assert problems({"health_band": "c"}) == [("health_band", "INVALID_OPTION")]
+    assert problems({"customer_segment": "Huge", "health_score": "high",
+                     "health_checked_at": "yesterday", "no_such": "1"}) == [
+        ("customer_segment", "INVALID_OPTION"), ("health_score", "INVALID_FLOAT"),
+        ("health_checked_at", "INVALID_LONG"), ("no_such", "PROPERTY_DOESNT_EXIST")]
+    assert ds.hs_companies[cid]["properties"]["health_band"] == "a"
+    shown = http.get(f"{sb.urls['hubspot']}/crm/v3/objects/companies", headers=HS,
+                     params={"properties": "health_band"}).json()["results"]
+    assert {c["properties"]["health_band"] for c in shown} == {"a", None}
+
+
+def test_hubspot_without_output_properties(ds: Dataset, http: requests.Session) -> None:
+    with Sandbox(ds, hubspot_outputs=False) as sb:
+        base = f"{sb.urls['hubspot']}/crm/v3/properties/companies"
+        names = {p["name"] for p in http.get(base, headers=HS).json()["results"]}
+        assert names and not names & set(HS_OUTPUTS) and "csm_rating" in names
+        assert {g["name"] for g in http.get(f"{base}/groups", headers=HS).json()["results"]} == {
+            "companyinformation"}
+        cid = next(i for i, c in ds.hs_companies.items() if not c["archived"])
+        assert "health_score" not in ds.hs_companies[cid]["properties"]
+        listed = http.get(f"{sb.urls['hubspot']}/crm/v3/objects/companies", headers=HS,
+                          params={"properties": "name,health_score"}).json()["results"]
+        assert all("health_score" not in c["properties"] and "name" in c["properties"]
+                   for c in listed)
+        url = f"{sb.urls['hubspot']}/crm/v3/objects/companies/batch/update"
+        write = {"inputs": [{"id": cid, "properties": {"health_score": 70}}]}
+        refused = http.post(url, headers=HS, json=write)
+        assert refused.status_code == 207 and "PROPERTY_DOESNT_EXIST" in refused.text
+        score = {"name": "health_score", "label": "Health score", "type": "number",
+                 "fieldType": "number", "groupName": "healthsync"}
+        assert http.post(base, headers=HS, json=score).status_code == 400  # no such group
+        assert http.post(f"{base}/groups", headers=HS, json={
+            "name": "healthsync", "label": "Healthsync"}).status_code == 201
+        assert http.post(base, headers=HS, json=score).status_code == 201
+        assert http.post(url, headers=HS, json=write).status_code == 200
+        assert ds.hs_companies[cid]["properties"]["health_score"] == "70"
 
 
 # ----------------------------------------------------------------------------- Stripe

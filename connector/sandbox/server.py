@@ -8,7 +8,9 @@ injection (`Faults`). One handler class per API family, each with its route tabl
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import io
 import json
 import math
 import os
@@ -34,7 +36,18 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import trustme
 
-from .dataset import HS_PROPERTIES, SEGMENTS, SF_FIELDS, STAGES, Dataset, Record, hs_time, sf_time
+from .dataset import (
+    HS_OUTPUTS,
+    HS_PROPERTIES,
+    SEGMENTS,
+    SF_FIELDS,
+    STAGES,
+    Dataset,
+    Record,
+    hs_time,
+    sf_id,
+    sf_time,
+)
 
 USERNAME = "demo@healthsync.sandbox"
 PASSWORD = "sandbox-password"
@@ -43,6 +56,7 @@ HUBSPOT_TOKEN = "pat-sandbox-0000"
 STRIPE_KEY = "rk_test_sandbox"
 ZENDESK_TOKEN = "sandbox-zendesk-token"
 ORG_ID = "00D000000000001"
+USER_ID = "005000000000001AAA"
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,7 @@ class Faults:
     expire_session_after: int | None = None  # Salesforce: expire all sessions once, after N
     seed: int = 0
     drop_after_write: float = 0.0  # apply a write, then drop the connection unanswered
+    rate_lock: float = 0.0  # Salesforce updates: per record, UNABLE_TO_LOCK_ROW (record unchanged)
 
 
 @dataclass
@@ -171,7 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.dispatch(self.command)
 
-    do_POST = do_PATCH = do_GET
+    do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
 
     def dispatch(self, method: str) -> None:
         sb, url = self.sb, urlsplit(self.path)
@@ -274,7 +289,8 @@ _ORDER = re.compile(r"(\w+)(?:\s+(ASC|DESC))?(?:\s+NULLS\s+(FIRST|LAST))?", re.I
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "=": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
     "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
-_TEXT = ("string", "url", "picklist", "textarea")
+_TEXT = ("string", "url", "picklist", "textarea", "email", "phone", "multipicklist", "combobox")
+_NUMBERS = ("double", "percent", "currency", "int")
 _PICKLISTS = {"Customer_Segment__c": SEGMENTS, "Lifecycle_Stage__c": STAGES,
               "Health_Status__c": ["Green", "Yellow", "Red"],
               "Churn_Risk_Status__c": ["Low", "Medium", "High"]}
@@ -296,8 +312,8 @@ def _soql_error(q: str, token: str, code: str, detail: str) -> SoqlError:
                            f"ERROR at Row:{row}:Column:{col}\n{detail}")
 
 
-def _sf_field(q: str, name: str) -> FieldSpec:
-    spec = _SF_FIELD.get(name.lower())
+def _sf_field(q: str, name: str, fields: dict[str, FieldSpec]) -> FieldSpec:
+    spec = fields.get(name.lower())
     if spec is None:
         raise _soql_error(q, name, "INVALID_FIELD", f"No such column '{name}' on entity 'Account'"
                           ". If you are attempting to use a custom field, be sure to append the "
@@ -315,7 +331,7 @@ def _literal(q: str, spec: FieldSpec, raw: str) -> Any:
         return sf_time(ts)
     if kind == "date" and not quoted and re.fullmatch(r"\d{4}-\d\d-\d\d", raw):
         return raw
-    if kind in ("double", "percent") and not quoted and re.fullmatch(r"-?\d+(\.\d+)?", raw):
+    if kind in _NUMBERS and not quoted and re.fullmatch(r"-?\d+(\.\d+)?", raw):
         return float(raw)
     if kind == "boolean" and raw.lower() in ("true", "false"):
         return raw.lower() == "true"
@@ -327,24 +343,25 @@ def _literal(q: str, spec: FieldSpec, raw: str) -> Any:
                       f"{'' if kind in ('id', *_TEXT) else 'not '}be enclosed in quotes")
 
 
-def _predicate(q: str, field_name: str, op: str, raw: str) -> Callable[[Record], bool]:
-    spec = _sf_field(q, field_name)
+def _predicate(q: str, fields: dict[str, FieldSpec], field_name: str, op: str,
+               raw: str) -> Callable[[Record], bool]:
+    spec = _sf_field(q, field_name, fields)
     name, fold = spec[0], spec[1] in _TEXT  # text compares case-insensitively, as in SOQL
     value, op = _literal(q, spec, raw), "!=" if op == "<>" else op
     if value is None and op not in ("=", "!="):
         raise _soql_error(q, raw, "MALFORMED_QUERY", "null can only be compared with = or !=")
 
     def get(r: Record) -> Any:
-        v = r[name]
-        return v.casefold() if fold and v is not None else v
+        v = r.get(name)
+        return v.casefold() if fold and isinstance(v, str) else v
     if op in ("=", "!="):
         return (lambda r: get(r) == value) if op == "=" else (lambda r: get(r) != value)
     test = _OPS[op]
     return lambda r: (v := get(r)) is not None and test(v, value)
 
 
-def run_soql(records: Any, q: str, include_deleted: bool) -> tuple[list[str] | None,
-                                                                   list[Record]]:
+def run_soql(records: Any, q: str, include_deleted: bool,
+             fields: dict[str, FieldSpec] = _SF_FIELD) -> tuple[list[str] | None, list[Record]]:
     """Run `SELECT f, ... | COUNT() FROM Account [WHERE a op v AND ...] [ORDER BY f [ASC|DESC]
     [NULLS FIRST|LAST], ...] [LIMIT n]`: (selected fields or None for COUNT(), the rows)."""
     m = _SOQL.fullmatch(q)
@@ -356,8 +373,8 @@ def run_soql(records: Any, q: str, include_deleted: bool) -> tuple[list[str] | N
                           "supported. If you are attempting to use a custom object, be sure to "
                           "append the '__c' after the entity name.")
     raw = [f.strip() for f in m["fields"].split(",")]
-    fields = None if [f.lower().replace(" ", "") for f in raw] == ["count()"] else list(
-        dict.fromkeys(_sf_field(q, f)[0] for f in raw))
+    table, fields = fields, None if [f.lower().replace(" ", "") for f in raw] == ["count()"] \
+        else list(dict.fromkeys(_sf_field(q, f, fields)[0] for f in raw))
     predicates, where, pos = [], m["where"] or "", 0
     while pos < len(where):
         cond = _COND.match(where, pos)
@@ -365,7 +382,7 @@ def run_soql(records: Any, q: str, include_deleted: bool) -> tuple[list[str] | N
             token = where[pos:].split()[0]
             raise _soql_error(q, token, "MALFORMED_QUERY", f"unexpected token: '{token}' (the "
                               "sandbox supports conditions joined by AND)")
-        predicates.append(_predicate(q, *cond.groups()[1:]))
+        predicates.append(_predicate(q, table, *cond.groups()[1:]))
         pos = cond.end()
     rows = [r for r in records if (include_deleted or not r["IsDeleted"])
             and all(p(r) for p in predicates)]
@@ -373,14 +390,15 @@ def run_soql(records: Any, q: str, include_deleted: bool) -> tuple[list[str] | N
         item = _ORDER.fullmatch(part.strip())
         if not item:
             raise _soql_error(q, part.strip(), "MALFORMED_QUERY", f"unexpected token: '{part}'")
-        name, kind = _sf_field(q, item[1])[:2]
+        name, kind = _sf_field(q, item[1], table)[:2]
         desc = (item[2] or "").upper() == "DESC"
         nulls_last = (item[3] or ("LAST" if desc else "FIRST")).upper() == "LAST"
         flag, fold = nulls_last != desc, kind in _TEXT  # reverse=desc also moves the nulls
 
         def key(r: Record, name: str = name, fold: bool = fold, flag: bool = flag) -> Any:
-            v = r[name]
-            return (v is None) == flag, (v.casefold() if fold else v) if v is not None else 0
+            v = r.get(name)
+            return (v is None) == flag, (v.casefold() if fold and isinstance(v, str) else v) \
+                if v is not None else 0
         rows.sort(key=key, reverse=desc)
     return fields, rows[:int(m["limit"])] if m["limit"] else rows
 
@@ -396,12 +414,14 @@ def _coerce(spec: FieldSpec, value: Any) -> tuple[Any, Record | None]:
            "message": f"{label}: value not of required type: {value}"}
     if value is None:
         return None, None
-    if kind in ("double", "percent"):
+    if kind in _NUMBERS:
         try:
             number = math.nan if isinstance(value, bool) else float(value)
         except (TypeError, ValueError):
             number = math.nan
-        return (number, None) if math.isfinite(number) else (None, bad)
+        if not math.isfinite(number) or kind == "int" and not number.is_integer():
+            return None, bad
+        return (int(number) if kind == "int" else number), None
     if kind in ("datetime", "date"):
         ts = parse_time(value) if isinstance(value, str) else None
         return (None, bad) if ts is None else (sf_time(ts) if kind == "datetime" else value[:10],
@@ -413,6 +433,64 @@ def _coerce(spec: FieldSpec, value: Any) -> tuple[Any, Record | None]:
         return None, {"statusCode": "STRING_TOO_LONG", "fields": [name], "message":
                       f"{label}: data value too large: {text[:40]}... (max length={length})"}
     return text, None
+
+
+# Bulk API 2.0 ingest: job states, CSV dialects, results.
+_DELIMITERS = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^",
+               "BACKQUOTE": "`"}
+_OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
+_FINISHED = ("JobComplete", "Failed", "Aborted")
+
+
+@dataclass
+class BulkJob:
+    """One Bulk API 2.0 ingest job: its public job info and what happened to its rows."""
+
+    info: Record
+    data: str | None = None  # the uploaded CSV, once
+    header: list[str] = field(default_factory=list)
+    successes: list[list[str]] = field(default_factory=list)  # [sf__Id, sf__Created, *row]
+    failures: list[list[str]] = field(default_factory=list)  # [sf__Id, sf__Error, *row]
+    unprocessed: list[list[str]] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return self.info["state"]
+
+    def rows(self) -> tuple[list[str], list[list[str]]]:
+        """(header, data rows) of the uploaded CSV, read leniently; blank lines skipped."""
+        if not self.data:
+            return [], []
+        reader = csv.reader(io.StringIO(self.data, newline=""),
+                            delimiter=_DELIMITERS[self.info["columnDelimiter"]])
+        rows = [r for r in reader if r]
+        return (rows[0], rows[1:]) if rows else ([], [])
+
+
+def _from_csv(spec: FieldSpec, text: str) -> Any:
+    """A CSV cell as the value written: #N/A is null, booleans are words, the rest text."""
+    if text == "#N/A":
+        return None
+    if spec[1] == "boolean" and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _bulk_error(error: Record) -> str:
+    """A per-record error as Bulk API results write it: CODE:message:fields --."""
+    fields = " ".join(error.get("fields") or [])
+    return f"{error['statusCode']}:{error['message']}:{fields + ' ' if fields else ''}--"
+
+
+def _csv_text(delimiter: str, prefix: list[str], header: list[str],
+              rows: list[list[str]]) -> str:
+    """Results CSV: quoted sf__ columns, then the uploaded header, then every value quoted."""
+    out = io.StringIO()
+    out.write(delimiter.join(f'"{p}"' for p in prefix) + (delimiter if prefix and header else ""))
+    csv.writer(out, delimiter=delimiter, lineterminator="\n").writerow(header)
+    csv.writer(out, delimiter=delimiter, lineterminator="\n",
+               quoting=csv.QUOTE_ALL).writerows(rows)
+    return out.getvalue()
 
 
 class _Salesforce(_Handler):
@@ -432,6 +510,17 @@ class _Salesforce(_Handler):
         ("PATCH", "/composite/sobjects", _DATA + r"/composite/sobjects", "update", "write"),
         ("GET", "/sobjects/Account/{id}", _DATA + r"/sobjects/Account/(?P<rid>\w{15,18})",
          "get_account", ""),
+        ("POST", "/jobs/ingest", _DATA + r"/jobs/ingest", "bulk_create", "write"),
+        ("GET", "/jobs/ingest", _DATA + r"/jobs/ingest", "bulk_list", ""),
+        ("PUT", "/jobs/ingest/{id}/batches", _DATA + r"/jobs/ingest/(?P<job>\w+)/batches",
+         "bulk_upload", "write"),
+        ("PATCH", "/jobs/ingest/{id}", _DATA + r"/jobs/ingest/(?P<job>\w+)", "bulk_state",
+         "write"),
+        ("GET", "/jobs/ingest/{id}", _DATA + r"/jobs/ingest/(?P<job>\w+)", "bulk_info", ""),
+        ("DELETE", "/jobs/ingest/{id}", _DATA + r"/jobs/ingest/(?P<job>\w+)", "bulk_delete",
+         "write"),
+        ("GET", "/jobs/ingest/{id}/{results}", _DATA + r"/jobs/ingest/(?P<job>\w+)/"
+         r"(?P<kind>successfulResults|failedResults|unprocessedrecords)", "bulk_results", ""),
     )
 
     def authenticate(self) -> Reply | None:
@@ -487,7 +576,7 @@ class _Salesforce(_Handler):
             return Reply(400, {"error": "invalid_grant", "error_description": "invalid assertion"})
         base = self.sb.urls["salesforce"]
         return Reply(200, {"access_token": self.sb.new_session(), "instance_url": base,
-                           "id": f"{base}/id/{ORG_ID}AAA/005000000000001AAA",
+                           "id": f"{base}/id/{ORG_ID}AAA/{USER_ID}",
                            "token_type": "Bearer", "issued_at": str(int(time.time() * 1000)),
                            "signature": base64.b64encode(secrets.token_bytes(32)).decode()})
 
@@ -499,7 +588,8 @@ class _Salesforce(_Handler):
     def limits(self, ver: str) -> Reply:
         left = max(0, self.sb.daily_api_limit - self.sb.sf_usage)
         return Reply(200, {"DailyApiRequests": {"Max": self.sb.daily_api_limit, "Remaining": left},
-                           "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000}})
+                           "DailyBulkApiBatches": {"Max": 15000, "Remaining":
+                                                   max(0, 15000 - self.sb.bulk_batches)}})
 
     def describe(self, ver: str) -> Reply:
         fields = [{"name": name, "type": kind, "label": label, "updateable": writable,
@@ -507,8 +597,8 @@ class _Salesforce(_Handler):
                    "length": length, "custom": name.endswith("__c"), "filterable": True,
                    "sortable": kind != "textarea", "picklistValues": [
                        {"active": True, "defaultValue": False, "label": v, "value": v}
-                       for v in _PICKLISTS.get(name, [])]}
-                  for name, kind, label, writable, length in SF_FIELDS]
+                       for v in (_PICKLISTS.get(name, []) if kind == "picklist" else [])]}
+                  for name, kind, label, writable, length in self.sb.sf_fields.values()]
         return Reply(200, {"name": "Account", "label": "Account", "keyPrefix": "001",
                            "custom": False, "queryable": True, "updateable": True,
                            "fields": fields})
@@ -522,7 +612,7 @@ class _Salesforce(_Handler):
     def run(self, ver: str, include_deleted: bool) -> Reply:
         try:
             fields, rows = run_soql(self.ds.sf_accounts.values(), self.arg("q") or "",
-                                    include_deleted)
+                                    include_deleted, self.sb.sf_fields)
         except SoqlError as e:
             return Reply(400, _sf_errors(e.code, e.message))
         if fields is None:
@@ -550,14 +640,15 @@ class _Salesforce(_Handler):
     @staticmethod
     def record(ver: str, r: Record, fields: list[str]) -> Record:
         url = f"/services/data/v{ver}/sobjects/Account/{r['Id']}"
-        return {"attributes": {"type": "Account", "url": url}, **{f: r[f] for f in fields}}
+        return {"attributes": {"type": "Account", "url": url}, **{f: r.get(f) for f in fields}}
 
     def get_account(self, ver: str, rid: str) -> Reply:
         acc = self.ds.sf_accounts.get(rid)
         if acc is None or acc["IsDeleted"]:
             return Reply(404, _sf_errors("ENTITY_IS_DELETED", "entity is deleted") if acc else
                          _sf_errors("NOT_FOUND", "The requested resource does not exist"))
-        return Reply(200, self.record(ver, acc, [f[0] for f in SF_FIELDS]), served=1)
+        return Reply(200, self.record(ver, acc, [f[0] for f in self.sb.sf_fields.values()]),
+                     served=1)
 
     def check(self, record: Any) -> tuple[Any, Record, list[Record]]:
         """(id, changes, errors) for one record of an update."""
@@ -570,7 +661,7 @@ class _Salesforce(_Handler):
                 "fields": []}]
         changes, errors = {}, []
         for key, value in record.items():
-            spec = _SF_FIELD.get(key.lower())
+            spec = self.sb.sf_fields.get(key.lower())
             if key.lower() in ("attributes", "id"):
                 continue
             if spec is None or not spec[3]:
@@ -593,7 +684,8 @@ class _Salesforce(_Handler):
             return Reply(400, _sf_errors("EXCEEDED_ID_LIMIT", "EXCEEDED_ID_LIMIT: record limit "
                                          "reached. cannot submit more than 200 records into this "
                                          "call"))
-        checked = [self.check(r) for r in body["records"]]
+        checked = [(rid, changes, errors or self.locked(rid))
+                   for rid, changes, errors in map(self.check, body["records"])]
         rollback = body.get("allOrNone") is True and any(errors for _, _, errors in checked)
         stamp, results = sf_time(time.time()), []
         for rid, changes, errors in checked:
@@ -606,6 +698,191 @@ class _Salesforce(_Handler):
                                                 SystemModstamp=stamp)
             results.append({"id": rid, "success": not errors, "errors": errors})
         return Reply(200, results)
+
+    def locked(self, rid: str) -> list[Record]:
+        """The Faults.rate_lock draw for one otherwise valid record: [] or its lock error."""
+        if not self.sb.draw_lock():
+            return []
+        return [{"statusCode": "UNABLE_TO_LOCK_ROW", "fields": [], "message": "unable to obtain "
+                 f"exclusive access to this record or 1 records: {rid}"}]
+
+    # Bulk API 2.0 ingest (update on Account). Processing advances one step per job-info GET:
+    # UploadComplete -> InProgress (nothing applied) -> JobComplete or Failed (all applied).
+    def bulk_job(self, job: str) -> BulkJob | Reply:
+        found = self.sb.bulk_jobs.get(job)
+        return found or Reply(404, _sf_errors("NOT_FOUND", "The requested resource does not "
+                                                           "exist"))
+
+    @staticmethod
+    def bulk_view(job: BulkJob, counts: bool) -> Record:
+        """Job info as create/PATCH (counts=False) or GET (counts=True) answer it."""
+        info = dict(job.info)
+        if counts:
+            done = len(job.successes) + len(job.failures)
+            info.update(numberRecordsProcessed=done, numberRecordsFailed=len(job.failures),
+                        retries=0, totalProcessingTime=3 * done, apiActiveProcessingTime=2 * done,
+                        apexProcessingTime=0)
+        else:
+            info.pop("errorMessage", None)
+        return info
+
+    def bulk_create(self, ver: str) -> Reply:
+        body = self.json_body()
+        if not isinstance(body, dict):
+            return Reply(400, _sf_errors("JSON_PARSER_ERROR", "The request body must be a JSON "
+                                                              "object describing the job"))
+        obj, operation = str(body.get("object") or ""), body.get("operation")
+        line_ending = body.get("lineEnding") or "LF"
+        delimiter = body.get("columnDelimiter") or "COMMA"
+        checks = [(operation not in _OPERATIONS, f"Invalid operation: {operation}"),
+                  (obj.lower() != "account", f"Unable to find object: {obj}"),
+                  (operation != "update", f"The sandbox emulates update jobs only: {operation}"),
+                  (body.get("contentType", "CSV") != "CSV",
+                   f"Invalid contentType: {body.get('contentType')}"),
+                  (line_ending not in ("LF", "CRLF"), f"Invalid lineEnding: {line_ending}"),
+                  (delimiter not in _DELIMITERS, f"Invalid columnDelimiter: {delimiter}")]
+        if problem := next((message for failed, message in checks if failed), None):
+            return Reply(400, _sf_errors("INVALIDJOB", f"InvalidJob : {problem}"))
+        jid, now = self.sb.new_bulk_id(), sf_time(time.time())
+        job = BulkJob({"id": jid, "operation": operation, "object": "Account",
+                       "createdById": USER_ID, "createdDate": now, "systemModstamp": now,
+                       "state": "Open", "concurrencyMode": "Parallel", "contentType": "CSV",
+                       "apiVersion": float(ver), "jobType": "V2Ingest",
+                       "contentUrl": f"services/data/v{ver}/jobs/ingest/{jid}/batches",
+                       "lineEnding": line_ending, "columnDelimiter": delimiter})
+        self.sb.bulk_jobs[jid] = job
+        return Reply(200, self.bulk_view(job, counts=False))
+
+    def bulk_list(self, ver: str) -> Reply:
+        return Reply(200, {"done": True, "nextRecordsUrl": None, "records": [
+            self.bulk_view(job, counts=False) for job in self.sb.bulk_jobs.values()]})
+
+    def bulk_upload(self, ver: str, job: str) -> Reply:
+        found = self.bulk_job(job)
+        if isinstance(found, Reply):
+            return found
+        if found.state != "Open":
+            return Reply(400, _sf_errors("INVALIDJOBSTATE", f"Job {job} is {found.state}: data "
+                                         "can only be uploaded to an Open job"))
+        if found.data is not None:
+            return Reply(400, _sf_errors("BULK_API_ERROR", f"Found multiple contents for job: "
+                                         f"<{job}>, please 'Close' / 'Abort' / 'Delete' the "
+                                         "current Job then create a new Job and make sure you "
+                                         "only do 'PUT' once on a given Job."))
+        try:
+            text = self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return Reply(400, _sf_errors("ClientInputError", "The job data must be UTF-8 text"))
+        if not text.strip():
+            return Reply(400, _sf_errors("ClientInputError", "The job data is empty"))
+        found.data = text
+        return Reply(201)
+
+    def bulk_state(self, ver: str, job: str) -> Reply:
+        found = self.bulk_job(job)
+        if isinstance(found, Reply):
+            return found
+        body = self.json_body()
+        state = body.get("state") if isinstance(body, dict) else None
+        if state == "UploadComplete" and found.state == "Open" or state == "Aborted" \
+                and found.state in ("Open", "UploadComplete", "InProgress"):
+            found.info.update(state=state, systemModstamp=sf_time(time.time()))
+            return Reply(200, self.bulk_view(found, counts=False))
+        if state == "Aborted":
+            done = "Completed" if found.state == "JobComplete" else found.state
+            message = f"Aborting already {done} Job not allowed"
+        elif state == "UploadComplete":
+            message = f"Job {job} is {found.state}: only an Open job can be closed"
+        else:
+            message = f"Invalid state: {state!r} (expected UploadComplete or Aborted)"
+        return Reply(400, _sf_errors("INVALIDJOBSTATE", message))
+
+    def bulk_delete(self, ver: str, job: str) -> Reply:
+        found = self.bulk_job(job)
+        if isinstance(found, Reply):
+            return found
+        if found.state not in ("UploadComplete", *_FINISHED):
+            return Reply(400, _sf_errors("INVALIDJOBSTATE", f"Job {job} is {found.state}: only "
+                                         "UploadComplete, JobComplete, Aborted or Failed jobs "
+                                         "can be deleted"))
+        del self.sb.bulk_jobs[job]
+        return Reply(204)
+
+    def bulk_info(self, ver: str, job: str) -> Reply:
+        found = self.bulk_job(job)
+        if isinstance(found, Reply):
+            return found
+        if found.state == "UploadComplete":
+            found.info.update(state="InProgress", systemModstamp=sf_time(time.time()))
+        elif found.state == "InProgress":
+            self.bulk_process(found)
+        return Reply(200, self.bulk_view(found, counts=True))
+
+    def bulk_problem(self, job: BulkJob) -> str | None:
+        """Why the whole job fails (its errorMessage), or None."""
+        text, ending = job.data or "", job.info["lineEnding"]
+        if not text:
+            return "InvalidBatch : No data was uploaded for this job"
+        mismatch = "\r\n" in text if ending == "LF" else re.search(r"(?<!\r)\n", text)
+        if mismatch:
+            return f"ClientInputError : LineEnding is invalid on user data. Current LineEnding " \
+                   f"setting is {ending}"
+        header, rows = job.rows()
+        for column in header:
+            if column.lower() not in self.sb.sf_fields:
+                return f"InvalidBatch : Field name not found : {column}"
+        seen = Counter(c.lower() for c in header)
+        if (twice := next((c for c in header if seen[c.lower()] > 1), None)) is not None:
+            return f"InvalidBatch : Duplicate field name: {twice}"
+        bad = next((n for n, r in enumerate(rows, 2) if len(r) != len(header)), None)
+        if bad is not None:
+            return f"ClientInputError : Row {bad} has a different number of columns than the " \
+                   "header row"
+        return None
+
+    def bulk_process(self, job: BulkJob) -> None:
+        """Apply every row (update semantics: empty cell = unchanged, #N/A = null)."""
+        job.header, rows = job.rows()
+        problem = self.bulk_problem(job)
+        stamp = sf_time(time.time())
+        if problem:
+            job.info.update(state="Failed", errorMessage=problem, systemModstamp=stamp)
+            job.unprocessed = rows
+            return
+        for row in rows:
+            cells = dict(zip((c.lower() for c in job.header), row, strict=True))
+            rid = cells.pop("id", "")
+            record = {self.sb.sf_fields[c][0]: _from_csv(self.sb.sf_fields[c], v)
+                      for c, v in cells.items() if v != ""}
+            if not rid:
+                errors = [{"statusCode": "MISSING_ARGUMENT", "fields": [],
+                           "message": "Id not specified in an update call"}]
+            else:
+                rid, changes, errors = self.check({"Id": rid, **record})
+                errors = errors or self.locked(rid)
+            if errors:
+                job.failures.append([rid or "", _bulk_error(errors[0]), *row])
+                continue
+            self.ds.sf_accounts[rid].update(changes, LastModifiedDate=stamp, SystemModstamp=stamp)
+            job.successes.append([rid, "false", *row])
+        self.sb.bulk_batches += max(1, math.ceil(len(rows) / 10_000))
+        job.info.update(state="JobComplete", systemModstamp=stamp)
+
+    def bulk_results(self, ver: str, job: str, kind: str) -> Reply:
+        found = self.bulk_job(job)
+        if isinstance(found, Reply):
+            return found
+        if found.state not in _FINISHED:
+            return Reply(400, _sf_errors("INVALIDJOBSTATE", f"Job {job} is {found.state}: "
+                                         "results are available once it is JobComplete, Failed "
+                                         "or Aborted"))
+        header, unprocessed = found.rows() if found.state == "Aborted" else (
+            found.header, found.unprocessed)  # an aborted job never processed a row
+        prefix, rows = {"successfulResults": (["sf__Id", "sf__Created"], found.successes),
+                        "failedResults": (["sf__Id", "sf__Error"], found.failures),
+                        "unprocessedrecords": ([], unprocessed)}[kind]
+        text = _csv_text(_DELIMITERS[found.info["columnDelimiter"]], prefix, header, rows)
+        return Reply(200, text, {"Content-Type": "text/csv"}, served=len(rows))
 
 
 _SOAP_OK = """<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope \
@@ -628,10 +905,15 @@ Invalid username, password, security token; or user locked out.</faultstring><de
 
 # ----------------------------------------------------------------------------- HubSpot
 
-_HS_PROP = {p[0]: p for p in HS_PROPERTIES}
 _HS_DEFAULT = ["name", "domain", "createdate", "hs_lastmodifieddate", "hs_object_id"]
 _HS_ALWAYS = ["hs_object_id", "createdate", "hs_lastmodifieddate"]
 _HS_OPS = {"EQ": "=", "NEQ": "!=", "LT": "<", "LTE": "<=", "GT": ">", "GTE": ">="}
+_HS_FIELD_TYPES = {"string": ("text", "textarea"), "number": ("number",), "date": ("date",),
+                   "datetime": ("date",), "enumeration": ("select", "radio", "checkbox"),
+                   "bool": ("booleancheckbox",)}
+_HS_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
+_HS_OUTPUT_GROUP = "healthsync"
+PropertyTable = dict[str, Record]
 
 
 def _hs_error(status: int, category: str, message: str, **extra: Any) -> Reply:
@@ -639,9 +921,48 @@ def _hs_error(status: int, category: str, message: str, **extra: Any) -> Reply:
                           "correlationId": secrets.token_hex(16), "category": category, **extra})
 
 
-def _hs_view(company: Record, names: list[str]) -> Record:
+def _hs_group(name: str, label: str, display_order: int = -1) -> Record:
+    return {"name": name, "label": label, "displayOrder": display_order, "archived": False}
+
+
+def _hs_property(name: str, kind: str, field_type: str, label: str, group: str, *,
+                 read_only: bool = False, hubspot_defined: bool = False,
+                 options: list[Record] | None = None, description: str = "",
+                 display_order: int = -1, created: str = "") -> Record:
+    """A property definition as GET /crm/v3/properties/companies lists it."""
+    return {"name": name, "label": label, "type": kind, "fieldType": field_type,
+            "description": description, "groupName": group, "options": options or [],
+            "displayOrder": display_order, "calculated": False, "externalOptions": False,
+            "hasUniqueValue": name == "hs_object_id", "hidden": False, "formField": not read_only,
+            "hubspotDefined": hubspot_defined, "createdAt": created, "updatedAt": created,
+            "archived": False, "modificationMetadata": {
+                "archivable": not hubspot_defined, "readOnlyDefinition": hubspot_defined,
+                "readOnlyValue": read_only}}
+
+
+def _hs_tables(outputs: bool) -> tuple[PropertyTable, PropertyTable]:
+    """(property groups, company properties) by name, from dataset.HS_PROPERTIES."""
+    created = hs_time(datetime(2020, 1, 6, tzinfo=UTC).timestamp())
+    groups = {"companyinformation": _hs_group("companyinformation", "Company information", 0)}
+    if outputs:
+        groups[_HS_OUTPUT_GROUP] = _hs_group(_HS_OUTPUT_GROUP, "Healthsync", 1)
+    props = {}
+    for order, (name, kind, field_type, label, read_only) in enumerate(HS_PROPERTIES):
+        if name in HS_OUTPUTS and not outputs:
+            continue
+        options = [{"label": v, "value": v, "displayOrder": i, "hidden": False}
+                   for i, v in enumerate(SEGMENTS)] if kind == "enumeration" else []
+        props[name] = _hs_property(
+            name, kind, field_type, label, _HS_OUTPUT_GROUP if name in HS_OUTPUTS
+            else "companyinformation", read_only=read_only, options=options,
+            hubspot_defined=name in _HS_DEFAULT, display_order=order, created=created)
+    return groups, props
+
+
+def _hs_view(company: Record, names: list[str], table: PropertyTable) -> Record:
+    """A company as the API answers: requested properties that exist, null when unset."""
     props = company["properties"]
-    out = {"id": company["id"], "properties": {n: props[n] for n in names if n in props},
+    out = {"id": company["id"], "properties": {n: props.get(n) for n in names if n in table},
            "createdAt": company["createdAt"], "updatedAt": company["updatedAt"],
            "archived": company["archived"]}
     if company["archived"]:
@@ -649,50 +970,83 @@ def _hs_view(company: Record, names: list[str]) -> Record:
     return out
 
 
-def _hs_value(name: str, raw: Any) -> Any:
+def _hs_time_value(text: str) -> float | None:
+    """Epoch seconds of a HubSpot datetime input: epoch milliseconds or ISO 8601."""
+    if re.fullmatch(r"-?\d+(\.\d+)?", text):
+        return float(text) / 1000
+    return parse_time(text)
+
+
+def _hs_value(table: PropertyTable, name: str, raw: Any) -> Any:
     """A property value in comparable form: numbers as floats, datetimes as HubSpot ISO."""
-    kind, text = _HS_PROP[name][1], None if raw in (None, "") else str(raw)
+    kind, text = table[name]["type"], None if raw in (None, "") else str(raw)
     if text is None or (kind == "datetime" and len(text) == 24 and text[-1] == "Z"):
         return text  # missing, or already in HubSpot's own datetime format
     if kind == "datetime":
-        ts = float(text) / 1000 if re.fullmatch(r"-?\d+(\.\d+)?", text) else parse_time(text)
+        ts = _hs_time_value(text)
         if ts is None:
             raise ValueError(f"{text} is not a valid datetime for {name}")
         return hs_time(ts)
     return float(text) if kind == "number" else text.casefold()
 
 
-def _hs_filter(flt: Any) -> Callable[[Record], bool]:
+def _hs_filter(table: PropertyTable, flt: Any) -> Callable[[Record], bool]:
     """A search filter (EQ, NEQ, GT, GTE, LT, LTE) as a predicate on companies."""
     name, op = flt["propertyName"], str(flt.get("operator")).upper()
-    value, test = _hs_value(name, flt.get("value")), _OPS[_HS_OPS[op]]
+    value, test = _hs_value(table, name, flt.get("value")), _OPS[_HS_OPS[op]]
 
     def check(c: Record) -> bool:
-        actual = _hs_value(name, c["properties"].get(name))
+        actual = _hs_value(table, name, c["properties"].get(name))
         if actual is None or value is None:  # a missing value only equals a missing value
             return op == "NEQ" if (actual is None) != (value is None) else op == "EQ"
         return test(actual, value)
     return check
 
 
-def _hs_store(name: str, value: Any) -> tuple[Any, str | None]:
-    """(a written value as HubSpot stores it: a string, None) or (None, an error code)."""
+def _hs_store(prop: Record, value: Any) -> tuple[Any, str | None, str]:
+    """(a written value as HubSpot stores it: a string, None, "") or (None, an error code, its
+    message), checked against the property's type and options."""
     if value is None or value == "":
-        return value, None
+        return value, None, ""
     text = str(value).lower() if isinstance(value, bool) else str(int(value)) \
         if isinstance(value, float) and value.is_integer() else str(value)
-    kind = _HS_PROP[name][1]
+    kind, name = prop["type"], prop["name"]
     if kind == "number" and not re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", text, re.I):
-        return None, "INVALID_FLOAT"
-    if kind == "enumeration" and text not in SEGMENTS:
-        return None, "INVALID_OPTION"
-    return text, None
+        return None, "INVALID_FLOAT", f"{text} is not a valid number for {name}"
+    if kind == "enumeration":
+        allowed = [o["value"] for o in prop["options"]]
+        chosen = text.split(";") if prop["fieldType"] == "checkbox" else [text]
+        if any(v not in allowed for v in chosen):
+            return None, "INVALID_OPTION", f"{text} was not one of the allowed options: " \
+                                           f"[{', '.join(allowed)}]"
+    if kind == "bool":
+        if text.lower() not in ("true", "false"):
+            return None, "INVALID_BOOLEAN", f"{text} is not a valid boolean for {name}"
+        return text.lower(), None, ""
+    if kind == "datetime":
+        ts = _hs_time_value(text)
+        return (None, "INVALID_LONG", f"{text} is neither epoch milliseconds nor an ISO 8601 "
+                f"datetime") if ts is None else (hs_time(ts), None, "")
+    if kind == "date":
+        ts = _hs_time_value(text)
+        if ts is None or ts % 86_400:
+            return None, "INVALID_DATE", f"{text} is not a date at midnight UTC"
+        return hs_time(ts)[:10], None, ""
+    return text, None, ""
 
 
 class _HubSpot(_Handler):
     family = "hubspot"
     routes = _routes(
         ("GET", "/crm/v3/properties/companies", r"/crm/v3/properties/companies", "properties", ""),
+        ("POST", "/crm/v3/properties/companies", r"/crm/v3/properties/companies",
+         "create_property", "write"),
+        ("GET", "/crm/v3/properties/companies/groups", r"/crm/v3/properties/companies/groups",
+         "groups", ""),
+        ("POST", "/crm/v3/properties/companies/groups", r"/crm/v3/properties/companies/groups",
+         "create_group", "write"),
+        ("GET", "/crm/v3/properties/companies/{name}",
+         r"/crm/v3/properties/companies/(?P<name>[^/]+)", "get_property", ""),
         ("GET", "/crm/v3/objects/companies", r"/crm/v3/objects/companies", "list_companies", ""),
         ("POST", "/crm/v3/objects/companies/search", r"/crm/v3/objects/companies/search",
          "search", ""),
@@ -730,15 +1084,83 @@ class _HubSpot(_Handler):
         return _hs_error(404, "OBJECT_NOT_FOUND", f"Unable to route {method} {path}")
 
     def properties(self) -> Reply:
-        return Reply(200, {"results": [
-            {"name": name, "label": label, "type": kind, "fieldType": field_type,
-             "description": "", "groupName": "companyinformation" if name in _HS_DEFAULT else
-             "healthsync", "options": [{"label": v, "value": v, "displayOrder": i, "hidden": False}
-                                       for i, v in enumerate(SEGMENTS)] if kind == "enumeration"
-             else [], "hasUniqueValue": name == "hs_object_id", "hidden": False,
-             "modificationMetadata": {"archivable": not read_only, "readOnlyDefinition":
-                                      read_only, "readOnlyValue": read_only}}
-            for name, kind, field_type, label, read_only in HS_PROPERTIES]})
+        return Reply(200, {"results": list(self.sb.hs_properties.values())})
+
+    def get_property(self, name: str) -> Reply:
+        prop = self.sb.hs_properties.get(name)
+        return Reply(200, prop) if prop else _hs_error(
+            404, "OBJECT_NOT_FOUND", f"Unable to find property {name} for object type companies")
+
+    def groups(self) -> Reply:
+        return Reply(200, {"results": list(self.sb.hs_groups.values())})
+
+    def create_group(self) -> Reply:
+        body = self.json_body()
+        body = body if isinstance(body, dict) else {}
+        name, label, order = body.get("name"), body.get("label"), body.get("displayOrder", -1)
+        problem = self.bad_name(name, "property group") or (
+            "label is required" if not isinstance(label, str) or not label.strip() else
+            "displayOrder must be an integer"
+            if not isinstance(order, int) or isinstance(order, bool) else None)
+        if problem:
+            return _hs_error(400, "VALIDATION_ERROR", problem)
+        if name in self.sb.hs_groups:
+            return _hs_error(409, "CONFLICT", f"A property group named '{name}' already exists "
+                             "for object type companies")
+        self.sb.hs_groups[name] = group = _hs_group(name, label, order)
+        return Reply(201, group)
+
+    @staticmethod
+    def bad_name(name: Any, what: str) -> str | None:
+        if not isinstance(name, str) or not name:
+            return f"name is required for a {what}"
+        if not _HS_NAME.fullmatch(name):
+            return f"Invalid {what} name '{name}': use lowercase letters, digits and " \
+                   "underscores, starting with a letter"
+        return None
+
+    def property_problem(self, body: Record) -> str | None:
+        """Why HubSpot would refuse to create this property (a VALIDATION_ERROR), or None."""
+        kind, field_type, options = body.get("type"), body.get("fieldType"), body.get("options")
+        if problem := self.bad_name(body.get("name"), "property"):
+            return problem
+        for key in ("label", "type", "fieldType", "groupName"):
+            if not isinstance(body.get(key), str) or not body[key].strip():
+                return f"{key} is required"
+        if kind not in _HS_FIELD_TYPES:
+            return f"Invalid property type '{kind}': use one of {', '.join(_HS_FIELD_TYPES)}"
+        if field_type not in _HS_FIELD_TYPES[kind]:
+            return f"fieldType '{field_type}' is not valid for a property of type '{kind}': " \
+                   f"use {' or '.join(_HS_FIELD_TYPES[kind])}"
+        if kind == "enumeration" and not (isinstance(options, list) and options and all(
+                isinstance(o, dict) and isinstance(o.get("label"), str)
+                and isinstance(o.get("value"), str) and o["value"] for o in options)):
+            return "An enumeration property needs options, each with a label and a value"
+        if body["groupName"] not in self.sb.hs_groups:
+            return f"Property group '{body['groupName']}' does not exist for object type " \
+                   "companies"
+        return None
+
+    def create_property(self) -> Reply:
+        body = self.json_body()
+        body = body if isinstance(body, dict) else {}
+        name, kind, options = body.get("name"), body.get("type"), body.get("options") or []
+        problem = self.property_problem(body)
+        if problem:
+            return _hs_error(400, "VALIDATION_ERROR", problem)
+        if name in self.sb.hs_properties:
+            return _hs_error(409, "CONFLICT", f"A property named '{name}' already exists for "
+                             "object type companies")
+        choices = [{"label": o["label"], "value": o["value"], "description": o.get(
+            "description", ""), "displayOrder": o.get("displayOrder", i), "hidden": bool(
+            o.get("hidden", False))} for i, o in enumerate(options)] if kind == "enumeration" \
+            else []
+        self.sb.hs_properties[name] = prop = _hs_property(
+            name, kind, body["fieldType"], body["label"], body["groupName"], options=choices,
+            description=str(body.get("description") or ""), created=hs_time(time.time()),
+            display_order=body.get("displayOrder", -1) if isinstance(
+                body.get("displayOrder"), int) else -1)
+        return Reply(201, prop)
 
     @staticmethod
     def wanted(names: list[str]) -> list[str]:
@@ -756,7 +1178,8 @@ class _HubSpot(_Handler):
         ids = self.sb.hubspot_ids((self.arg("archived") or "").lower() == "true")  # SDK: "True"
         start = bisect_left(ids, after)  # `after` is the id the next page starts at
         names = self.wanted([n for v in self.params.get("properties", []) for n in v.split(",")])
-        body: Record = {"results": [_hs_view(self.ds.hs_companies[str(i)], names)
+        table = self.sb.hs_properties
+        body: Record = {"results": [_hs_view(self.ds.hs_companies[str(i)], names, table)
                                     for i in ids[start:start + limit]]}
         if start + limit < len(ids):
             token = str(ids[start + limit])
@@ -773,9 +1196,10 @@ class _HubSpot(_Handler):
             limit, after = int(body.get("limit") or 10), int(body.get("after") or 0)
             if not 1 <= limit <= 200 or after < 0:
                 raise ValueError("limit must be 1..200")
-            matchers = [[_hs_filter(f) for f in g["filters"]] for g in groups]
+            table = self.sb.hs_properties
+            matchers = [[_hs_filter(table, f) for f in g["filters"]] for g in groups]
             for s in sorts:
-                _hs_value(s["propertyName"], None)
+                _hs_value(table, s["propertyName"], None)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             return _hs_error(400, "VALIDATION_ERROR", f"Invalid search request: {e!r}")
         cap = self.sb.hubspot_search_cap
@@ -790,12 +1214,12 @@ class _HubSpot(_Handler):
             for s in reversed(sorts):
                 name = s["propertyName"]
                 found.sort(key=lambda c, name=name: (
-                    (v := _hs_value(name, c["properties"].get(name))) is None, v or 0),
+                    (v := _hs_value(table, name, c["properties"].get(name))) is None, v or 0),
                     reverse=str(s.get("direction")).upper() == "DESCENDING")
             return found
         found = self.sb.cached("hubspot", json.dumps([groups, sorts], sort_keys=True), build)
         names = self.wanted(body.get("properties") or [])
-        out: Record = {"total": len(found), "results": [_hs_view(c, names)
+        out: Record = {"total": len(found), "results": [_hs_view(c, names, table)
                                                         for c in found[after:after + limit]]}
         if after + limit < len(found):  # also past the cap: the next request then fails
             out["paging"] = {"next": {"after": str(after + limit)}}
@@ -822,21 +1246,24 @@ class _HubSpot(_Handler):
                 continue
             stored, problems = {}, []
             for name, value in (props if isinstance(props, dict) else {}).items():
-                spec = _HS_PROP.get(name)
-                code = "PROPERTY_DOESNT_EXIST" if spec is None else "READ_ONLY_VALUE" \
-                    if spec[4] else None
-                if code is None:
-                    stored[name], code = _hs_store(name, value)
+                prop = self.sb.hs_properties.get(name)
+                if prop is None:
+                    code, message = "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'
+                elif prop["modificationMetadata"]["readOnlyValue"]:
+                    code, message = "READ_ONLY_VALUE", f"{name} is a read only property; its " \
+                                                       "value cannot be set"
+                else:
+                    stored[name], code, message = _hs_store(prop, value)
                 if code:
-                    problems.append({"isValid": False, "message": f"{value!r} is not valid for "
-                                     f"{name}", "error": code, "name": name})
+                    problems.append({"isValid": False, "message": message, "error": code,
+                                     "name": name})
             if problems or not isinstance(props, dict):
                 errors.setdefault(("VALIDATION_ERROR", "Property values were not valid: " +
                                    json.dumps(problems)), []).append(cid)
                 continue
             company["properties"].update(stored, hs_lastmodifieddate=stamp)
             company["updatedAt"] = stamp
-            results.append(_hs_view(company, [*stored, *_HS_ALWAYS]))
+            results.append(_hs_view(company, [*stored, *_HS_ALWAYS], self.sb.hs_properties))
         self.sb.changed("hubspot")
         out: Record = {"status": "COMPLETE", "results": results, "startedAt": started,
                        "completedAt": hs_time(time.time())}
@@ -1067,10 +1494,36 @@ _FAMILIES: dict[str, type[_Handler]] = {"salesforce": _Salesforce, "hubspot": _H
 
 
 class Sandbox:
-    """The four API servers around one Dataset; `with Sandbox(ds) as sb:` starts and stops."""
+    """The four API servers around one Dataset; `with Sandbox(ds) as sb:` starts and stops.
+
+    hubspot_outputs=False: an account where healthsync's HubSpot output properties and their
+    "healthsync" group were never created (the companies' values for them are dropped).
+    salesforce_missing: Account fields this org lacks (absent from describe, SOQL and writes);
+    salesforce_types: field -> describe type overrides (writes are checked against them)."""
 
     def __init__(self, dataset: Dataset, faults: Faults | None = None,
-                 daily_api_limit: int = 100_000, hubspot_search_cap: int = 10_000) -> None:
+                 daily_api_limit: int = 100_000, hubspot_search_cap: int = 10_000,
+                 hubspot_outputs: bool = True, salesforce_missing: tuple[str, ...] = (),
+                 salesforce_types: dict[str, str] | None = None) -> None:
+        known = {f[0].lower() for f in SF_FIELDS}
+        types = {k.lower(): v for k, v in (salesforce_types or {}).items()}
+        missing = {n.lower() for n in salesforce_missing}
+        if unknown := [n for n in (*salesforce_missing, *(salesforce_types or {}))
+                       if n.lower() not in known]:
+            raise ValueError(f"not Account fields: {', '.join(unknown)}")
+        self.sf_fields: dict[str, FieldSpec] = {}  # lowercase name -> spec, in describe order
+        for name, kind, label, writable, length in SF_FIELDS:
+            if name.lower() not in missing:
+                kind = types.get(name.lower(), kind)
+                self.sf_fields[name.lower()] = (name, kind, label, writable, (length or 255)
+                                                if kind in (*_TEXT, "id") else 0)
+        self.hs_groups, self.hs_properties = _hs_tables(hubspot_outputs)
+        if not hubspot_outputs:
+            for company in dataset.hs_companies.values():
+                for name in HS_OUTPUTS:
+                    company["properties"].pop(name, None)
+        self.bulk_jobs: dict[str, BulkJob] = {}
+        self.bulk_batches, self._bulk_count = 0, 0
         self.dataset, self.faults = dataset, faults or Faults()
         self.daily_api_limit, self.hubspot_search_cap = daily_api_limit, hubspot_search_cap
         self.lock = threading.RLock()  # every handler runs under it: requests see whole states
@@ -1198,6 +1651,20 @@ class Sandbox:
                     self.sessions.clear()
                     self._expired = True
                     self.faulted[("salesforce", "session")] += 1
+
+    def draw_lock(self) -> bool:
+        """Faults.rate_lock: whether one Salesforce record update fails UNABLE_TO_LOCK_ROW."""
+        with self.lock:
+            f = self._current_faults()
+            if f.rate_lock <= 0 or self._rng.random() >= f.rate_lock:
+                return False
+            self.faulted[("salesforce", "lock")] += 1
+            return True
+
+    def new_bulk_id(self) -> str:
+        with self.lock:
+            self._bulk_count += 1
+            return sf_id("750", self._bulk_count)
 
     def new_session(self) -> str:
         with self.lock:
