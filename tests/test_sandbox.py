@@ -839,3 +839,27 @@ def test_stop_closes_idle_keepalive_connections(ds: Dataset, http: requests.Sess
     sb.stop()  # the session still holds its keep-alive connection open
     assert time.monotonic() - started < 2
     assert not [t for t in threading.enumerate() if t.name.startswith("sandbox-")]
+
+
+def test_single_record_updates_for_per_record_writers(sb: Sandbox, ds: Dataset,
+                                                      http: requests.Session) -> None:
+    """The per-record endpoints a naive writer uses (benchmarks/push_bench.py) apply and validate
+    like the batch ones."""
+    sf = SF(sb, http)
+    rid = next(r for r, a in ds.sf_accounts.items() if not a["IsDeleted"])
+    url = f"{sb.urls['salesforce']}/services/data/v59.0/sobjects/Account/{rid}"
+    auth = {"Authorization": f"Bearer {sf.sid}"}
+    ok = http.patch(url, json={"Health_Score__c": 55.5}, headers=auth, verify=sb.ca_file)
+    assert ok.status_code == 204 and ds.sf_accounts[rid]["Health_Score__c"] == 55.5
+    bad = http.patch(url, json={"Health_Score__c": "lots"}, headers=auth, verify=sb.ca_file)
+    assert bad.status_code == 400 and bad.json()[0]["errorCode"] == "INVALID_TYPE_ON_FIELD_IN_RECORD"
+    assert ds.sf_accounts[rid]["Health_Score__c"] == 55.5
+    cid = next(c for c, co in ds.hs_companies.items() if not co["archived"])
+    hs = f"{sb.urls['hubspot']}/crm/v3/objects/companies/{cid}"
+    done = http.patch(hs, json={"properties": {"health_score": "61"}}, headers=HS)
+    assert done.status_code == 200 and done.json()["id"] == cid
+    assert float(ds.hs_companies[cid]["properties"]["health_score"]) == 61
+    missing = http.patch(f"{sb.urls['hubspot']}/crm/v3/objects/companies/999999999",
+                         json={"properties": {"health_score": "1"}}, headers=HS)
+    assert missing.status_code == 404
+    assert sb.calls[("salesforce", "PATCH /sobjects/Account/{id}")] == 2

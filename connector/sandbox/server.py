@@ -510,6 +510,8 @@ class _Salesforce(_Handler):
         ("PATCH", "/composite/sobjects", _DATA + r"/composite/sobjects", "update", "write"),
         ("GET", "/sobjects/Account/{id}", _DATA + r"/sobjects/Account/(?P<rid>\w{15,18})",
          "get_account", ""),
+        ("PATCH", "/sobjects/Account/{id}", _DATA + r"/sobjects/Account/(?P<rid>\w{15,18})",
+         "patch_account", "write"),
         ("POST", "/jobs/ingest", _DATA + r"/jobs/ingest", "bulk_create", "write"),
         ("GET", "/jobs/ingest", _DATA + r"/jobs/ingest", "bulk_list", ""),
         ("PUT", "/jobs/ingest/{id}/batches", _DATA + r"/jobs/ingest/(?P<job>\w+)/batches",
@@ -649,6 +651,21 @@ class _Salesforce(_Handler):
                          _sf_errors("NOT_FOUND", "The requested resource does not exist"))
         return Reply(200, self.record(ver, acc, [f[0] for f in self.sb.sf_fields.values()]),
                      served=1)
+
+    def patch_account(self, ver: str, rid: str) -> Reply:
+        """Update one record (sObject Rows): 204, or 400/404 with the errors as a list."""
+        body = self.json_body()
+        if not isinstance(body, dict):
+            return Reply(400, _sf_errors("JSON_PARSER_ERROR", "Expected a JSON object of fields"))
+        rid, changes, errors = self.check({**body, "id": rid})
+        errors = errors or self.locked(rid)
+        if errors:
+            status = 404 if errors[0]["statusCode"] in ("NOT_FOUND", "ENTITY_IS_DELETED") else 400
+            return Reply(status, [{"errorCode": e["statusCode"], "message": e["message"],
+                                   "fields": e.get("fields", [])} for e in errors])
+        stamp = sf_time(time.time())
+        self.ds.sf_accounts[rid].update(changes, LastModifiedDate=stamp, SystemModstamp=stamp)
+        return Reply(204)
 
     def check(self, record: Any) -> tuple[Any, Record, list[Record]]:
         """(id, changes, errors) for one record of an update."""
@@ -1052,6 +1069,8 @@ class _HubSpot(_Handler):
          "search", ""),
         ("POST", "/crm/v3/objects/companies/batch/update",
          r"/crm/v3/objects/companies/batch/update", "batch_update", "write"),
+        ("PATCH", "/crm/v3/objects/companies/{id}", r"/crm/v3/objects/companies/(?P<cid>\d+)",
+         "update_company", "write"),
     )
 
     def authenticate(self) -> Reply | None:
@@ -1224,6 +1243,19 @@ class _HubSpot(_Handler):
         if after + limit < len(found):  # also past the cap: the next request then fails
             out["paging"] = {"next": {"after": str(after + limit)}}
         return Reply(200, out, served=len(out["results"]))
+
+    def update_company(self, cid: str) -> Reply:
+        """Update one company: 200 with it, 404 when missing, 400 with the property errors."""
+        body = self.json_body()
+        inputs = {"inputs": [{"id": cid, "properties": body.get("properties") if isinstance(body, dict)
+                              else None}]}
+        self.body = json.dumps(inputs).encode()
+        reply = self.batch_update()
+        if reply.status == 200:
+            return Reply(200, reply.body["results"][0])
+        error = reply.body["errors"][0]
+        return _hs_error(404 if error["category"] == "OBJECT_NOT_FOUND" else 400, error["category"],
+                         error["message"])
 
     def batch_update(self) -> Reply:
         """Per-input outcome: 200 if all applied, else 207 with the errors grouped."""
