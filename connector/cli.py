@@ -52,7 +52,7 @@ def handled(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            err.print(f"[bold red]invalid mappings[/] ({len(exc.problems)} problem(s)):", markup=True)
+            err.print(f"[bold red]{exc.title}[/] ({len(exc.problems)} problem(s)):", markup=True)
             for problem in exc.problems:
                 err.print(problem.render(), markup=False)
             sys.exit(exc.exit_code)
@@ -133,8 +133,8 @@ def _fields(mappings: Any, create: bool, metadata: str | None) -> None:
         out.print(f"{report.system}: {len(report.ok)} output field(s) ready"
                   + (f", {len(report.missing)} missing" if report.missing else "")
                   + (f", {len(report.problems)} problem(s)" if report.problems else ""), markup=False)
-        for spec in report.missing:
-            out.print(f"  missing: {spec.name} ({spec.score} {spec.key}, {spec.kind})", markup=False)
+        if report.missing:
+            out.print(f"  missing: {', '.join(spec.name for spec in report.missing)}", markup=False)
         if report.missing and report.system == "salesforce":
             out.print("  deploy them with the Salesforce CLI (the shipped project matches the shipped mappings; "
                       "`healthsync setup --salesforce-metadata DIR` writes one for yours):", markup=False)
@@ -145,7 +145,7 @@ def _fields(mappings: Any, create: bool, metadata: str | None) -> None:
         problems += report.problems
         problems += [outputs.missing_problem(mappings, spec) for spec in report.missing]
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, "the CRM fields do not match the mappings")
 
 
 @cli.command()

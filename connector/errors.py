@@ -32,12 +32,12 @@ class ConfigError(HealthsyncError):
 
     exit_code = 2
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], title: str = "invalid mappings"):
         self.problems = problems
+        self.title = title
         count = len(problems)
         super().__init__(
-            f"{count} problem{'s' if count != 1 else ''} in the mappings:\n"
-            + "\n".join(p.render() for p in problems)
+            f"{title}: {count} problem{'s' if count != 1 else ''}:\n" + "\n".join(p.render() for p in problems)
         )
 
 

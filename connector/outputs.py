@@ -59,6 +59,11 @@ class OutputField:
     length: int = 0
     options: tuple[str, ...] = ()
 
+    @property
+    def mapped_as(self) -> str:
+        """How the mappings name it: `health score`, `health groups.usage`."""
+        return f"{self.score} {self.key.replace('group.', 'groups.', 1)}"
+
 
 @dataclass
 class FieldReport:
@@ -115,7 +120,7 @@ def check_salesforce(mappings: Mappings, describe: Mapping[str, Mapping[str, Any
             report.missing.append(spec)
             continue
         kind = str(found.get("type", ""))
-        where = f"Account.{spec.name} ({spec.score} {spec.key})"
+        where = f"Account.{spec.name} ({spec.mapped_as})"
         before = len(report.problems)
         if not found.get("updateable", False):
             report.problems.append(_where(mappings, spec, f"{where} is not editable by this user",
@@ -144,7 +149,7 @@ def check_hubspot(mappings: Mappings, properties: Mapping[str, Mapping[str, Any]
             report.missing.append(spec)
             continue
         kind = str(found.get("type", ""))
-        where = f"company property {spec.name} ({spec.score} {spec.key})"
+        where = f"company property {spec.name} ({spec.mapped_as})"
         before = len(report.problems)
         if (found.get("modificationMetadata") or {}).get("readOnlyValue"):
             report.problems.append(_where(mappings, spec, f"{where} is read-only", "map a property healthsync may write"))
