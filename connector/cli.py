@@ -642,7 +642,7 @@ def demo(obj: Context, accounts: int, faults: bool) -> None:
         result = pipeline.run(store, mappings, env, now)
         store.finish_run(run_id, "ok", result.exit_code, _run_counts(result), api_calls=result.pulled.calls.as_dict())
         records = [r for r in store.current_scores("health") if r["value"] is not None]
-        in_crm = {a["Id"]: a for a in sb.dataset.sf_accounts.values()}
+        crm = _crm_view(store, sb.dataset)
     _print_run(result)
     out.print(f"demo store: {path} (mappings version {mappings.version})", markup=False)
     records.sort(key=lambda r: r["value"])
@@ -650,15 +650,27 @@ def demo(obj: Context, accounts: int, faults: bool) -> None:
         r["groups"] = json.loads(r["groups"] or "{}")
     out.print("lowest health scores:")
     _print_scores(records, 5)
-    shown = [r for r in records if r["account_key"].startswith("salesforce:")][:3]
+    shown = [r for r in records if r["account_id"] in crm][:4]
     if shown:
-        out.print("as they now stand in the sandbox's Salesforce:", markup=False)
+        table = Table(title="as they now stand in the sandbox's CRMs (read back from its records)")
+        for column in ("account", "score", "Salesforce Health_Score__c / Status / Grade",
+                       "HubSpot health_score / health_status"):
+            table.add_column(column)
         for r in shown:
-            fields = in_crm[r["account_key"].split(":", 1)[1]]
-            held = ", ".join(f"{k}={fields.get(k)!r}" for k in ("Health_Score__c", "Health_Status__c", "Health_Grade__c", "Health_Drivers__c"))
-            out.print(f"  {r['account_name']}: {held}", markup=False)
+            sf, hs = crm[r["account_id"]]
+            table.add_row(r["account_name"], f"{r['value']:g} {r['status']}", sf, hs)
+        out.print(table)
     if records:
         out.print(f"next: healthsync --db {path} explain {records[0]['account_key']}", markup=False)
+
+
+def _crm_view(store: Store, dataset: Any) -> dict[int, tuple[str, str]]:
+    """account id -> what its Salesforce Account and HubSpot company hold, for accounts in both."""
+    sf = {aid: dataset.sf_accounts[rid] for rid, aid in store.linked("salesforce", "Account").items()}
+    hs = {aid: dataset.hs_companies[cid]["properties"] for cid, aid in store.linked("hubspot", "companies").items()}
+    return {aid: (" / ".join(str(sf[aid].get(f)) for f in ("Health_Score__c", "Health_Status__c", "Health_Grade__c")),
+                  " / ".join(str(hs[aid].get(f)) for f in ("health_score", "health_status")))
+            for aid in sf.keys() & hs.keys()}
 
 
 def main() -> None:

@@ -79,6 +79,8 @@ def test_demo_pulls_through_faults_and_scores(tmp_path):
     result = run(tmp_path / "demo.db", {}, "demo", "--accounts", "150", "--faults")
     assert result.exit_code == 0, result.output
     assert "Scored" in result.output and "lowest health scores" in result.output
+    assert "Run summary" in result.output and "as they now stand in the sandbox's CRMs" in result.output
     with Store(tmp_path / "demo.db") as store:
         assert len(store.current_scores("health")) > 150
         assert store.last_run()["command"] == "demo"
+        assert json.loads(store.last_run()["counts"])["written"]["salesforce"] > 100  # scores written back
