@@ -8,7 +8,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
@@ -22,6 +23,7 @@ from . import outputs, pipeline
 from .config.mappings import check_mappings, load_mappings
 from .errors import ConfigError, HealthsyncError, NotFound
 from .http import CallLog, RedactingFilter
+from .runlock import RunLock
 from .scoring.explain import explain as explain_account
 from .scoring.frame import iso
 from .store import Store
@@ -390,13 +392,8 @@ def override_audit(obj: Context, override_id: int | None) -> None:
 def pull(obj: Context, full: bool, systems: tuple[str, ...]) -> None:
     """Read what changed in Salesforce, HubSpot, Stripe and Zendesk; match and measure."""
     mappings = obj.mappings()
-    with obj.store() as store:
-        run_id = store.start_run("pull")
-        try:
-            summary = pipeline.pull(store, mappings, os.environ, full=full, only=systems or None)
-        except HealthsyncError as exc:
-            store.finish_run(run_id, "failed", exc.exit_code, {}, error=str(exc))
-            raise
+    with obj.store() as store, _tracked(store, "pull") as run_id:
+        summary = pipeline.pull(store, mappings, os.environ, full=full, only=systems or None)
         code = 4 if summary.stopped else 0
         store.finish_run(run_id, "stopped" if summary.stopped else "ok", code, _pull_counts(summary),
                          error=summary.stopped, api_calls=summary.calls.as_dict())
@@ -404,6 +401,26 @@ def pull(obj: Context, full: bool, systems: tuple[str, ...]) -> None:
     if summary.stopped:
         err.print(f"stopped: {summary.stopped}", markup=False)
         sys.exit(4)
+
+
+@contextmanager
+def _tracked(store: Store, command: str) -> Iterator[int]:
+    """Hold the store's run lock (exit 5 if another run has it) and record the run in `runs`;
+    a run that fails is recorded as failed with its exit code before the error surfaces."""
+    with RunLock(store) as lock:
+        if lock.taken_over:
+            err.print(f"note: took over the lock of a run that did not finish: {lock.taken_over.describe()}",
+                      markup=False)
+        run_id = store.start_run(command)
+        lock.attach(run_id)
+        try:
+            yield run_id
+        except HealthsyncError as exc:
+            store.finish_run(run_id, "failed", exc.exit_code, {}, error=str(exc))
+            raise
+        except Exception as exc:
+            store.finish_run(run_id, "failed", 1, {}, error=f"{type(exc).__name__}: {exc}")
+            raise
 
 
 def _pull_counts(summary: pipeline.PullSummary) -> dict[str, Any]:
@@ -516,13 +533,8 @@ def _print_plan(summary: Any) -> None:
 def run_command(obj: Context, dry_run: bool, full: bool) -> None:
     """One run: pull, match, measure, score, plan, push; a summary; exit 0/3/4."""
     mappings = obj.mappings()
-    with obj.store() as store:
-        run_id = store.start_run("run --dry-run" if dry_run else "run")
-        try:
-            result = pipeline.run(store, mappings, os.environ, dry_run=dry_run, full=full)
-        except HealthsyncError as exc:
-            store.finish_run(run_id, "failed", exc.exit_code, {}, error=str(exc))
-            raise
+    with obj.store() as store, _tracked(store, "run --dry-run" if dry_run else "run") as run_id:
+        result = pipeline.run(store, mappings, os.environ, dry_run=dry_run, full=full, run_id=run_id)
         code = result.exit_code
         store.finish_run(run_id, {0: "ok", 3: "failures", 4: "stopped"}[code], code, _run_counts(result),
                          error=result.pulled.stopped or (result.pushed.stopped if result.pushed else None),
@@ -590,6 +602,80 @@ def _print_run_summary(result: pipeline.RunSummary) -> None:
         row.append(f"{calls.total(system):,}")
         table.add_row(*row)
     out.print(table)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Every listed run, as JSON.")
+@click.option("--limit", default=20, show_default=True, help="How many of the latest runs.")
+@click.pass_context
+@handled
+def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """Past runs: status, counts, API calls, duration, exit code (`runs show ID` for one)."""
+    if ctx.invoked_subcommand:
+        return
+    with ctx.obj.store() as store:
+        rows = [_run_row(r) for r in store.runs(limit)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"last {len(rows)} run(s)")
+    for column in ("id", "command", "started", "status", "exit", "seconds", "written", "failed", "API calls"):
+        table.add_column(column)
+    for r in rows:
+        counts = r["counts"] or {}
+        calls = ", ".join(f"{s} {sum(e.values()):,}" for s, e in (r["api_calls"] or {}).items())
+        table.add_row(str(r["id"]), r["command"], r["started_at"], r["status"], str(r["exit_code"] or ""),
+                      "" if r["seconds"] is None else f"{r['seconds']:.0f}",
+                      _per_system(counts.get("written")), _per_system(counts.get("failed")), calls)
+    out.print(table)
+
+
+@runs.command("show")
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handled
+def runs_show(obj: Context, run_id: int, as_json: bool) -> None:
+    """One run's details: counts, API calls per endpoint, error, and the writes that failed in it."""
+    with obj.store() as store:
+        row = store.run(run_id)
+        failed = [r for r in store.outbox("failed") if r["run_id"] == run_id] if row else []
+    if row is None:
+        raise NotFound(f"no run {run_id}: `healthsync runs` lists them")
+    data = {**_run_row(row), "failures": [{"system": r["system"], "record": r["record_id"], "error": r["error"]}
+                                          for r in failed]}
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    out.print(f"run {data['id']}: {data['command']} — {data['status']} (exit {data['exit_code']}), "
+              f"{data['started_at']} → {data['finished_at'] or '…'}"
+              + ("" if data["seconds"] is None else f", {data['seconds']:.0f} s"), markup=False)
+    if data["error"]:
+        out.print(f"error: {data['error']}", markup=False)
+    for key, value in (data["counts"] or {}).items():
+        out.print(f"  {key}: {value}", markup=False)
+    for system, endpoints in (data["api_calls"] or {}).items():
+        out.print(f"  API calls, {system}: " + ", ".join(f"{e} {n:,}" for e, n in endpoints.items()), markup=False)
+    for f in data["failures"]:
+        out.print(f"  failed: {f['system']} {f['record']}: {f['error']}", markup=False)
+
+
+def _run_row(row: dict[str, Any]) -> dict[str, Any]:
+    out_row = {k: row[k] for k in ("id", "command", "started_at", "finished_at", "status", "exit_code", "error")}
+    for key in ("counts", "api_calls", "details"):
+        out_row[key] = json.loads(row[key]) if row.get(key) else None
+    seconds = None
+    if row["finished_at"]:
+        start, end = (datetime.fromisoformat(row[k].replace("Z", "+00:00")) for k in ("started_at", "finished_at"))
+        seconds = (end - start).total_seconds()
+    out_row["seconds"] = seconds
+    return out_row
+
+
+def _per_system(value: Any) -> str:
+    if not isinstance(value, dict):
+        return ""
+    return ", ".join(f"{s} {n:,}" for s, n in value.items())
 
 
 @cli.command()

@@ -1,8 +1,8 @@
 """The steps of a healthsync run, in order, each reading and writing the store.
 
-Implemented so far: pull (systems -> raw records), match (records -> accounts),
-measure (records -> metric values), score (metric values -> scores). Plan and
-push join here as they are built.
+pull (systems -> raw records), match (records -> accounts), measure (records ->
+metric values), score (metric values -> scores), plan (scores -> the outbox of
+CRM changes) and push (the outbox -> the CRMs).
 """
 
 from __future__ import annotations
@@ -126,14 +126,14 @@ class RunSummary:
 
 def run(
     store: Store, mappings: Mappings, env: Mapping[str, str], now: datetime | None = None,
-    dry_run: bool = False, full: bool = False,
+    dry_run: bool = False, full: bool = False, run_id: int | None = None,
 ) -> RunSummary:
-    """pull, match, measure, score, plan, push: one healthsync run."""
+    """pull, match, measure, score, plan, push: one healthsync run (`run_id`: its row in `runs`)."""
     clock = time.perf_counter()
     now = now or datetime.now(UTC)
     result = RunSummary(pull(store, mappings, env, now, full=full))
     result.scored = score(store, mappings, now)
-    result.planned = plan(store, mappings)
+    result.planned = plan(store, mappings, run_id)
     if not dry_run:
         writers = {s.system: s for s in result.pulled.sources if s.system in CRM_OBJECTS}
         result.pushed = push(store, mappings, writers)

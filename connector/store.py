@@ -16,6 +16,7 @@ Tables (docs/store.md describes every column):
   outbox          planned CRM changes, saved before the first write, with each one's outcome
   written         the value healthsync last wrote to each CRM output field (drift detection)
   runs            one row per healthsync run, with counts and API calls
+  locks           the lock a run holds on the store (one run at a time), with its heartbeat
 """
 
 from __future__ import annotations
@@ -203,6 +204,18 @@ _MIGRATIONS: list[str] = [
         written_at TEXT NOT NULL,
         PRIMARY KEY (system, object, record_id, field)
     ) WITHOUT ROWID;
+    """,
+    # 4: one run at a time: the lock a run holds while it works, kept alive by a heartbeat
+    """
+    CREATE TABLE locks (
+        name TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        run_id INTEGER,
+        acquired_at TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL
+    );
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -838,6 +851,13 @@ class Store:
                 json.dumps(details, sort_keys=True) if details is not None else None, run_id,
             ),
         )
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]))
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
+        return rows[0] if rows else None
 
     def last_run(self) -> dict[str, Any] | None:
         rows = list(self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT 1"))

@@ -84,3 +84,26 @@ def test_demo_pulls_through_faults_and_scores(tmp_path):
         assert len(store.current_scores("health")) > 150
         assert store.last_run()["command"] == "demo"
         assert json.loads(store.last_run()["counts"])["written"]["salesforce"] > 100  # scores written back
+
+
+def test_runs_lists_past_runs_and_shows_one(dataset, tmp_path):
+    db = tmp_path / "r.db"
+    with Sandbox(dataset) as sb:
+        first = run(db, sb.env(), "run")
+        assert first.exit_code == 0, first.output
+        assert "Run summary" in first.output
+        run(db, sb.env(), "run", "--dry-run")
+    listed = run(db, {}, "runs", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert [r["command"] for r in rows] == ["run --dry-run", "run"]  # newest first
+    latest_real = rows[1]
+    assert latest_real["status"] == "ok" and latest_real["exit_code"] == 0 and latest_real["seconds"] is not None
+    assert latest_real["counts"]["written"]["salesforce"] > 100
+    assert latest_real["api_calls"]["salesforce"]["PATCH composite/sobjects"] >= 1
+    table = run(db, {}, "runs")
+    assert "run --dry-run" in table.output and "salesforce" in table.output
+    shown = run(db, {}, "runs", "show", str(latest_real["id"]))
+    assert shown.exit_code == 0 and f"run {latest_real['id']}: run — ok (exit 0)" in shown.output
+    assert "API calls, salesforce:" in shown.output
+    assert run(db, {}, "runs", "show", "999").exit_code == 2
