@@ -43,7 +43,7 @@ from connector.config.mappings import load_mappings
 from connector.http import CallLog
 from connector.pipeline import pull, score, sources
 from connector.store import Store
-from connector.writeback import BATCH, OBJECT, _output_fields, plan, push
+from connector.writeback import BATCH, OBJECT, output_fields, plan, push
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).parent / "out"
@@ -82,7 +82,7 @@ def naive_push(store: Store, mappings: Any, writers: dict[str, Any], limit: int 
     """One SDK call per record: simple-salesforce's Account.update, the HubSpot SDK's companies update."""
     done: dict[str, int] = {}
     for system, writer in writers.items():
-        allowed = _output_fields(mappings, system)
+        allowed = output_fields(mappings, system)
         done[system] = 0
         for row in store.outbox("pending"):
             if row["system"] != system or (limit is not None and done[system] >= limit):

@@ -639,7 +639,7 @@ def runs_show(obj: Context, run_id: int, as_json: bool) -> None:
     """One run's details: counts, API calls per endpoint, error, and the writes that failed in it."""
     with obj.store() as store:
         row = store.run(run_id)
-        failed = [r for r in store.outbox("failed") if r["run_id"] == run_id] if row else []
+        failed = store.outbox("failed", run_id) if row else []
     if row is None:
         raise NotFound(f"no run {run_id}: `healthsync runs` lists them")
     data = {**_run_row(row), "failures": [{"system": r["system"], "record": r["record_id"], "error": r["error"]}

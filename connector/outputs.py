@@ -111,61 +111,71 @@ def specs(mappings: Mappings, system: str) -> list[OutputField]:
 # ------------------------------------------------------------------ checks
 
 
-def check_salesforce(mappings: Mappings, describe: Mapping[str, Mapping[str, Any]]) -> FieldReport:
-    """describe: Account field name -> its describe entry."""
-    report = FieldReport("salesforce")
-    for spec in specs(mappings, "salesforce"):
-        found = describe.get(spec.name)
+@dataclass(frozen=True)
+class _Crm:
+    """How one CRM describes its fields, for the shared check."""
+
+    system: str
+    noun: str  # how a field is named in messages: "Account.{name}", "company property {name}"
+    types: Mapping[str, set[str]]  # output kind -> the CRM types that can hold it
+    choice_type: str  # the CRM type whose allowed values must include the status names
+    unwritable: str  # what a field this user cannot write is
+    writable: Any  # described field -> bool
+    choices: Any  # described field -> set of allowed values
+    hints: Mapping[str, str]  # "writable", "type", "choices" -> what to do
+
+
+_SALESFORCE = _Crm(
+    "salesforce", "Account.{name}", SALESFORCE_TYPES, "picklist", "not editable by this user",
+    lambda f: bool(f.get("updateable", False)),
+    lambda f: {v.get("value") for v in f.get("picklistValues") or [] if v.get("active", True)},
+    {"writable": f"grant Edit in field-level security (the {PERMISSION_SET} permission set does)",
+     "type": "map another field, or change the field's type in Setup",
+     "choices": "add them in Setup > Object Manager > Account > Fields"},
+)
+_HUBSPOT = _Crm(
+    "hubspot", "company property {name}", HUBSPOT_TYPES, "enumeration", "read-only",
+    lambda f: not (f.get("modificationMetadata") or {}).get("readOnlyValue"),
+    lambda f: {o.get("value") for o in f.get("options") or [] if not o.get("hidden")},
+    {"writable": "map a property healthsync may write",
+     "type": "map another property (setup never changes an existing property's type)",
+     "choices": "add them in Settings > Properties"},
+)
+
+
+def _check(mappings: Mappings, crm: _Crm, described: Mapping[str, Mapping[str, Any]]) -> FieldReport:
+    report = FieldReport(crm.system)
+    for spec in specs(mappings, crm.system):
+        found = described.get(spec.name)
         if found is None:
             report.missing.append(spec)
             continue
         kind = str(found.get("type", ""))
-        where = f"Account.{spec.name} ({spec.mapped_as})"
+        where = f"{crm.noun.format(name=spec.name)} ({spec.mapped_as})"
         before = len(report.problems)
-        if not found.get("updateable", False):
-            report.problems.append(_where(mappings, spec, f"{where} is not editable by this user",
-                                          f"grant Edit in field-level security (the {PERMISSION_SET} permission set does)"))
-        if kind not in SALESFORCE_TYPES[spec.kind]:
+        if not crm.writable(found):
+            report.problems.append(_where(mappings, spec, f"{where} is {crm.unwritable}", crm.hints["writable"]))
+        if kind not in crm.types[spec.kind]:
             report.problems.append(_where(mappings, spec, f"{where} is a {kind} field; a {spec.kind} needs one of "
-                                          f"{', '.join(sorted(SALESFORCE_TYPES[spec.kind]))}",
-                                          "map another field, or change the field's type in Setup"))
-        elif kind == "picklist":
-            values = {v.get("value") for v in found.get("picklistValues") or [] if v.get("active", True)}
-            lacking = [o for o in spec.options if o not in values]
+                                          f"{', '.join(sorted(crm.types[spec.kind]))}", crm.hints["type"]))
+        elif kind == crm.choice_type:
+            lacking = [o for o in spec.options if o not in crm.choices(found)]
             if lacking:
-                report.problems.append(_where(mappings, spec, f"{where} picklist lacks the value(s) {', '.join(lacking)}",
-                                              "add them in Setup > Object Manager > Account > Fields"))
+                report.problems.append(_where(mappings, spec, f"{where} {kind} lacks the value(s) {', '.join(lacking)}",
+                                              crm.hints["choices"]))
         if len(report.problems) == before:
             report.ok.append(spec.name)
     return report
+
+
+def check_salesforce(mappings: Mappings, describe: Mapping[str, Mapping[str, Any]]) -> FieldReport:
+    """describe: Account field name -> its describe entry."""
+    return _check(mappings, _SALESFORCE, describe)
 
 
 def check_hubspot(mappings: Mappings, properties: Mapping[str, Mapping[str, Any]]) -> FieldReport:
     """properties: company property name -> its definition."""
-    report = FieldReport("hubspot")
-    for spec in specs(mappings, "hubspot"):
-        found = properties.get(spec.name)
-        if found is None:
-            report.missing.append(spec)
-            continue
-        kind = str(found.get("type", ""))
-        where = f"company property {spec.name} ({spec.mapped_as})"
-        before = len(report.problems)
-        if (found.get("modificationMetadata") or {}).get("readOnlyValue"):
-            report.problems.append(_where(mappings, spec, f"{where} is read-only", "map a property healthsync may write"))
-        if kind not in HUBSPOT_TYPES[spec.kind]:
-            report.problems.append(_where(mappings, spec, f"{where} is of type {kind}; a {spec.kind} needs "
-                                          f"{' or '.join(sorted(HUBSPOT_TYPES[spec.kind]))}",
-                                          "map another property (setup never changes an existing property's type)"))
-        elif kind == "enumeration":
-            values = {o.get("value") for o in found.get("options") or [] if not o.get("hidden")}
-            lacking = [o for o in spec.options if o not in values]
-            if lacking:
-                report.problems.append(_where(mappings, spec, f"{where} has no option(s) {', '.join(lacking)}",
-                                              "add them in Settings > Properties"))
-        if len(report.problems) == before:
-            report.ok.append(spec.name)
-    return report
+    return _check(mappings, _HUBSPOT, properties)
 
 
 def _inputs(mappings: Mappings, system: str, known: set[str], report: FieldReport) -> None:

@@ -821,13 +821,16 @@ class Store:
                         (json.dumps(data, sort_keys=True, ensure_ascii=False), system, obj, rid),
                     )
 
-    def outbox(self, status: str | None = None) -> list[dict[str, Any]]:
+    def outbox(self, status: str | None = None, run_id: int | None = None) -> list[dict[str, Any]]:
         sql = """SELECT o.*, a.key AS account_key, a.name AS account_name FROM outbox o
-                 JOIN accounts a ON a.id = o.account_id"""
+                 JOIN accounts a ON a.id = o.account_id WHERE 1"""
         args: list[Any] = []
         if status:
-            sql += " WHERE o.status = ?"
+            sql += " AND o.status = ?"
             args.append(status)
+        if run_id is not None:
+            sql += " AND o.run_id = ?"
+            args.append(run_id)
         return list(self.db.query(sql + " ORDER BY o.system, o.id", args))
 
     # ------------------------------------------------------------ runs

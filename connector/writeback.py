@@ -199,7 +199,7 @@ def push(store: Store, mappings: Mappings, writers: Mapping[str, Any], run_id: i
     """
     summary = PushSummary()
     for system, writer in writers.items():
-        allowed = _output_fields(mappings, system)
+        allowed = output_fields(mappings, system)
         types = field_types(store, system)
         for counter in (summary.written, summary.failed, summary.retried, summary.calls, summary.jobs):
             counter[system] = 0
@@ -268,7 +268,7 @@ def _settle(store: Store, system: str, batch: list[dict[str, Any]], results: lis
                         for rid, fields in written])
 
 
-def _output_fields(mappings: Mappings, system: str) -> set[str]:
+def output_fields(mappings: Mappings, system: str) -> set[str]:
     allowed: set[str] = set()
     for compiled in mappings.scores.values():
         outputs = compiled.definition.outputs.get(system)

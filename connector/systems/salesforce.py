@@ -344,11 +344,11 @@ class SalesforceSource:
         """
         guard_outputs(updates, allowed, SYSTEM)
         results: list[WriteResult] = []
-        for chunk in _bulk_chunks(merge_updates(updates)):
-            results += self._bulk_job(chunk, journal or (lambda _job: None))
+        for chunk, data in _bulk_chunks(merge_updates(updates)):
+            results += self._bulk_job(chunk, data, journal or (lambda _job: None))
         return results
 
-    def _bulk_job(self, updates: list[tuple[str, dict[str, Any]]],
+    def _bulk_job(self, updates: list[tuple[str, dict[str, Any]]], data: bytes,
                   journal: Callable[[str | None], None]) -> list[WriteResult]:
         job = self.call("POST jobs/ingest", lambda: self.client.restful("jobs/ingest", method="POST", json={
             "object": "Account", "operation": "update", "contentType": "CSV", "lineEnding": "LF",
@@ -357,7 +357,6 @@ class SalesforceSource:
         journal(job_id)
         path = f"jobs/ingest/{job_id}"
         try:
-            data = _bulk_csv(updates).encode("utf-8")
             self.call("PUT jobs/ingest/{id}/batches", lambda: self._raw("PUT", f"{path}/batches", data=data,
                                                                          headers={"Content-Type": "text/csv"}))
             self._close(job_id)
@@ -456,13 +455,14 @@ def _bulk_csv(updates: list[tuple[str, dict[str, Any]]]) -> str:
     return out.getvalue()
 
 
-def _bulk_chunks(updates: list[tuple[str, dict[str, Any]]]) -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """Split so that no job upload exceeds BULK_MAX_BYTES."""
+def _bulk_chunks(updates: list[tuple[str, dict[str, Any]]]
+                 ) -> Iterator[tuple[list[tuple[str, dict[str, Any]]], bytes]]:
+    """(records, their CSV) per job, split so that no upload exceeds BULK_MAX_BYTES."""
     if not updates:
         return
-    size = len(_bulk_csv(updates).encode("utf-8"))
-    if size <= BULK_MAX_BYTES or len(updates) == 1:
-        yield updates
+    data = _bulk_csv(updates).encode("utf-8")
+    if len(data) <= BULK_MAX_BYTES or len(updates) == 1:
+        yield updates, data
         return
     half = len(updates) // 2
     yield from _bulk_chunks(updates[:half])
