@@ -19,13 +19,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import outputs, pipeline
+from . import logs, outputs, pipeline
 from .config.mappings import check_mappings, load_mappings
 from .errors import ConfigError, HealthsyncError, NotFound
-from .http import CallLog, RedactingFilter
+from .http import CallLog
+from .progress import RunProgress
 from .runlock import RunLock
+from .schedule import Schedule, run_forever
 from .scoring.explain import explain as explain_account
 from .scoring.frame import iso
+from .shutdown import Interrupted, Shutdown
 from .store import Store
 from .writeback import OBJECT as CRM_OBJECTS
 
@@ -35,7 +38,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Context:
-    def __init__(self, db: str | None, mappings: str | None):
+    def __init__(self, db: str | None, mappings: str | None, log_format: str = "human"):
+        self.log_format = log_format
         self.db_path = db
         self.mappings_path = Path(mappings or os.environ.get("HEALTHSYNC_MAPPINGS") or "mappings")
 
@@ -70,21 +74,16 @@ def handled(fn: F) -> F:
 @click.option("--mappings", envvar="HEALTHSYNC_MAPPINGS", help="Mappings folder (default ./mappings).")
 @click.version_option(package_name="healthsync")
 @click.pass_context
-@click.option("-v", "--verbose", is_flag=True, help="Log each retry and quota wait (HEALTHSYNC_LOG_LEVEL=INFO).")
-def cli(ctx: click.Context, db: str | None, mappings: str | None, verbose: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log each step, retry and quota wait (HEALTHSYNC_LOG_LEVEL=INFO).")
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default="human", show_default=True,
+              envvar="HEALTHSYNC_LOG_FORMAT",
+              help="Logs on stderr: human lines, or one JSON object per line (then at INFO, and no tables on stdout).")
+def cli(ctx: click.Context, db: str | None, mappings: str | None, verbose: bool, log_format: str) -> None:
     """healthsync: customer health scores computed locally, written back to your CRM."""
-    _setup_logging("INFO" if verbose else os.environ.get("HEALTHSYNC_LOG_LEVEL", "WARNING"))
-    ctx.obj = Context(db, mappings)
-
-
-def _setup_logging(level: str) -> None:
-    logger = logging.getLogger("healthsync")
-    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-        logger.addFilter(RedactingFilter())  # on the logger: no handler can see a secret
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(level.upper() if level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR") else "WARNING")
+    default = "INFO" if verbose or log_format == "json" else "WARNING"
+    logs.setup(os.environ.get("HEALTHSYNC_LOG_LEVEL", default) if not verbose else "INFO", log_format)
+    out.quiet = log_format == "json"
+    ctx.obj = Context(db, mappings, log_format)
 
 
 @cli.command()
@@ -416,7 +415,8 @@ def _tracked(store: Store, command: str) -> Iterator[int]:
         try:
             yield run_id
         except HealthsyncError as exc:
-            store.finish_run(run_id, "failed", exc.exit_code, {}, error=str(exc))
+            status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+            store.finish_run(run_id, status, exc.exit_code, {}, error=str(exc))
             raise
         except Exception as exc:
             store.finish_run(run_id, "failed", 1, {}, error=f"{type(exc).__name__}: {exc}")
@@ -531,16 +531,83 @@ def _print_plan(summary: Any) -> None:
 @click.pass_obj
 @handled
 def run_command(obj: Context, dry_run: bool, full: bool) -> None:
-    """One run: pull, match, measure, score, plan, push; a summary; exit 0/3/4."""
-    mappings = obj.mappings()
-    with obj.store() as store, _tracked(store, "run --dry-run" if dry_run else "run") as run_id:
-        result = pipeline.run(store, mappings, os.environ, dry_run=dry_run, full=full, run_id=run_id)
-        code = result.exit_code
-        store.finish_run(run_id, {0: "ok", 3: "failures", 4: "stopped"}[code], code, _run_counts(result),
-                         error=result.pulled.stopped or (result.pushed.stopped if result.pushed else None),
-                         api_calls=result.pulled.calls.as_dict())
-    _print_run(result)
+    """One run: pull, match, measure, score, plan, push; a summary; exit 0/3/4/5/6.
+
+    SIGTERM or Ctrl-C lets the batch in flight finish, then exits 6.
+    """
+    with Shutdown().on_signals() as shutdown:
+        code = _one_run(obj, shutdown, dry_run=dry_run, full=full)
     sys.exit(code)
+
+
+RUN_STATUS = {0: "ok", 3: "failures", 4: "stopped", Interrupted.exit_code: "interrupted"}
+
+
+def _one_run(obj: Context, shutdown: Shutdown, dry_run: bool = False, full: bool = False,
+             command: str | None = None) -> int:
+    """One tracked run (the lock, its row in `runs`, logs and progress); returns its exit code."""
+    mappings = obj.mappings()
+    command = command or ("run --dry-run" if dry_run else "run")
+    with obj.store() as store, _tracked(store, command) as run_id, logs.bound(run_id=run_id):
+        logs.event(f"run {run_id} started: {command}", step="run", command=command)
+        calls = CallLog()
+        with RunProgress(calls, store.path, run_id, enabled=obj.log_format == "human" and err.is_terminal):
+            result = pipeline.run(store, mappings, os.environ, dry_run=dry_run, full=full, run_id=run_id,
+                                  shutdown=shutdown, calls=calls)
+        code = result.exit_code
+        counts = _run_counts(result)
+        store.finish_run(run_id, RUN_STATUS[code], code, counts,
+                         error=result.interrupted or result.pulled.stopped
+                         or (result.pushed.stopped if result.pushed else None),
+                         api_calls=result.pulled.calls.as_dict())
+        logs.event(f"run {run_id} {RUN_STATUS[code]} (exit {code}) in {result.seconds:.1f} s", step="run",
+                   status=RUN_STATUS[code], exit_code=code, seconds=result.seconds, counts=counts,
+                   api_calls={s: result.pulled.calls.total(s) for s in result.pulled.calls.as_dict()})
+    _print_run(result)
+    return code
+
+
+@cli.command()
+@click.option("--cron", required=True, envvar="HEALTHSYNC_CRON",
+              help='When to run: a cron expression, e.g. "0 * * * *" (hourly) or "30 2 * * *" (nightly).')
+@click.option("--jitter", type=float, default=0.0, show_default=True, envvar="HEALTHSYNC_JITTER",
+              help="Delay each run by a random 0..N seconds.")
+@click.option("--timezone", default="UTC", show_default=True, envvar="HEALTHSYNC_TIMEZONE",
+              help="Time zone the cron expression is read in.")
+@click.option("--run-now", is_flag=True, help="Run once at start, then on the schedule.")
+@click.option("--max-runs", type=click.IntRange(1), help="Return after this many runs (default: run until stopped).")
+@click.pass_obj
+@handled
+def schedule(obj: Context, cron: str, jitter: float, timezone: str, run_now: bool, max_runs: int | None) -> None:
+    """Run `run` on a cron schedule in the foreground (the container's default command).
+
+    Never two runs at once; a failed run is logged and the schedule goes on;
+    SIGTERM / Ctrl-C ends the wait at once, or the run in progress after its
+    batch in flight, then exits 0.
+    """
+    when = Schedule.parse(cron, jitter, timezone)
+    obj.mappings()  # a broken mappings folder is refused at start (later edits fail only their run)
+    with Shutdown().on_signals() as shutdown:
+        stats = run_forever(when, lambda: _scheduled_run(obj, shutdown), shutdown, run_now=run_now,
+                            max_runs=max_runs)
+    out.print(f"schedule ended: {stats.runs} run(s), {stats.failed} not ok, {stats.skipped_ticks} tick(s) skipped"
+              + (f" ({shutdown.reason})" if shutdown.reason else ""), markup=False)
+
+
+def _scheduled_run(obj: Context, shutdown: Shutdown) -> int:
+    """One scheduled run; whatever goes wrong is reported and becomes an exit code, never a crash."""
+    try:
+        return _one_run(obj, shutdown, command="schedule run")
+    except ConfigError as exc:
+        logs.event(f"{exc.title}: the run did not start", logging.ERROR, step="run", exit_code=exc.exit_code,
+                   problems=[p.render() for p in exc.problems])
+        return exc.exit_code
+    except HealthsyncError as exc:
+        logs.event(f"run failed: {exc}", logging.ERROR, step="run", exit_code=exc.exit_code)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - one run's bug must not end the schedule
+        logs.log.exception(f"run failed unexpectedly: {type(exc).__name__}: {exc}")
+        return 1
 
 
 def _run_counts(result: pipeline.RunSummary) -> dict[str, Any]:

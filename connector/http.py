@@ -21,6 +21,7 @@ import os
 import random
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import tenacity
 import urllib3
 
 from .errors import HealthsyncError
+from .shutdown import Shutdown
 
 log = logging.getLogger("healthsync")
 T = TypeVar("T")
@@ -219,6 +221,7 @@ class RetryPolicy:
     base: float = 0.5  # first backoff, doubled each attempt, full jitter
     cap: float = 60.0  # longest single wait
     max_retry_after: float = 120.0  # a Retry-After longer than this is not waited out
+    shutdown: Shutdown | None = field(default=None, compare=False)  # a stop request ends waits and new requests
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> RetryPolicy:
@@ -242,6 +245,13 @@ class RetryPolicy:
         retry_after = getattr(exc, "retry_after", None) or 0.0
         return max(jittered, min(retry_after, self.max_retry_after))
 
+    def pause(self, seconds: float) -> None:
+        """Wait for a rate window; cut short by a stop request (the next request is then refused)."""
+        if self.shutdown is not None:
+            self.shutdown.sleep(seconds)
+        else:
+            time.sleep(seconds)
+
     def call(
         self,
         system: str,
@@ -253,6 +263,8 @@ class RetryPolicy:
         """Run fn; `classify` turns an exception into Retryable, a final error, or None (re-raise)."""
 
         def attempt() -> T:
+            if self.shutdown is not None:
+                self.shutdown.check(f"{system} {endpoint}")
             try:
                 return fn()
             except Retryable:
@@ -276,6 +288,7 @@ class RetryPolicy:
             stop=tenacity.stop_after_attempt(self.attempts)
             | tenacity.stop_after_delay(self.total_seconds),
             before_sleep=before_sleep,
+            sleep=self.shutdown.sleep if self.shutdown is not None else tenacity.nap.sleep,
             reraise=True,
         )
         try:

@@ -7,8 +7,10 @@ CRM changes) and push (the outbox -> the CRMs).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,10 +22,12 @@ from .config.mappings import Mappings
 from .errors import ConfigError
 from .http import CallLog, QuotaStop, RetryPolicy
 from .identity import MatchSummary, match
+from .logs import event
 from .metrics import MeasureSummary, measure
 from .scoring.engine import ScoreResult, score_all
 from .scoring.frame import Frame, from_store, iso
 from .scoring.overrides import sync_crm_overrides
+from .shutdown import Interrupted, Shutdown
 from .store import Store
 from .systems import Context, PullStats, Source
 from .systems.hubspot import HubSpotSource
@@ -41,6 +45,7 @@ class PullSummary:
     systems: dict[str, PullStats] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # system -> why
     stopped: str | None = None  # quota stop message: the pull ended early, cleanly
+    interrupted: str | None = None  # a stop was asked for (SIGTERM/SIGINT): the pull ended early, cleanly
     calls: CallLog = field(default_factory=CallLog)
     match: MatchSummary | None = None
     measure: MeasureSummary | None = None
@@ -48,9 +53,11 @@ class PullSummary:
     sources: list[Source] = field(default_factory=list)  # the configured clients, reused to push
 
 
-def sources(env: Mapping[str, str], calls: CallLog, only: Iterable[str] | None = None) -> tuple[list[Source], dict[str, str]]:
+def sources(
+    env: Mapping[str, str], calls: CallLog, only: Iterable[str] | None = None, shutdown: Shutdown | None = None,
+) -> tuple[list[Source], dict[str, str]]:
     """The configured sources, and the systems skipped for want of credentials."""
-    ctx = Context(env, calls, RetryPolicy.from_env(env))
+    ctx = Context(env, calls, dataclasses.replace(RetryPolicy.from_env(env), shutdown=shutdown))
     found: list[Source] = []
     skipped: dict[str, str] = {}
     wanted = set(only) if only else set(SOURCES)
@@ -68,6 +75,7 @@ def sources(env: Mapping[str, str], calls: CallLog, only: Iterable[str] | None =
 def pull(
     store: Store, mappings: Mappings, env: Mapping[str, str], now: datetime | None = None,
     full: bool = False, only: Iterable[str] | None = None, summary: PullSummary | None = None,
+    shutdown: Shutdown | None = None,
 ) -> PullSummary:
     """Pull every configured system into the store, then match and measure.
 
@@ -75,12 +83,14 @@ def pull(
     field stops the run before any data is read. A quota reserve reached mid
     pull stops that system cleanly (cursors only cover committed data); the
     other systems and the match / measure steps still run on what is stored.
+    A stop request (`shutdown`) ends the pull the same way, before the next
+    API request, and skips the systems not yet pulled.
     """
     now = now or datetime.now(UTC)
     started = iso(now)
     summary = summary or PullSummary()
     if not summary.sources:
-        summary.sources, summary.skipped = sources(env, summary.calls, only)
+        summary.sources, summary.skipped = sources(env, summary.calls, only, shutdown)
     problems = []
     for source in summary.sources:
         problems += source.check(mappings)
@@ -90,19 +100,34 @@ def pull(
     if problems:
         raise ConfigError(problems)
     for source in summary.sources:
+        if shutdown is not None and shutdown.requested:
+            summary.interrupted = summary.interrupted or f"{shutdown.reason}: stopped before pulling {source.system}"
+            continue
         clock = time.perf_counter()
         try:
             summary.systems[source.system] = source.pull(store, mappings, started, full=full)
+        except Interrupted as stop:
+            summary.interrupted = str(stop)
+            event(f"pull of {source.system} interrupted: {stop}", logging.WARNING, step="pull", system=source.system)
         except QuotaStop as stop:  # this system stops cleanly; the others still pull
             summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
+            event(f"pull of {source.system} stopped: {stop}", logging.WARNING, step="pull", system=source.system)
         finally:
             summary.seconds[source.system] = round(time.perf_counter() - clock, 2)
+        stats = summary.systems.get(source.system)
+        event(f"pulled {source.system}", step="pull", system=source.system,
+              records=stats.records if stats else None, requests=summary.calls.total(source.system),
+              seconds=summary.seconds[source.system])
     clock = time.perf_counter()
     summary.match = match(store, mappings)
     summary.seconds["match"] = round(time.perf_counter() - clock, 2)
+    event("matched", step="match", accounts=summary.match.accounts, unmatched=summary.match.unmatched,
+          conflicts=summary.match.conflicts, seconds=summary.seconds["match"])
     clock = time.perf_counter()
     summary.measure = measure(store, mappings, now)
     summary.seconds["measure"] = round(time.perf_counter() - clock, 2)
+    event("measured", step="measure", accounts=summary.measure.accounts, values=summary.measure.values,
+          changed=summary.measure.changed, seconds=summary.seconds["measure"])
     return summary
 
 
@@ -115,8 +140,15 @@ class RunSummary:
     seconds: float = 0.0
 
     @property
+    def interrupted(self) -> str | None:
+        return self.pulled.interrupted or (self.pushed.interrupted if self.pushed else None)
+
+    @property
     def exit_code(self) -> int:
-        """0 ok, 3 some records failed permanently, 4 a quota reserve stopped a system."""
+        """0 ok, 3 some records failed permanently, 4 a quota reserve stopped a system,
+        6 a stop was asked for (SIGTERM/SIGINT) and the run ended after the work in flight."""
+        if self.interrupted:
+            return Interrupted.exit_code
         if self.pulled.stopped or (self.pushed and self.pushed.stopped):
             return 4
         if self.pushed and any(self.pushed.failed.values()):
@@ -126,17 +158,31 @@ class RunSummary:
 
 def run(
     store: Store, mappings: Mappings, env: Mapping[str, str], now: datetime | None = None,
-    dry_run: bool = False, full: bool = False, run_id: int | None = None,
+    dry_run: bool = False, full: bool = False, run_id: int | None = None, shutdown: Shutdown | None = None,
+    calls: CallLog | None = None,
 ) -> RunSummary:
-    """pull, match, measure, score, plan, push: one healthsync run (`run_id`: its row in `runs`)."""
+    """pull, match, measure, score, plan, push: one healthsync run (`run_id`: its row in `runs`).
+
+    A stop request during the pull ends the run after the pull (the next run
+    carries on from the cursors); during the push, after the batch in flight.
+    """
     clock = time.perf_counter()
     now = now or datetime.now(UTC)
-    result = RunSummary(pull(store, mappings, env, now, full=full))
+    pulled = PullSummary(calls=calls) if calls is not None else None
+    result = RunSummary(pull(store, mappings, env, now, full=full, summary=pulled, shutdown=shutdown))
+    if result.pulled.interrupted:
+        result.seconds = round(time.perf_counter() - clock, 2)
+        return result
     result.scored = score(store, mappings, now)
+    event("scored", step="score", scored=result.scored.scored, changed=result.scored.changed,
+          by_status=result.scored.by_status)
     result.planned = plan(store, mappings, run_id)
+    for system, changes in result.planned.changes.items():
+        event(f"planned {system}", step="plan", system=system, changes=changes,
+              unchanged=result.planned.unchanged.get(system), drift=result.planned.drift.get(system))
     if not dry_run:
         writers = {s.system: s for s in result.pulled.sources if s.system in CRM_OBJECTS}
-        result.pushed = push(store, mappings, writers)
+        result.pushed = push(store, mappings, writers, shutdown=shutdown)
     result.seconds = round(time.perf_counter() - clock, 2)
     return result
 

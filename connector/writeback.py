@@ -17,15 +17,19 @@ push  the outbox in batches at each API's maximum (Salesforce 200, HubSpot
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .config.mappings import Mappings
 from .http import QuotaStop
+from .logs import event
+from .shutdown import Shutdown
 from .store import Store, utcnow
 from .systems import WriteResult
 
@@ -53,7 +57,8 @@ class PushSummary:
     retried: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)  # system -> batch write requests
     jobs: dict[str, int] = field(default_factory=dict)  # system -> bulk jobs
-    stopped: str | None = None
+    stopped: str | None = None  # a quota reserve was reached
+    interrupted: str | None = None  # a stop was asked for: ended after the batch in flight
 
 
 # ------------------------------------------------------------------ values
@@ -190,12 +195,15 @@ def field_types(store: Store, system: str) -> dict[str, str]:
 # ------------------------------------------------------------------ push
 
 
-def push(store: Store, mappings: Mappings, writers: Mapping[str, Any], run_id: int | None = None) -> PushSummary:
+def push(store: Store, mappings: Mappings, writers: Mapping[str, Any], run_id: int | None = None,
+         shutdown: Shutdown | None = None) -> PushSummary:
     """Send the outbox, batch by batch, settling every record of every batch.
 
     A CRM whose writer offers Bulk API jobs (`bulk` settings and `write_bulk`)
     gets them while more changes are open than its threshold; the few left to
-    retry afterwards go through the ordinary batches.
+    retry afterwards go through the ordinary batches. A stop request
+    (`shutdown`) lets the batch or bulk job in flight finish and be settled,
+    and takes no other: the rest stays pending in the outbox.
     """
     summary = PushSummary()
     for system, writer in writers.items():
@@ -206,6 +214,9 @@ def push(store: Store, mappings: Mappings, writers: Mapping[str, Any], run_id: i
         try:
             _abort_stale_job(store, system, writer)
             while True:
+                if shutdown is not None and shutdown.requested:
+                    summary.interrupted = f"{shutdown.reason}: the push stopped after the batch in flight"
+                    return summary
                 bulk = _bulk_settings(writer)
                 use_bulk = bulk is not None and store.open_changes(system) > bulk.threshold
                 batch = store.take_batch(system, bulk.job_records if use_bulk and bulk else BATCH[system])
@@ -213,19 +224,29 @@ def push(store: Store, mappings: Mappings, writers: Mapping[str, Any], run_id: i
                     break
                 updates = [(row["record_id"], json.loads(row["fields"])) for row in batch]
                 try:
-                    if use_bulk:
-                        results = writer.write_bulk(updates, allowed, journal=_journal(store, system))
-                        summary.jobs[system] += 1
-                    else:
-                        results = writer.write(updates, allowed)
-                        summary.calls[system] += 1
+                    with shutdown.writing() if shutdown is not None else nullcontext():
+                        if use_bulk:
+                            results = writer.write_bulk(updates, allowed, journal=_journal(store, system))
+                            summary.jobs[system] += 1
+                        else:
+                            results = writer.write(updates, allowed)
+                            summary.calls[system] += 1
                 except BaseException:
                     store.release_batch([row["id"] for row in batch])
                     raise
                 _settle(store, system, batch, results, types, summary)
         except QuotaStop as stop:
             summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
+            event(f"push to {system} stopped: {stop}", logging.WARNING, step="push", system=system)
+        finally:
+            _log_push(summary, system)
     return summary
+
+
+def _log_push(summary: PushSummary, system: str) -> None:
+    event(f"pushed {system}", step="push", system=system, written=summary.written[system],
+          failed=summary.failed[system], retried=summary.retried[system], requests=summary.calls[system],
+          bulk_jobs=summary.jobs[system] or None, interrupted=summary.interrupted)
 
 
 def _bulk_settings(writer: Any) -> Any:

@@ -18,7 +18,6 @@ Facts this module relies on (HubSpot developer docs, hubspot-api-client):
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,7 +124,7 @@ class HubSpotSource:
                 f"{self.daily_reserve:,} (HUBSPOT_DAILY_RESERVE); stopping cleanly, the next run resumes",
             )
         if self.limits.get("Remaining") == 0:  # the rolling window is spent: wait it out, not into a 429
-            time.sleep(self.limits.get("Interval-Milliseconds", 10_000) / 1000)
+            self.ctx.policy.pause(self.limits.get("Interval-Milliseconds", 10_000) / 1000)
             self.limits.pop("Remaining")
 
     def _classify(self, exc: BaseException) -> BaseException | None:

@@ -91,7 +91,7 @@ class ZendeskSource:
         while self._sent and now - self._sent[0] >= 60:
             self._sent.popleft()
         if len(self._sent) >= self.per_minute:
-            time.sleep(60 - (now - self._sent[0]))
+            self.ctx.policy.pause(60 - (now - self._sent[0]))
         self._sent.append(time.monotonic())
 
     def get(self, url: str, params: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,0 +1,101 @@
+"""Progress bars for a run at a terminal: requests per system while pulling, records written while pushing.
+
+The display only observes: a background thread reads the run's CallLog (every
+API request is counted there) and the run's outbox rows (through its own
+read-only SQLite connection), so the pipeline needs no callbacks. It is shown
+only when stderr is a terminal and the log format is human; otherwise nothing
+is drawn and nothing is polled.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from .http import CallLog
+
+REFRESH_SECONDS = 0.25
+_SETTLED = ("done", "failed", "retry")
+
+
+class RunProgress:
+    def __init__(self, calls: CallLog, db_path: str | Path, run_id: int, enabled: bool,
+                 console: Console | None = None):
+        self.calls, self.db_path, self.run_id, self.enabled = calls, Path(db_path), run_id, enabled
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pull: dict[str, TaskID] = {}
+        self._push: dict[str, TaskID] = {}
+        self._bars = Progress(
+            SpinnerColumn(), TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[requests]:>6,} requests"), TimeElapsedColumn(),
+            console=console or Console(stderr=True), transient=True,
+        )
+
+    def __enter__(self) -> RunProgress:
+        if self.enabled:
+            self._bars.start()
+            self._thread = threading.Thread(target=self._watch, name="healthsync-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(5)
+            self._bars.stop()
+
+    def _watch(self) -> None:
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=1, check_same_thread=False)
+        try:
+            while not self._stop.wait(REFRESH_SECONDS):
+                self.refresh(conn)
+        finally:
+            conn.close()
+
+    def refresh(self, conn: sqlite3.Connection) -> None:
+        """One update of every bar from the call counts and the outbox (also called by tests)."""
+        requests = {system: self.calls.total(system) for system in {s for s, _ in list(self.calls.calls)}}
+        for system, n in requests.items():
+            if system not in self._pull and system not in self._push:
+                self._pull[system] = self._bars.add_task(f"pull {system}", total=None, requests=n)
+        try:
+            rows = conn.execute(
+                "SELECT system, status, count(*) FROM outbox WHERE run_id = ? GROUP BY system, status", (self.run_id,)
+            ).fetchall()
+        except sqlite3.Error:  # busy or not yet migrated: try again at the next tick
+            rows = []
+        planned: dict[str, int] = {}
+        settled: dict[str, int] = {}
+        for system, status, count in rows:
+            planned[system] = planned.get(system, 0) + count
+            if status in _SETTLED:
+                settled[system] = settled.get(system, 0) + count
+        for system, task in self._pull.items():
+            self._bars.update(task, requests=requests.get(system, 0))
+        for system, total in planned.items():
+            if system in self._pull and system not in self._push:
+                self._bars.update(self._pull[system], visible=False)
+            if system not in self._push:
+                self._push[system] = self._bars.add_task(f"push {system}", total=total, requests=0)
+            self._bars.update(self._push[system], total=total, completed=settled.get(system, 0),
+                              requests=requests.get(system, 0))
+
+    @property
+    def tasks(self) -> dict[str, dict[str, float | None]]:
+        """What each bar shows now: description -> completed / total / requests (for tests)."""
+        return {t.description: {"completed": t.completed, "total": t.total, "requests": t.fields["requests"]}
+                for t in self._bars.tasks if t.visible}
