@@ -792,7 +792,9 @@ def demo(obj: Context, accounts: int, faults: bool) -> None:
                   f"Stripe {sb.urls['stripe']}, Zendesk {sb.urls['zendesk']}", markup=False)
         env = {**sb.env(), "ZENDESK_EXPORT_PER_MINUTE": "0", "HEALTHSYNC_RETRY_BASE": "0.05"}
         run_id = store.start_run("demo")
-        result = pipeline.run(store, mappings, env, now)
+        calls = CallLog()
+        with RunProgress(calls, store.path, run_id, enabled=obj.log_format == "human" and err.is_terminal):
+            result = pipeline.run(store, mappings, env, now, run_id=run_id, calls=calls)
         store.finish_run(run_id, "ok", result.exit_code, _run_counts(result), api_calls=result.pulled.calls.as_dict())
         records = [r for r in store.current_scores("health") if r["value"] is not None]
         crm = _crm_view(store, sb.dataset)

@@ -17,7 +17,6 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TaskID,
@@ -40,7 +39,7 @@ class RunProgress:
         self._pull: dict[str, TaskID] = {}
         self._push: dict[str, TaskID] = {}
         self._bars = Progress(
-            SpinnerColumn(), TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+            SpinnerColumn(), TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.fields[records]:>15}"),
             TextColumn("{task.fields[requests]:>6,} requests"), TimeElapsedColumn(),
             console=console or Console(stderr=True), transient=True,
         )
@@ -71,7 +70,7 @@ class RunProgress:
         requests = {system: self.calls.total(system) for system in {s for s, _ in list(self.calls.calls)}}
         for system, n in requests.items():
             if system not in self._pull and system not in self._push:
-                self._pull[system] = self._bars.add_task(f"pull {system}", total=None, requests=n)
+                self._pull[system] = self._bars.add_task(f"pull {system}", total=None, requests=n, records="")
         try:
             rows = conn.execute(
                 "SELECT system, status, count(*) FROM outbox WHERE run_id = ? GROUP BY system, status", (self.run_id,)
@@ -90,9 +89,10 @@ class RunProgress:
             if system in self._pull and system not in self._push:
                 self._bars.update(self._pull[system], visible=False)
             if system not in self._push:
-                self._push[system] = self._bars.add_task(f"push {system}", total=total, requests=0)
-            self._bars.update(self._push[system], total=total, completed=settled.get(system, 0),
-                              requests=requests.get(system, 0))
+                self._push[system] = self._bars.add_task(f"push {system}", total=total, requests=0, records="")
+            done = settled.get(system, 0)
+            self._bars.update(self._push[system], total=total, completed=done, requests=requests.get(system, 0),
+                              records=f"{done:,}/{total:,}")
 
     @property
     def tasks(self) -> dict[str, dict[str, float | None]]:
