@@ -391,15 +391,21 @@ def override_audit(obj: Context, override_id: int | None) -> None:
 def pull(obj: Context, full: bool, systems: tuple[str, ...]) -> None:
     """Read what changed in Salesforce, HubSpot, Stripe and Zendesk; match and measure."""
     mappings = obj.mappings()
-    with obj.store() as store, _tracked(store, "pull") as run_id:
-        summary = pipeline.pull(store, mappings, os.environ, full=full, only=systems or None)
-        code = 4 if summary.stopped else 0
-        store.finish_run(run_id, "stopped" if summary.stopped else "ok", code, _pull_counts(summary),
-                         error=summary.stopped, api_calls=summary.calls.as_dict())
+    with Shutdown().on_signals() as shutdown, obj.store() as store, _tracked(store, "pull") as run_id, \
+            logs.bound(run_id=run_id):
+        summary = pipeline.pull(store, mappings, os.environ, full=full, only=systems or None, shutdown=shutdown)
+        code = Interrupted.exit_code if summary.interrupted else 4 if summary.stopped else 0
+        store.finish_run(run_id, RUN_STATUS[code], code, _pull_counts(summary),
+                         error=summary.interrupted or summary.stopped, api_calls=summary.calls.as_dict())
     _print_pull(summary)
-    if summary.stopped:
-        err.print(f"stopped: {summary.stopped}", markup=False)
-        sys.exit(4)
+    for stop in filter(None, [summary.stopped, summary.interrupted]):
+        err.print(f"stopped: {stop}", markup=False)
+    if code:
+        sys.exit(code)
+
+
+# the status a run is recorded with, by exit code
+RUN_STATUS = {0: "ok", 3: "failures", 4: "stopped", Interrupted.exit_code: "interrupted"}
 
 
 @contextmanager
@@ -540,9 +546,6 @@ def run_command(obj: Context, dry_run: bool, full: bool) -> None:
     sys.exit(code)
 
 
-RUN_STATUS = {0: "ok", 3: "failures", 4: "stopped", Interrupted.exit_code: "interrupted"}
-
-
 def _one_run(obj: Context, shutdown: Shutdown, dry_run: bool = False, full: bool = False,
              command: str | None = None) -> int:
     """One tracked run (the lock, its row in `runs`, logs and progress); returns its exit code."""
@@ -634,7 +637,8 @@ def _print_run(result: pipeline.RunSummary) -> None:
     _print_run_summary(result)
     if result.pushed and any(result.pushed.failed.values()):
         out.print("some records failed: healthsync failures", markup=False)
-    for stop in filter(None, [result.pulled.stopped, result.pushed.stopped if result.pushed else None]):
+    for stop in filter(None, [result.pulled.stopped, result.pushed.stopped if result.pushed else None,
+                              result.interrupted]):
         err.print(f"stopped: {stop}", markup=False)
 
 
