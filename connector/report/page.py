@@ -1,0 +1,371 @@
+"""The report's HTML page: a header of facts, one section per score, matching, runs.
+
+Every text that comes from the store or the mappings goes through `esc`
+(html.escape). The page carries its own small stylesheet and loads nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+
+from ..config.models import ScoreDef
+from . import charts
+from .contents import Report, ScoreView
+from .metrics import MetricView, SegmentMetrics
+from .operations import Header, MatchIssues, RunRow
+from .palette import NA, YELLOW
+from .scores import Mover, Movers, Segment, SegmentSubScores
+from .svg import number
+
+STYLE = """
+:root { --ink:#212529; --muted:#6c757d; --line:#dee2e6; }
+* { box-sizing:border-box; }
+body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--ink);
+       background:#f1f3f5; }
+header.top { background:#1f2a44; color:#fff; padding:22px 36px 18px; }
+header.top h1 { margin:0 0 10px; font-size:22px; font-weight:650; letter-spacing:.01em; }
+dl.facts { display:flex; flex-wrap:wrap; gap:8px 34px; margin:0; }
+dl.facts div { min-width:120px; }
+dl.facts dt { color:#a5b4d0; font-size:11.5px; text-transform:uppercase; letter-spacing:.05em; }
+dl.facts dd { margin:0; font-size:14.5px; font-weight:600; }
+nav.toc { margin-top:14px; font-size:13px; }
+nav.toc a { color:#dbe4ff; margin-right:16px; text-decoration:none; }
+main { max-width:1320px; margin:0 auto; padding:10px 36px 48px; }
+section.block { background:#fff; border:1px solid var(--line); border-radius:8px; padding:18px 24px 22px;
+                margin:20px 0; }
+h2 { font-size:19px; margin:0 0 4px; }
+h2 code, h5 code { font-size:12px; color:var(--muted); font-weight:400; margin-left:6px; }
+h3 { font-size:15px; margin:26px 0 10px; padding-bottom:5px; border-bottom:1px solid var(--line); }
+h4 { font-size:12.5px; margin:18px 0 8px; color:#495057; text-transform:uppercase; letter-spacing:.05em; }
+h5 { font-size:13.5px; margin:0 0 2px; }
+p { margin:4px 0; }
+.note { color:var(--muted); font-size:12.5px; }
+.warn { background:#fff4e6; border:1px solid #ffd8a8; padding:8px 12px; border-radius:6px; margin:12px 0; }
+.grid { display:grid; grid-template-columns:repeat(auto-fill, minmax(380px, 1fr)); gap:14px; }
+.card { border:1px solid #e3e7eb; border-radius:6px; padding:10px 12px 8px; background:#fff; }
+.card .sub { color:var(--muted); font-size:12px; margin:0 0 6px; }
+.split { display:grid; grid-template-columns:minmax(0, 1.15fr) minmax(0, 1fr); gap:20px; align-items:start; }
+svg.chart { display:block; max-width:100%; height:auto; }
+.card svg.chart, .split svg.chart { width:100%; }
+table { border-collapse:collapse; font-size:13px; width:100%; }
+th, td { padding:4px 8px; border-bottom:1px solid #edf0f2; text-align:left; vertical-align:middle; }
+th { background:#f8f9fa; font-weight:600; color:#495057; white-space:nowrap; }
+td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
+td.meter svg.chart { display:inline-block; vertical-align:middle; }
+.legend { display:flex; flex-wrap:wrap; gap:4px 18px; font-size:12.5px; color:#495057; margin:8px 0 4px; }
+.swatch { display:inline-block; width:11px; height:11px; border-radius:2px; margin-right:5px; vertical-align:-1px; }
+.dash { display:inline-block; width:18px; border-top:2px dashed var(--ink); margin-right:5px; vertical-align:3px; }
+.pill { display:inline-block; padding:0 7px; border-radius:9px; font-size:12px; color:#fff; line-height:18px; }
+.bands { font-size:12px; color:#495057; margin:4px 0 0; }
+.bands span { white-space:nowrap; margin-right:12px; }
+.twocol { display:grid; grid-template-columns:1fr 1fr; gap:20px; }
+"""
+
+
+def esc(value: object) -> str:
+    return escape("" if value is None else str(value))
+
+
+def render(report: Report) -> str:
+    """The whole page."""
+    body = "".join([
+        _header(report.header, report),
+        "<main>",
+        _version_warning(report.header),
+        *(_score_section(view) for view in report.scores),
+        _issues_section(report.issues),
+        _runs_section(report.runs),
+        "</main>",
+    ])
+    title = f"healthsync report — {report.header.store_name}"
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{esc(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
+# ---------------------------------------------------------------- header
+
+
+def _header(header: Header, report: Report) -> str:
+    last = header.last_run
+    last_text = "none yet" if last is None else (
+        f"#{last.id} {last.command}: {last.status}" + ("" if last.exit_code is None else f" (exit {last.exit_code})"))
+    facts = [("Generated", header.generated_at), ("Store", header.store_name),
+             ("Mappings version", header.mappings_version), ("Accounts", f"{header.accounts:,}"),
+             ("Last run", last_text)]
+    items = "".join(f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in facts)
+    links = [(f"score-{v.name}", v.label) for v in report.scores] + [("matching", "Matching"), ("runs", "Runs")]
+    toc = "".join(f'<a href="#{esc(anchor)}">{esc(label)}</a>' for anchor, label in links)
+    return (f'<header class="top"><h1>healthsync report</h1><dl class="facts">{items}</dl>'
+            f'<nav class="toc">{toc}</nav></header>')
+
+
+def _version_warning(header: Header) -> str:
+    other = {v: n for v, n in header.score_versions.items() if v != header.mappings_version}
+    if not other:
+        return ""
+    listed = ", ".join(f"{v} ({n:,} rows)" for v, n in other.items())
+    return (f'<p class="warn">Some stored scores were computed with other mappings: {esc(listed)}. '
+            f"Thresholds shown are those of the loaded mappings ({esc(header.mappings_version)}); "
+            f"run <code>healthsync score</code> to bring the scores up to date.</p>")
+
+
+# ---------------------------------------------------------------- one score
+
+
+NO_SCORES = ('<p class="note">No scores in the store yet: <code>healthsync run</code> or '
+             "<code>healthsync score</code> computes them.</p>")
+METRICS_NOTE = ('<p class="note">Raw values as stored (per-seat metrics divided by seats), with the segment’s '
+                "scheme thresholds; bar colours are the status each value’s points would have. N/A: no value "
+                "in the store.</p>")
+
+
+def _score_section(view: ScoreView) -> str:
+    body = _score_charts(view) if view.segments else NO_SCORES
+    return f'<section class="block" id="score-{esc(view.name)}">{_score_head(view)}{body}</section>'
+
+
+def _score_head(view: ScoreView) -> str:
+    scored = sum(s.scored for s in view.segments)
+    return (f"<h2>{esc(view.label)}<code>{esc(view.name)}</code></h2>"
+            f'<p class="note">{scored:,} accounts scored in {len(view.segments)} segment(s)'
+            f"{_unscored_text(view.unscored)}</p>{_status_legend(view)}")
+
+
+def _score_charts(view: ScoreView) -> str:
+    parts = [
+        "<h3>Status by segment</h3>",
+        f'<div class="split">{_status_table(view)}<div>{charts.status_counts(view)}</div></div>',
+        "<h3>Score distribution by segment</h3>",
+        '<div class="grid">' + "".join(_histogram_card(view, s) for s in view.segments) + "</div>",
+    ]
+    if view.sub_scores:
+        cards = "".join(_sub_score_card(view, s) for s in view.sub_scores)
+        parts += ["<h3>Sub-scores by segment</h3>", f'<div class="grid">{cards}</div>']
+    if view.metrics:
+        parts += ["<h3>Metrics by segment</h3>", METRICS_NOTE, *(_segment_metrics(view, s) for s in view.metrics)]
+    parts.append(_movers(view, view.movers))
+    return "".join(parts)
+
+
+def _unscored_text(unscored: dict[str, int]) -> str:
+    if not unscored:
+        return "."
+    reasons = "; ".join(f"{reason}: {n:,}" for reason, n in unscored.items())
+    return f"; {sum(unscored.values()):,} without a value ({esc(reasons)})."
+
+
+def _status_legend(view: ScoreView) -> str:
+    items = [f'<span><i class="swatch" style="background:{c}"></i>{esc(text)}</span>'
+             for text, c in _band_texts(view.score.definition, view.colours)]
+    items.append(f'<span><i class="swatch" style="background:{NA}"></i>N/A (no value)</span>')
+    items.append('<span><i class="dash"></i>status threshold</span>')
+    return f'<div class="legend">{"".join(items)}</div>'
+
+
+def _band_texts(definition: ScoreDef, colours: dict[str, str]) -> list[tuple[str, str]]:
+    out, previous = [], None
+    for band in definition.status:
+        if band.below is not None and previous is None:
+            text = f"{band.name}: below {number(band.below)}"
+        elif band.below is not None:
+            text = f"{band.name}: {number(previous or 0)} to under {number(band.below)}"
+        else:
+            text = f"{band.name}: {number(previous or 0)} and up"
+        out.append((text, colours[band.name]))
+        previous = band.below
+    return out
+
+
+def _status_table(view: ScoreView) -> str:
+    statuses = list(view.segments[0].status_counts) if view.segments else [b.name for b in view.score.definition.status]
+    head = ("<tr><th>Segment</th>" + "".join(f'<th class="num">{_pill(s, view.colours.get(s, NA))}</th>' for s in statuses)
+            + '<th class="num">N/A</th><th class="num">Total</th><th class="num">Mean</th><th class="num">Coverage</th></tr>')
+    rows = []
+    for s in view.segments:
+        total = s.scored + s.not_scored
+        cells = "".join(_count_cell(s.status_counts.get(name, 0), total, name) for name in statuses)
+        mean = "–" if s.mean is None else f"{s.mean:.1f}"
+        coverage = "–" if s.coverage is None else f"{s.coverage:.0%}"
+        rows.append(f'<tr data-segment="{esc(s.model)}"><td>{esc(s.label)}</td>{cells}{_count_cell(s.not_scored, total, "N/A")}'
+                    f'<td class="num">{total:,}</td><td class="num">{mean}</td><td class="num">{coverage}</td></tr>')
+    return f'<table class="status-counts" data-score="{esc(view.name)}">{head}{"".join(rows)}</table>'
+
+
+def _count_cell(count: int, total: int, status: str) -> str:
+    share = f' <span class="note">{count / total:.0%}</span>' if total else ""
+    return f'<td class="num" data-status="{esc(status)}" data-count="{count}">{count:,}{share}</td>'
+
+
+def _pill(status: str, colour: str) -> str:
+    ink = "#212529" if colour == YELLOW else "#fff"
+    return f'<span class="pill" style="background:{colour};color:{ink}">{esc(status)}</span>'
+
+
+def _histogram_card(view: ScoreView, segment: Segment) -> str:
+    stats = [f"{segment.scored:,} scored"]
+    if segment.mean is not None:
+        stats.append(f"mean {segment.mean:.1f} · median {number(segment.median or 0)}")
+    if segment.coverage is not None:
+        stats.append(f"coverage {segment.coverage:.0%}")
+    if segment.not_scored:
+        stats.append(f"{segment.not_scored:,} N/A")
+    return _card(segment.label, " · ".join(stats), charts.score_histogram(view, segment))
+
+
+def _sub_score_card(view: ScoreView, segment: SegmentSubScores) -> str:
+    accounts = int(segment.groups[0].counts.sum()) + segment.groups[0].not_available if segment.groups else 0
+    subtitle = f"{accounts:,} accounts · {len(segment.groups)} sub-scores, 10-point bars"
+    return _card(segment.label, subtitle, charts.sub_scores(view, segment))
+
+
+def _card(title: str, subtitle: str, chart: str, extra: str = "", code: str | None = None) -> str:
+    code_html = f"<code>{esc(code)}</code>" if code else ""
+    return (f'<div class="card"><h5>{esc(title)}{code_html}</h5><p class="sub">{esc(subtitle)}</p>'
+            f"{chart}{extra}</div>")
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _segment_metrics(view: ScoreView, segment: SegmentMetrics) -> str:
+    cards, empty = [], []
+    for metric in segment.metrics:
+        chart = charts.metric_chart(view, metric)
+        if chart is None:
+            empty.append(metric.label)
+        else:
+            cards.append(_card(metric.label, _metric_subtitle(metric), chart, _metric_notes(metric), metric.metric))
+    missing = f'<p class="note">No values at all: {esc(", ".join(empty))}.</p>' if empty else ""
+    return (f'<h4 id="metrics-{esc(view.name)}-{esc(segment.model)}">{esc(segment.label)} · {segment.accounts:,} accounts</h4>'
+            f"{_na_table(view, segment)}{missing}<div class=\"grid\" style=\"margin-top:12px\">{''.join(cards)}</div>")
+
+
+def _metric_subtitle(metric: MetricView) -> str:
+    text = f"{metric.group} · {metric.scheme}"
+    return text + (f" · only when {metric.applies_when}" if metric.applies_when else "")
+
+
+def _metric_notes(metric: MetricView) -> str:
+    notes = []
+    if metric.bands:
+        shown = sum(b.count for b in metric.bands) or 1
+        items = "".join(
+            f'<span><i class="swatch" style="background:{b.colour}"></i>{esc(b.label)} → {esc(b.points)} pts: '
+            f"{b.count:,} ({b.count / shown:.0%})</span>" for b in metric.bands)
+        notes.append(f'<p class="bands">{items}</p>')
+    drawn = metric.histogram
+    if drawn is not None and (drawn.below or drawn.above):
+        edge = []
+        if drawn.below:
+            edge.append(f"{drawn.below:,} under {number(float(drawn.edges[0]))} in the first bar")
+        if drawn.above:
+            edge.append(f"{drawn.above:,} over {number(float(drawn.edges[-1]))} in the last bar")
+        notes.append(f'<p class="note">Outliers: {esc("; ".join(edge))}.</p>')
+    notes.append(f'<p class="note">N/A: {metric.not_available:,} of {metric.accounts:,} ({metric.na_share:.1%})'
+                 + (f" — mostly “{esc(metric.top_reason)}”" if metric.top_reason else "") + "</p>")
+    return "".join(notes)
+
+
+def _na_table(view: ScoreView, segment: SegmentMetrics) -> str:
+    head = ('<tr><th>Metric</th><th>Group</th><th class="num">N/A</th><th class="num">N/A share</th><th></th>'
+            "<th>Most common reason</th></tr>")
+    rows = "".join(
+        f'<tr data-metric="{esc(m.metric)}" data-na="{m.not_available}" data-accounts="{m.accounts}">'
+        f"<td>{esc(m.label)}</td><td>{esc(m.group)}</td><td class=\"num\">{m.not_available:,}</td>"
+        f'<td class="num">{m.na_share:.1%}</td><td class="meter">{charts.na_meter(view, m)}</td>'
+        f"<td>{esc(m.top_reason or '')}</td></tr>"
+        for m in segment.metrics
+    )
+    return (f'<table class="na-rates" data-score="{esc(view.name)}" data-segment="{esc(segment.model)}">'
+            f"{head}{rows}</table>")
+
+
+# ---------------------------------------------------------------- movers
+
+
+def _movers(view: ScoreView, moved: Movers) -> str:
+    title = f"<h3>Biggest movers since {esc(moved.since[:10])} ({moved.days} days)</h3>"
+    summary = (f'<p class="note">{moved.compared:,} accounts had a value then and now; {moved.changed:,} changed. '
+               "From: the value held at the start of the window (score history); to: the current value.</p>")
+    if not moved.down and not moved.up:
+        return title + summary
+    tables = (f'<div class="twocol"><div><h4>Down</h4>{_mover_table(view, moved.down, "down")}</div>'
+              f'<div><h4>Up</h4>{_mover_table(view, moved.up, "up")}</div></div>')
+    return title + summary + charts.movers(view, moved) + tables
+
+
+def _mover_table(view: ScoreView, movers: Sequence[Mover], direction: str) -> str:
+    if not movers:
+        return '<p class="note">none</p>'
+    labels = {s.model: s.label for s in view.segments}
+    head = ('<tr><th>Account</th><th>Segment</th><th class="num">From</th><th class="num">To</th>'
+            '<th class="num">Change</th><th>Status</th></tr>')
+    rows = "".join(
+        f'<tr data-account="{m.account_id}"><td>{esc(m.name or m.key)}</td><td>{esc(labels.get(m.model or "", m.model))}</td>'
+        f'<td class="num">{number(m.before)}</td><td class="num">{number(m.after)}</td>'
+        f'<td class="num">{m.change:+g}</td><td>{_status_change(view, m)}</td></tr>'
+        for m in movers
+    )
+    return f'<table class="movers" data-score="{esc(view.name)}" data-direction="{direction}">{head}{rows}</table>'
+
+
+def _status_change(view: ScoreView, mover: Mover) -> str:
+    before = _pill(mover.status_before or "N/A", view.colours.get(mover.status_before or "", NA))
+    if mover.status_before == mover.status_after:
+        return before
+    return before + " → " + _pill(mover.status_after or "N/A", view.colours.get(mover.status_after or "", NA))
+
+
+# ---------------------------------------------------------------- matching and runs
+
+
+def _issues_section(issues: MatchIssues) -> str:
+    parts = ['<section class="block" id="matching"><h2>Unmatched and conflicting records</h2>',
+             f'<p class="note">{issues.total:,} record(s) matched no account or more than one '
+             "(<code>healthsync matches</code> lists them all).</p>"]
+    if issues.counts:
+        parts.append(_table(["System", "Object", "Kind", "Records"],
+                            [[s, o, k, f"{n:,}"] for s, o, k, n in issues.counts], numeric={3}, cls="issue-counts"))
+    if issues.first:
+        parts.append(f"<h4>First {len(issues.first)}</h4>")
+        rows = [[r["kind"], r["system"], r["object"], r["external_id"], r["detail"], ", ".join(r["candidates"])]
+                for r in issues.first]
+        parts.append(_table(["Kind", "System", "Object", "External id", "Why", "Candidates"], rows, cls="issues"))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _runs_section(runs: Sequence[RunRow]) -> str:
+    rows = [[str(r.id), r.command, r.started_at, r.status, "" if r.exit_code is None else str(r.exit_code),
+             _duration(r.seconds), _per_system(r.written), _per_system(r.failed), (r.error or "")[:160]]
+            for r in runs]
+    table = _table(["Id", "Command", "Started", "Status", "Exit", "Duration", "Written", "Failed", "Error"],
+                   rows, numeric={0, 4, 5}, cls="runs") if rows else '<p class="note">No runs recorded.</p>'
+    return (f'<section class="block" id="runs"><h2>Last runs</h2>'
+            f'<p class="note">The {len(runs)} most recent (<code>healthsync runs</code>).</p>{table}</section>')
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int] | None = None, cls: str = "") -> str:
+    numeric = numeric or set()
+
+    def cell(tag: str, i: int, value: str) -> str:
+        cls = ' class="num"' if i in numeric else ""
+        return f"<{tag}{cls}>{esc(value)}</{tag}>"
+
+    header = "<tr>" + "".join(cell("th", i, h) for i, h in enumerate(head)) + "</tr>"
+    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows)
+    return f'<table class="{esc(cls)}">{header}{body}</table>'
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+def _per_system(counts: dict[str, int]) -> str:
+    return ", ".join(f"{system} {n:,}" for system, n in counts.items())
