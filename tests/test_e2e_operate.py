@@ -116,7 +116,7 @@ def test_sigterm_while_the_schedule_waits_exits_at_once_and_cleanly(tmp_path):
     assert last["msg"] == "schedule stopped: SIGTERM received" and last["runs"] == 0
 
 
-def test_json_logs_carry_run_id_step_system_and_counts_and_no_secret_anywhere(dataset, tmp_path):
+def test_json_logs_carry_run_id_step_system_and_counts_and_no_secret_in_logs_store_or_report(dataset, tmp_path):
     db = tmp_path / "logs.db"
     faults = Faults(rate_429=0.1, rate_5xx=0.05, rate_drop=0.02, expire_session_after=5, seed=3)
     with Sandbox(dataset, faults=faults) as sb:
@@ -125,7 +125,14 @@ def test_json_logs_carry_run_id_step_system_and_counts_and_no_secret_anywhere(da
                           text=True)
         stdout, stderr = proc.communicate(timeout=300)
         secrets = [env[name] for name in SECRET_SETTINGS]
+        page = tmp_path / "report.html"
+        report = healthsync(db, env, "--log-format", "json", "report", "--out", str(page), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+        report_out, report_err = report.communicate(timeout=120)
     assert proc.returncode == 0, stderr
+    assert report.returncode == 0, report_err
+    html = page.read_text()
+    assert "Customer health" in html and html.count("<svg") > 10
     assert stdout == ""  # no tables among the JSON lines
     events = [json.loads(line) for line in stderr.splitlines()]  # every line is one JSON object
     with Store(db) as store:
@@ -146,4 +153,5 @@ def test_json_logs_carry_run_id_step_system_and_counts_and_no_secret_anywhere(da
     assert done["exit_code"] == 0 and done["status"] == "ok"
     for secret in secrets:
         assert secret not in stderr and secret not in stdout
+        assert secret not in html and secret not in report_out + report_err
         assert secret.encode() not in db.read_bytes()
