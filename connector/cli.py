@@ -100,7 +100,7 @@ def validate(obj: Context, live: bool) -> None:
     out.print(
         f"mappings OK: {obj.mappings_path} — {len(mappings.scores)} score(s) "
         f"({', '.join(mappings.scores)}), {models} model(s), {len(mappings.metrics)} metric(s), "
-        f"{len(mappings.inputs)} input(s); version {mappings.version}"
+        f"{len(mappings.inputs)} input(s), {len(mappings.alerts)} alert(s); version {mappings.version}"
     )
     if live:
         _fields(mappings, create=False, metadata=None)
@@ -498,26 +498,109 @@ def matches(obj: Context, kind: str | None, as_json: bool) -> None:
     out.print(table)
 
 
+@cli.command("alerts")
+@click.option("--json", "as_json", is_flag=True, help="Every listed alert with its detail and deliveries, as JSON.")
+@click.option("--limit", default=50, show_default=True, help="How many of the latest alerts.")
+@click.pass_obj
+@handled
+def alerts_command(obj: Context, as_json: bool, limit: int) -> None:
+    """Alerts that fired, newest first: the account, what triggered it, and where each action stands."""
+    with obj.store() as store:
+        rows = store.fired_alerts(limit)
+    records = [{"id": r["id"], "run_id": r["run_id"], "alert": r["alert"], "score": r["score"], "fired_at": r["fired_at"],
+                "account": {"id": r["account_id"], "key": r["account_key"], "name": r["account_name"]},
+                "detail": json.loads(r["detail"]),
+                "deliveries": [{"kind": d["kind"], "target": d["target"], "status": d["status"],
+                                "attempts": d["attempts"], "error": d["error"], "external_id": d["external_id"],
+                                "payload": json.loads(d["payload"])} for d in r["deliveries"]]} for r in rows]
+    if as_json:
+        click.echo(json.dumps(records, indent=2, ensure_ascii=False))
+        return
+    if not records:
+        out.print("no alert has fired", markup=False)
+        return
+    table = Table(title=f"last {len(records)} alert(s)")
+    for column in ("id", "fired", "alert", "account", "what", "deliveries"):
+        table.add_column(column)
+    for r in records:
+        deliveries = "; ".join(f"{d['kind']} {d['status']}" + (f" {d['external_id']}" if d["external_id"] else "")
+                               + (f" ({d['error']})" if d["error"] and d["status"] != "done" else "")
+                               for d in r["deliveries"])
+        table.add_row(str(r["id"]), r["fired_at"], r["alert"], r["account"]["name"] or r["account"]["key"],
+                      _alert_what(r["detail"]), deliveries)
+    out.print(table)
+
+
+def _alert_what(detail: dict[str, Any]) -> str:
+    score, status = detail.get("score", {}), detail.get("status", {})
+    text = f"{score.get('name')} {_show(score.get('before'))} {status.get('before') or ''} -> " \
+           f"{_show(score.get('after'))} {status.get('after') or ''}".replace("  ", " ")
+    if "drop" in detail:
+        text += f" (-{detail['drop']['points']:g} in {detail['drop']['within_days']} d)"
+    if "trigger" in detail:
+        text += f"; {detail['trigger']['label']}"
+    if "sub_score" in detail:
+        sub = detail["sub_score"]
+        text += f"; {sub['group']} {_show(sub['before'])} -> {_show(sub['after'])} (below {sub['below']:g})"
+    return text
+
+
 # ---------------------------------------------------------------- plan, push, run
 
 
 @cli.command("plan")
-@click.option("--json", "as_json", is_flag=True, help="Every planned change, as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Every planned change and every alert that would fire, as JSON: {"changes": [...], "alerts": [...]}.')
 @click.pass_obj
 @handled
 def plan_command(obj: Context, as_json: bool) -> None:
-    """Compute what a push would write (from the stored pull and scores); write nothing."""
+    """Compute what a push would write and which alerts would fire (from the stored pull and scores); send nothing.
+
+    Alerts are shown, not recorded: the next `run` evaluates them again, records
+    what fires, and only then sends it.
+    """
+    from .alerts import evaluate
     from .writeback import plan
 
     mappings = obj.mappings()
     with obj.store() as store:
         summary = plan(store, mappings)
         rows = store.outbox("pending")
+        alerts = evaluate(store, mappings, datetime.now(UTC))
     if as_json:
-        click.echo(json.dumps([{k: (json.loads(v) if k in ("fields", "before", "drift") else v) for k, v in r.items()}
-                               for r in rows], indent=2, ensure_ascii=False, default=str))
+        changes = [{k: (json.loads(v) if k in ("fields", "before", "drift") else v) for k, v in r.items()} for r in rows]
+        click.echo(json.dumps({"changes": changes, "alerts": alerts.as_json(), "open_deliveries": alerts.open_deliveries},
+                              indent=2, ensure_ascii=False, default=str))
         return
     _print_plan(summary)
+    _print_alert_plan(alerts, mappings)
+
+
+def _print_alert_plan(plan: Any, mappings: Any, limit: int = 10) -> None:
+    """The alerts an evaluation fires (or would), first evaluations, and deliveries still open."""
+    if not mappings.alerts:
+        return
+    fired = plan.fired()
+    verb = "fired" if plan.saved else "would fire"
+    out.print(f"alerts: {', '.join(f'{a} {n:,}' for a, n in fired.items()) + ' ' + verb if fired else 'none ' + verb}"
+              + ("" if plan.saved else " (shown, not recorded: a run records them, then sends them)"), markup=False)
+    for alert in mappings.alerts:
+        if alert.name in plan.first:
+            met = fired.get(alert.name, 0) if alert.on_first_run == "fire" else plan.baseline.get(alert.name, 0)
+            how = ("fired (on_first_run: fire)" if alert.on_first_run == "fire"
+                   else "recorded, not fired" if plan.saved else "the first run records them without firing")
+            out.print(f"  {alert.name}: first evaluation: {met:,} account(s) already meet '{alert.describe()}': {how}",
+                      markup=False)
+    for firing in plan.firings[:limit]:
+        actions = ", ".join(f"{d.kind} {d.target}" + (f" (skipped: {d.error})" if d.status == "skipped" else "")
+                            for d in firing.deliveries)
+        out.print(f"  {firing.alert.name}: {firing.account_name or firing.account_key} — "
+                  f"{firing.values['score_name']} {firing.values['score']} {firing.values['status']} -> {actions}",
+                  markup=False)
+    if len(plan.firings) > limit:
+        out.print(f"  ... and {len(plan.firings) - limit:,} more (plan --json lists them all)", markup=False)
+    if plan.open_deliveries:
+        out.print(f"  {plan.open_deliveries:,} delivery(ies) of earlier alerts still to send or retry", markup=False)
 
 
 def _print_plan(summary: Any) -> None:
@@ -560,8 +643,7 @@ def _one_run(obj: Context, shutdown: Shutdown, dry_run: bool = False, full: bool
         code = result.exit_code
         counts = _run_counts(result)
         store.finish_run(run_id, RUN_STATUS[code], code, counts,
-                         error=result.interrupted or result.pulled.stopped
-                         or (result.pushed.stopped if result.pushed else None),
+                         error=result.interrupted or result.stopped,
                          api_calls=result.pulled.calls.as_dict())
         logs.event(f"run {run_id} {RUN_STATUS[code]} (exit {code}) in {result.seconds:.1f} s", step="run",
                    status=RUN_STATUS[code], exit_code=code, seconds=result.seconds, counts=counts,
@@ -625,6 +707,11 @@ def _run_counts(result: pipeline.RunSummary) -> dict[str, Any]:
         counts["failed"] = result.pushed.failed
         counts["write_calls"] = result.pushed.calls
         counts["bulk_jobs"] = result.pushed.jobs
+    if result.alerts and result.alerts.saved:
+        counts["alerts_fired"] = result.alerts.fired()
+    if result.delivered:
+        counts["alerts_delivered"] = {k: n for k, n in result.delivered.done.items() if n}
+        counts["alerts_failed"] = {k: n for k, n in result.delivered.failed.items() if n}
     return counts
 
 
@@ -635,11 +722,38 @@ def _print_run(result: pipeline.RunSummary) -> None:
     if result.planned:
         _print_plan(result.planned)
     _print_run_summary(result)
+    _print_alert_summary(result)
     if result.pushed and any(result.pushed.failed.values()):
         out.print("some records failed: healthsync failures", markup=False)
-    for stop in filter(None, [result.pulled.stopped, result.pushed.stopped if result.pushed else None,
-                              result.interrupted]):
+    for stop in filter(None, [result.stopped, result.interrupted]):
         err.print(f"stopped: {stop}", markup=False)
+
+
+def _print_alert_summary(result: pipeline.RunSummary) -> None:
+    """One line: alerts fired, and their deliveries per action kind (delivered, to retry, failed, skipped)."""
+    plan, sent = result.alerts, result.delivered
+    if plan is None or not plan.names:
+        return
+    fired = ", ".join(f"{a} {n:,}" for a, n in plan.fired().items()) or "none"
+    line = f"alerts {'fired' if plan.saved else 'that would fire (dry run: not recorded)'}: {fired}"
+    baseline = sum(plan.baseline.get(name, 0) for name in plan.first)
+    if baseline and plan.saved:
+        line += f" ({baseline:,} already true at a first evaluation: recorded, not fired)"
+    outcomes: dict[str, dict[str, int]] = {"delivered": {}, "to retry": {}, "failed": {}, "skipped": {}}
+    if sent is not None:
+        for word, counter in zip(outcomes, (sent.done, sent.retry, sent.failed, sent.skipped), strict=True):
+            outcomes[word].update(counter)
+    for firing in plan.firings if plan.saved else []:  # skipped when recorded: no CRM record linked
+        for d in firing.deliveries:
+            if d.status == "skipped":
+                outcomes["skipped"][d.kind] = outcomes["skipped"].get(d.kind, 0) + 1
+    for word, counter in outcomes.items():
+        kinds = ", ".join(f"{k} {n:,}" for k, n in counter.items() if n)
+        if kinds:
+            line += f"; {word}: {kinds}"
+    out.print(line, markup=False)
+    if sent is not None and any(sent.failed.values()):
+        out.print("some alert deliveries failed: healthsync alerts", markup=False)
 
 
 def _print_run_summary(result: pipeline.RunSummary) -> None:
@@ -770,6 +884,29 @@ def failures(obj: Context, as_json: bool) -> None:
         table.add_row(r["system"], r["record_id"], r["account_name"] or r["account_key"],
                       ", ".join(json.loads(r["fields"])), str(r["attempts"]), r["error"] or "")
     out.print(table)
+
+
+# ---------------------------------------------------------------- report
+
+
+@cli.command()
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default="report.html",
+              show_default=True, help="The HTML file to write.")
+@click.option("--days", type=click.IntRange(1, 366), default=7, show_default=True,
+              help="Movers: compare each score with its value this many days ago.")
+@click.pass_obj
+@handled
+def report(obj: Context, out_path: Path, days: int) -> None:
+    """Write one self-contained HTML page: distributions, statuses, metrics, movers, matching, runs."""
+    from .report import write_report
+
+    mappings = obj.mappings()
+    with obj.store() as store:
+        try:
+            size = write_report(store, mappings, out_path, movers_days=days)
+        except OSError as exc:
+            raise click.FileError(str(out_path), hint=exc.strerror or str(exc)) from exc
+    out.print(f"report written to {out_path} ({size:,} bytes)", markup=False)
 
 
 # ---------------------------------------------------------------- demo

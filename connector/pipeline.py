@@ -2,7 +2,8 @@
 
 pull (systems -> raw records), match (records -> accounts), measure (records ->
 metric values), score (metric values -> scores), plan (scores -> the outbox of
-CRM changes) and push (the outbox -> the CRMs).
+CRM changes, and the alerts that fire), push (the outbox -> the CRMs) and
+deliver (the alerts' webhooks and CRM tasks).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from .alerts import AlertPlan, plan_alerts
 from .config.mappings import Mappings
+from .delivery import DeliverySummary, deliver
 from .errors import ConfigError
 from .http import CallLog, QuotaStop, RetryPolicy
 from .identity import MatchSummary, match
@@ -137,11 +140,21 @@ class RunSummary:
     scored: ScoreSummary | None = None
     planned: PlanSummary | None = None
     pushed: PushSummary | None = None
+    alerts: AlertPlan | None = None  # what fired (recorded, or only shown on a dry run)
+    delivered: DeliverySummary | None = None  # the alerts' webhooks and CRM tasks sent after the push
     seconds: float = 0.0
 
     @property
     def interrupted(self) -> str | None:
-        return self.pulled.interrupted or (self.pushed.interrupted if self.pushed else None)
+        return self.pulled.interrupted or (self.pushed.interrupted if self.pushed else None) \
+            or (self.delivered.interrupted if self.delivered else None)
+
+    @property
+    def stopped(self) -> str | None:
+        """Why a quota reserve stopped a step (pull, push or the alerts' deliveries), if one did."""
+        found = [self.pulled.stopped, self.pushed.stopped if self.pushed else None,
+                 self.delivered.stopped if self.delivered else None]
+        return "; ".join(s for s in found if s) or None
 
     @property
     def exit_code(self) -> int:
@@ -149,9 +162,9 @@ class RunSummary:
         6 a stop was asked for (SIGTERM/SIGINT) and the run ended after the work in flight."""
         if self.interrupted:
             return Interrupted.exit_code
-        if self.pulled.stopped or (self.pushed and self.pushed.stopped):
+        if self.stopped:
             return 4
-        if self.pushed and any(self.pushed.failed.values()):
+        if self.pushed and any(self.pushed.failed.values()) or self.delivered and any(self.delivered.failed.values()):
             return 3
         return 0
 
@@ -161,7 +174,7 @@ def run(
     dry_run: bool = False, full: bool = False, run_id: int | None = None, shutdown: Shutdown | None = None,
     calls: CallLog | None = None,
 ) -> RunSummary:
-    """pull, match, measure, score, plan, push: one healthsync run (`run_id`: its row in `runs`).
+    """pull, match, measure, score, plan, alerts, push, deliver: one healthsync run (`run_id`: its row in `runs`).
 
     A stop request during the pull ends the run after the pull (the next run
     carries on from the cursors); during the push, after the batch in flight.
@@ -180,9 +193,14 @@ def run(
     for system, changes in result.planned.changes.items():
         event(f"planned {system}", step="plan", system=system, changes=changes,
               unchanged=result.planned.unchanged.get(system), drift=result.planned.drift.get(system))
+    result.alerts = plan_alerts(store, mappings, now, run_id, save=not dry_run)
+    event("alerts", step="alerts", fired=result.alerts.fired(), baseline=result.alerts.baseline or None,
+          recorded=result.alerts.saved)
     if not dry_run:
         writers = {s.system: s for s in result.pulled.sources if s.system in CRM_OBJECTS}
         result.pushed = push(store, mappings, writers, shutdown=shutdown)
+        if not result.pushed.interrupted:
+            result.delivered = deliver(store, env, result.pulled.sources, result.pulled.calls, shutdown)
     result.seconds = round(time.perf_counter() - clock, 2)
     return result
 

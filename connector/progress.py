@@ -27,13 +27,15 @@ from rich.progress import (
 from .http import CallLog
 
 REFRESH_SECONDS = 0.25
+PULLED = ("salesforce", "hubspot", "stripe", "zendesk")
 _SETTLED = ("done", "failed", "retry")
 
 
 class RunProgress:
     def __init__(self, calls: CallLog, db_path: str | Path, run_id: int, enabled: bool,
-                 console: Console | None = None):
+                 console: Console | None = None, sources: tuple[str, ...] = PULLED):
         self.calls, self.db_path, self.run_id, self.enabled = calls, Path(db_path), run_id, enabled
+        self.sources = sources  # systems that are pulled (a webhook's requests get no pull bar)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pull: dict[str, TaskID] = {}
@@ -69,7 +71,7 @@ class RunProgress:
         """One update of every bar from the call counts and the outbox (also called by tests)."""
         requests = {system: self.calls.total(system) for system in {s for s, _ in list(self.calls.calls)}}
         for system, n in requests.items():
-            if system not in self._pull and system not in self._push:
+            if system in self.sources and system not in self._pull and system not in self._push:
                 self._pull[system] = self._bars.add_task(f"pull {system}", total=None, requests=n, records="")
         try:
             rows = conn.execute(

@@ -17,6 +17,10 @@ Tables (docs/store.md describes every column):
   written         the value healthsync last wrote to each CRM output field (drift detection)
   runs            one row per healthsync run, with counts and API calls
   locks           the lock a run holds on the store (one run at a time), with its heartbeat
+  alert_rules     each alert's watched condition and when its baseline was taken
+  alert_state     per alert and account: whether the condition holds, since when, the last value seen
+  alerts          each alert that fired, with what triggered it
+  alert_deliveries each action of a fired alert (webhook, CRM task): what is sent, and its outcome
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import itertools
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -216,6 +220,50 @@ _MIGRATIONS: list[str] = [
         acquired_at TEXT NOT NULL,
         heartbeat_at TEXT NOT NULL
     );
+    """,
+    # 5: alerts: the condition each alert watches per account, what fired, and each action's delivery
+    """
+    CREATE TABLE alert_rules (
+        alert TEXT PRIMARY KEY,
+        condition TEXT NOT NULL,
+        baseline_at TEXT NOT NULL,
+        evaluated_at TEXT NOT NULL
+    );
+    CREATE TABLE alert_state (
+        alert TEXT NOT NULL,
+        account_id INTEGER NOT NULL,
+        active INTEGER NOT NULL CHECK (active IN (0, 1)),
+        since TEXT NOT NULL,
+        value,
+        PRIMARY KEY (alert, account_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER,
+        alert TEXT NOT NULL,
+        score TEXT NOT NULL,
+        account_id INTEGER NOT NULL REFERENCES accounts(id),
+        fired_at TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX alerts_account ON alerts(account_id, alert);
+    CREATE TABLE alert_deliveries (
+        id INTEGER PRIMARY KEY,
+        alert_id INTEGER NOT NULL REFERENCES alerts(id),
+        action INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('webhook', 'salesforce_task', 'hubspot_task')),
+        target TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'done', 'retry', 'failed', 'skipped')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        external_id TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX alert_deliveries_open ON alert_deliveries(kind, status);
+    -- the CRM records stored so far lack their owner (OwnerId, hubspot_owner_id), whom alert tasks
+    -- are assigned to: the next pull of each CRM reads every record again, once
+    DELETE FROM cursors WHERE system IN ('salesforce', 'hubspot');
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -832,6 +880,198 @@ class Store:
             sql += " AND o.run_id = ?"
             args.append(run_id)
         return list(self.db.query(sql + " ORDER BY o.system, o.id", args))
+
+    # ------------------------------------------------------------ alerts
+
+    def alert_rules(self) -> dict[str, dict[str, str]]:
+        """alert -> its condition, baseline_at and evaluated_at: the alerts evaluated (and recorded) before."""
+        return {r["alert"]: r for r in self.db.query("SELECT * FROM alert_rules")}
+
+    def alert_state(self, alert: str) -> dict[int, tuple[int, Any]]:
+        """account_id -> (active 0/1, last value seen) for one alert."""
+        rows = self.conn.execute("SELECT account_id, active, value FROM alert_state WHERE alert = ?", (alert,))
+        return {a: (active, value) for a, active, value in rows}
+
+    def record_alerts(
+        self,
+        rules: list[tuple[str, str, str, str]],
+        restarted: list[str],
+        states: list[tuple[str, int, int, str, Any]],
+        fired: list[tuple[tuple[Any, ...], Callable[[int], list[tuple[Any, ...]]]]],
+        keep: list[str],
+    ) -> list[int]:
+        """Save one evaluation of the alerts, all or nothing; returns the ids of the fired alerts.
+
+        rules: (alert, condition, baseline_at, evaluated_at); restarted: alerts whose
+        condition changed (their state is dropped first); states: (alert, account_id,
+        active, since, value) rows that changed (`since` is kept when `active` did not
+        change); fired: ((run_id, alert, score, account_id, fired_at, detail_json),
+        deliveries(alert_id) -> [(action, kind, target, payload_json, status, error)]);
+        keep: the alerts in the mappings (the rules and state of any other are removed).
+        """
+        now = utcnow()
+        ids: list[int] = []
+        with self.transaction():
+            stale = json.dumps(keep)
+            self.conn.execute("DELETE FROM alert_rules WHERE alert NOT IN (SELECT value FROM json_each(?))", (stale,))
+            self.conn.execute("DELETE FROM alert_state WHERE alert NOT IN (SELECT value FROM json_each(?))", (stale,))
+            self.conn.executemany("DELETE FROM alert_state WHERE alert = ?", ((a,) for a in restarted))
+            self.conn.executemany("INSERT OR REPLACE INTO alert_rules VALUES (?, ?, ?, ?)", rules)
+            self.conn.executemany(
+                """INSERT INTO alert_state VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (alert, account_id) DO UPDATE SET
+                     since = CASE WHEN alert_state.active = excluded.active THEN alert_state.since ELSE excluded.since END,
+                     active = excluded.active, value = excluded.value""",
+                states,
+            )
+            for row, deliveries in fired:
+                cur = self.conn.execute(
+                    "INSERT INTO alerts (run_id, alert, score, account_id, fired_at, detail) VALUES (?, ?, ?, ?, ?, ?)", row
+                )
+                alert_id = int(cur.lastrowid or 0)
+                ids.append(alert_id)
+                self.conn.executemany(
+                    """INSERT INTO alert_deliveries (alert_id, action, kind, target, payload, status, error, updated_at)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                    ((alert_id, *d, now) for d in deliveries(alert_id)),
+                )
+        return ids
+
+    def score_peaks(self, score: str, start: str, end: str) -> dict[int, tuple[float, str]]:
+        """account_id -> (the highest value held between start and end, since when): the value held
+        at `start` and every value taken after it."""
+        rows = self.conn.execute(
+            """SELECT account_id, max(value), scored_at FROM (
+                 SELECT account_id, value, max(scored_at) AS scored_at FROM score_history
+                   WHERE score = :score AND scored_at <= :start GROUP BY account_id
+                 UNION ALL
+                 SELECT account_id, value, scored_at FROM score_history
+                   WHERE score = :score AND scored_at > :start AND scored_at <= :end)
+               WHERE value IS NOT NULL GROUP BY account_id""",
+            {"score": score, "start": start, "end": end},
+        )
+        return {a: (float(v), at) for a, v, at in rows}
+
+    def scores_before(self, score: str, account_ids: list[int], at: str) -> dict[int, tuple[float | None, str | None]]:
+        """account_id -> (value, status) each account's score held at `at`, from the score history."""
+        rows = self.conn.execute(
+            """SELECT account_id, value, status, max(scored_at) FROM score_history
+               WHERE score = ? AND scored_at <= ? AND account_id IN (SELECT value FROM json_each(?))
+               GROUP BY account_id""",
+            (score, at, json.dumps(account_ids)),
+        )
+        return {a: (v, st) for a, v, st, _at in rows}
+
+    def crm_targets(self, system: str, obj: str, account_ids: list[int]) -> dict[int, tuple[str, dict[str, Any]]]:
+        """account_id -> (external id, stored data) of the live CRM record linked to it (the first linked)."""
+        out: dict[int, tuple[str, dict[str, Any]]] = {}
+        rows = self.conn.execute(
+            """SELECT l.account_id, l.external_id, r.data FROM account_links l
+               JOIN records r ON r.system = l.system AND r.object = l.object AND r.id = l.external_id AND r.deleted = 0
+               WHERE l.system = ? AND l.object = ? AND l.account_id IN (SELECT value FROM json_each(?))
+               ORDER BY l.linked_at, l.external_id""",
+            (system, obj, json.dumps(account_ids)),
+        )
+        for account_id, external_id, data in rows:
+            out.setdefault(account_id, (external_id, json.loads(data)))
+        return out
+
+    def open_deliveries(self, kind: str | None = None) -> int:
+        """Deliveries still to send (pending or to retry), of one kind or all."""
+        sql = "SELECT count(*) FROM alert_deliveries WHERE status IN ('pending', 'retry')"
+        args: tuple[Any, ...] = ()
+        if kind:
+            sql, args = sql + " AND kind = ?", (kind,)
+        return int(self.conn.execute(sql, args).fetchone()[0])
+
+    def requeue_unconfirmed_deliveries(self, max_attempts: int) -> int:
+        """Deliveries a crashed run left `sent` (their answer never read): to send again, or failed when out of attempts."""
+        with self.transaction():
+            self.conn.execute(
+                """UPDATE alert_deliveries SET status = 'failed', updated_at = ?,
+                     error = 'unconfirmed: the run sending it stopped before the answer, ' || attempts || ' attempt(s)'
+                   WHERE status = 'sent' AND attempts >= ?""",
+                (utcnow(), max_attempts),
+            )
+            return self.conn.execute(
+                """UPDATE alert_deliveries SET status = 'retry', updated_at = ?,
+                     error = 'unconfirmed: the run sending it stopped before the answer'
+                   WHERE status = 'sent'""",
+                (utcnow(),),
+            ).rowcount
+
+    def take_deliveries(self, kind: str, size: int, tried: Iterable[int] = ()) -> list[dict[str, Any]]:
+        """The next deliveries of one kind (none of `tried`: already attempted by this run), marked sent
+        (committed) before the request goes out."""
+        with self.transaction():
+            rows = list(self.db.query(
+                """SELECT d.*, a.alert, a.account_id FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
+                   WHERE d.kind = ? AND d.status IN ('pending', 'retry')
+                     AND d.id NOT IN (SELECT value FROM json_each(?)) ORDER BY d.attempts, d.id LIMIT ?""",
+                [kind, json.dumps(sorted(tried)), size],
+            ))
+            self.conn.executemany(
+                "UPDATE alert_deliveries SET status = 'sent', attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                ((utcnow(), r["id"]) for r in rows),
+            )
+        for r in rows:
+            r["attempts"] += 1
+        return rows
+
+    def release_deliveries(self, ids: list[int]) -> None:
+        """Deliveries that were not sent after all (quota stop, stop request) are pending again."""
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE alert_deliveries SET status = 'pending', attempts = attempts - 1 WHERE id = ? AND status = 'sent'",
+                ((i,) for i in ids),
+            )
+
+    def settle_deliveries(self, outcome: list[tuple[int, str, str | None, str | None]]) -> None:
+        """(delivery id, status, error, external id) for each delivery of a request."""
+        now = utcnow()
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE alert_deliveries SET status = ?, error = ?, external_id = coalesce(?, external_id), "
+                "updated_at = ? WHERE id = ?",
+                ((status, error, external, now, did) for did, status, error, external in outcome),
+            )
+
+    def open_targets(self, kind: str) -> list[str]:
+        """The distinct targets of a kind's open deliveries (webhooks: the URL variables)."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT target FROM alert_deliveries WHERE kind = ? AND status IN ('pending', 'retry') "
+            "ORDER BY target", (kind,))
+        return [r[0] for r in rows]
+
+    def skip_deliveries(self, kind: str, why: str, target: str | None = None, status: str = "skipped") -> int:
+        """Open deliveries of a kind (or of one target) that cannot be sent here: skipped (no credentials,
+        no URL) or failed (a URL that is not usable), with the reason."""
+        sql = ("UPDATE alert_deliveries SET status = ?, error = ?, updated_at = ? "
+               "WHERE kind = ? AND status IN ('pending', 'retry')")
+        args: list[Any] = [status, why, utcnow(), kind]
+        if target is not None:
+            sql, args = sql + " AND target = ?", [*args, target]
+        with self.transaction():
+            return self.conn.execute(sql, args).rowcount
+
+    def fired_alerts(self, limit: int = 50, alert_id: int | None = None) -> list[dict[str, Any]]:
+        """The latest fired alerts, newest first, each with its account and its deliveries."""
+        where, args = ("WHERE a.id = ?", [alert_id]) if alert_id is not None else ("", [])
+        rows = list(self.db.query(
+            f"""SELECT a.*, c.key AS account_key, c.name AS account_name FROM alerts a
+                JOIN accounts c ON c.id = a.account_id {where} ORDER BY a.id DESC LIMIT ?""",
+            [*args, limit],
+        ))
+        by_alert: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
+        if rows:
+            for d in self.db.query(
+                "SELECT * FROM alert_deliveries WHERE alert_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                [json.dumps(list(by_alert))],
+            ):
+                by_alert[d["alert_id"]].append(d)
+        for r in rows:
+            r["deliveries"] = by_alert[r["id"]]
+        return rows
 
     # ------------------------------------------------------------ runs
 

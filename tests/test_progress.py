@@ -25,7 +25,9 @@ def test_bars_follow_requests_while_pulling_then_settled_records_while_pushing(t
         for _ in range(7):
             calls.count("salesforce", "queryAll")
         calls.count("stripe", "GET /v1/events")
+        calls.count("webhook", "POST HEALTHSYNC_SLACK_WEBHOOK")
         bars.refresh(conn)
+        assert not [name for name in bars.tasks if "webhook" in name]  # not a pulled system
         assert bars.tasks["pull salesforce"]["requests"] == 7
         assert bars.tasks["pull stripe"]["requests"] == 1
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from ..catalogue import CATALOGUE
 from ..errors import ConfigError, ExpressionError, Problem
 from ..expressions import ANY, BOOL, NUM, Expression, infer_type, parse
+from .alerts import CompiledAlert, check_alerts
 from .models import (
     BandsScheme,
     InputField,
@@ -30,7 +31,7 @@ from .models import (
 from .reach import analyse
 from .source import KeyPath, Located, load_file
 
-TOP_LEVEL = {"inputs", "metrics", "scores"}
+TOP_LEVEL = {"inputs", "metrics", "scores", "alerts"}
 
 
 @dataclass
@@ -91,6 +92,7 @@ class Mappings:
     types: dict[str, str]
     version: str
     located: Located
+    alerts: list[CompiledAlert] = field(default_factory=list)
 
     def stored_names(self) -> list[str]:
         """Names whose values live in the store: inputs and catalogue metrics."""
@@ -135,11 +137,16 @@ def read_located(root: Path) -> Located:
     return located
 
 
-def version_of(root: Path) -> str:
-    """A content hash of the mappings files: which formula produced a score."""
+def version_of(root: Path, skip: set[Path] | None = None) -> str:
+    """A content hash of the mappings files: which formula produced a score.
+
+    `skip`: files that hold nothing but alerts; editing an alert changes no score.
+    """
     digest = hashlib.sha256()
     base = root if root.is_dir() else root.parent
     for path in mapping_files(root):
+        if skip and path in skip:
+            continue
         digest.update(str(path.relative_to(base)).encode())
         digest.update(b"\0")
         digest.update(path.read_bytes())
@@ -208,7 +215,7 @@ class _Checker:
         data = self.loc.data
         for key in data:
             if key not in TOP_LEVEL:
-                self.add((key,), f"unknown top-level key '{key}'", "use inputs, metrics or scores")
+                self.add((key,), f"unknown top-level key '{key}'", "use inputs, metrics, scores or alerts")
         inputs = self._section(data, "inputs", InputField)
         metrics = self._section(data, "metrics", MetricDef)
         types = self._types(inputs, metrics)
@@ -221,11 +228,26 @@ class _Checker:
         if "scores" in data and not scores and not self.problems:
             self.add(("scores",), "no scores are defined")
         self._field_ownership(inputs, scores)
+        declared = {str(n) for n in _mapping(data.get("scores"))}
+        alerts = check_alerts(data.get("alerts"), scores, self.add, self._typed, declared)
         if self.problems or self.loc.problems:
             return None
         return Mappings(
-            root, inputs, metrics, derived, scores, types, version_of(root), self.loc
+            root, inputs, metrics, derived, scores, types, version_of(root, self._alert_only_files(root)), self.loc,
+            alerts,
         )
+
+    def _alert_only_files(self, root: Path) -> set[Path]:
+        """Files whose only top-level key is `alerts`: left out of the model version."""
+        keys: dict[str, set[str]] = {}
+        for path, (file, _line) in self.loc.lines.items():
+            if len(path) == 1:
+                keys.setdefault(file, set()).add(str(path[0]))
+        base = root if root.is_dir() else root.parent
+        shown = {
+            (str(Path(root.name) / p.relative_to(base)) if root.is_dir() else p.name): p for p in mapping_files(root)
+        }
+        return {shown[f] for f, k in keys.items() if k == {"alerts"} and f in shown}
 
     def _section(self, data: dict[str, Any], key: str, cls: type[BaseModel]) -> dict[str, Any]:
         raw = data.get(key)

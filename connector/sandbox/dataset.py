@@ -25,6 +25,7 @@ SF_FIELDS: list[tuple[str, str, str, bool, int]] = [
     ("Id", "id", "Account ID", False, 18),
     ("Name", "string", "Account Name", True, 255),
     ("Website", "url", "Website", True, 255),
+    ("OwnerId", "reference", "Owner ID", True, 18),
     ("Customer_Segment__c", "picklist", "Customer Segment", True, 255),
     ("Lifecycle_Stage__c", "picklist", "Lifecycle Stage", True, 255),
     ("CSM_Rating__c", "double", "CSM Rating", True, 0),
@@ -52,7 +53,7 @@ SF_FIELDS: list[tuple[str, str, str, bool, int]] = [
     ("Churn_Risk_Status__c", "picklist", "Churn Risk Status", True, 255),
     ("Churn_Risk_Triggers__c", "textarea", "Churn Risk Triggers", True, 1000),
 ]
-SF_OUTPUTS = [f[0] for f in SF_FIELDS[15:]]
+SF_OUTPUTS = [f[0] for f in SF_FIELDS if f[0].startswith(("Health_", "Churn_Risk_"))]
 
 # HubSpot company properties: name, type, fieldType, label, read-only value.
 HS_PROPERTIES: list[tuple[str, str, str, str, bool]] = [
@@ -61,6 +62,7 @@ HS_PROPERTIES: list[tuple[str, str, str, str, bool]] = [
     ("customer_segment", "enumeration", "select", "Customer segment", False),
     ("csm_rating", "number", "number", "CSM rating", False),
     ("salesforce_account_id", "string", "text", "Salesforce account ID", False),
+    ("hubspot_owner_id", "enumeration", "select", "Company owner", False),
     ("hs_object_id", "number", "number", "Record ID", True),
     ("createdate", "datetime", "date", "Create Date", True),
     ("hs_lastmodifieddate", "datetime", "date", "Last Modified Date", True),
@@ -78,7 +80,11 @@ HS_PROPERTIES: list[tuple[str, str, str, str, bool]] = [
     ("churn_risk_status", "string", "text", "Churn risk status", False),
     ("churn_risk_triggers", "string", "textarea", "Churn risk triggers", False),
 ]
-HS_OUTPUTS = [p[0] for p in HS_PROPERTIES[8:]]
+HS_OUTPUTS = [p[0] for p in HS_PROPERTIES if p[0].startswith(("health_", "churn_risk_"))]
+# HubSpot owners (GET /crm/v3/owners shape): company owners, assigned by company id
+HS_OWNERS = {oid: {"id": oid, "email": f"csm{n}@healthsync.sandbox", "firstName": "CSM", "lastName": str(n),
+                   "userId": 9_100_000 + n, "archived": False} for n, oid in enumerate(
+    ("71000001", "71000002", "71000003", "71000004"), start=1)}
 
 SEGMENTS = ["SMB", "Mid-Market", "Enterprise"]
 STAGES = ["Onboarding", "Adoption", "Maturity", "Renewal"]
@@ -151,6 +157,10 @@ def sf_id(prefix: str, n: int) -> str:
     return f"{head}{n:010x}{'ABCDEFGHIJKLMNOPQRSTUVWXYZ012345'[bits]}AA"
 
 
+SF_OWNERS = tuple(sf_id("005", n) for n in range(1, 5))  # the CSMs owning accounts, by account number
+SF_INACTIVE_USER = sf_id("005", 9)
+
+
 def _token(rnd: random.Random, n: int = 14) -> str:
     return "".join(rnd.choices(B62, k=n))
 
@@ -169,6 +179,9 @@ class Dataset:
     zd_organizations: dict[str, Record] = field(default_factory=dict)
     zd_tickets: dict[str, Record] = field(default_factory=dict)
     stripe_events: list[Record] = field(default_factory=list)
+    sf_users: dict[str, Record] = field(default_factory=dict)  # Salesforce User id -> {Id, Name, IsActive}
+    sf_tasks: dict[str, Record] = field(default_factory=dict)  # created through composite/sobjects
+    hs_tasks: dict[str, Record] = field(default_factory=dict)  # created through tasks batch/create
     version: int = field(default=0, compare=False)  # bumped by mutate(); servers cache on it
     clock: float = field(default=0.0, compare=False, repr=False)
 
@@ -298,6 +311,7 @@ class _Builder:
         hs_run = range(n // 4, n // 4 + min(500, n // 5))  # a bulk import: one lastmodified
         cus_run = range(n // 2, n // 2 + min(150, n // 10))  # a billing migration: one created
         domain = ""
+        self.users()
         for i in range(n):
             health = rnd.random()
             base, stem = NAMES[i % len(NAMES)]
@@ -357,11 +371,16 @@ class _Builder:
                "Active_Users_30d__c": None if active is None else float(active), "NPS__c": nps,
                "Renewal_Date__c": renewal, "Stripe_Customer_Id__c": None,
                "IsDeleted": i % 100 == 37, "CreatedDate": sf_time(created),
-               "LastModifiedDate": sf_time(modified)}
+               "LastModifiedDate": sf_time(modified), "OwnerId": SF_OWNERS[i % len(SF_OWNERS)]}
         acc["SystemModstamp"] = acc["LastModifiedDate"]
         acc.update(dict.fromkeys(SF_OUTPUTS))
         self.ds.sf_accounts[acc["Id"]] = acc
         return acc
+
+    def users(self) -> None:
+        """The org's users: the CSMs who own accounts, and one who left (inactive, owns nothing)."""
+        for n, uid in enumerate((*SF_OWNERS, SF_INACTIVE_USER), start=1):
+            self.ds.sf_users[uid] = {"Id": uid, "Name": f"CSM {n}", "IsActive": uid != SF_INACTIVE_USER}
 
     def company(self, name: str, domain: str, acc: Record | None, h: float, in_run: bool) -> str:
         rnd = self.rnd
@@ -379,7 +398,8 @@ class _Builder:
             "customer_segment": acc["Customer_Segment__c"] if acc else rnd.choice(SEGMENT_POOL),
             "csm_rating": csm, "salesforce_account_id": acc["Id"] if acc and roll < 0.5 else None,
             "hs_object_id": hid, "createdate": hs_time(created),
-            "hs_lastmodifieddate": hs_time(modified)}
+            "hs_lastmodifieddate": hs_time(modified),
+            "hubspot_owner_id": None if int(hid) % 5 == 0 else list(HS_OWNERS)[int(hid) % len(HS_OWNERS)]}
         props.update(dict.fromkeys(HS_OUTPUTS))
         company = {"id": hid, "properties": props, "createdAt": props["createdate"],
                    "updatedAt": props["hs_lastmodifieddate"],

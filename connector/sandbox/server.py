@@ -2,7 +2,8 @@
 
 `Sandbox(dataset)` runs four ThreadingHTTPServers on 127.0.0.1 (Salesforce behind TLS signed by
 a throwaway trustme CA) serving a Dataset in each API's wire format, with optional fault
-injection (`Faults`). One handler class per API family, each with its route table.
+injection (`Faults`), and a fifth that receives alert webhooks. One handler class per API
+family, each with its route table; what alerts create is checked in activities.py.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import trustme
 
+from .activities import HookInbox, hs_create_tasks, sf_create
 from .dataset import (
     HS_OUTPUTS,
+    HS_OWNERS,
     HS_PROPERTIES,
     SEGMENTS,
     SF_FIELDS,
@@ -508,6 +511,7 @@ class _Salesforce(_Handler):
         ("GET", "/query/{locator}", _DATA + r"/query(?:All)?/(?P<locator>01g\w+)-(?P<offset>\d+)",
          "query_more", ""),
         ("PATCH", "/composite/sobjects", _DATA + r"/composite/sobjects", "update", "write"),
+        ("POST", "/composite/sobjects", _DATA + r"/composite/sobjects", "create", "write"),
         ("GET", "/sobjects/Account/{id}", _DATA + r"/sobjects/Account/(?P<rid>\w{15,18})",
          "get_account", ""),
         ("PATCH", "/sobjects/Account/{id}", _DATA + r"/sobjects/Account/(?P<rid>\w{15,18})",
@@ -715,6 +719,10 @@ class _Salesforce(_Handler):
                                                 SystemModstamp=stamp)
             results.append({"id": rid, "success": not errors, "errors": errors})
         return Reply(200, results)
+
+    def create(self, ver: str) -> Reply:
+        """sObject Collections create (Tasks, for alerts): activities.sf_create."""
+        return Reply(*sf_create(self.ds, self.json_body(), USER_ID))
 
     def locked(self, rid: str) -> list[Record]:
         """The Faults.rate_lock draw for one otherwise valid record: [] or its lock error."""
@@ -967,8 +975,9 @@ def _hs_tables(outputs: bool) -> tuple[PropertyTable, PropertyTable]:
     for order, (name, kind, field_type, label, read_only) in enumerate(HS_PROPERTIES):
         if name in HS_OUTPUTS and not outputs:
             continue
+        values = list(HS_OWNERS) if name == "hubspot_owner_id" else SEGMENTS
         options = [{"label": v, "value": v, "displayOrder": i, "hidden": False}
-                   for i, v in enumerate(SEGMENTS)] if kind == "enumeration" else []
+                   for i, v in enumerate(values)] if kind == "enumeration" else []
         props[name] = _hs_property(
             name, kind, field_type, label, _HS_OUTPUT_GROUP if name in HS_OUTPUTS
             else "companyinformation", read_only=read_only, options=options,
@@ -1071,6 +1080,8 @@ class _HubSpot(_Handler):
          r"/crm/v3/objects/companies/batch/update", "batch_update", "write"),
         ("PATCH", "/crm/v3/objects/companies/{id}", r"/crm/v3/objects/companies/(?P<cid>\d+)",
          "update_company", "write"),
+        ("POST", "/crm/v3/objects/tasks/batch/create", r"/crm/v3/objects/tasks/batch/create",
+         "create_tasks", "write"),
     )
 
     def authenticate(self) -> Reply | None:
@@ -1243,6 +1254,10 @@ class _HubSpot(_Handler):
         if after + limit < len(found):  # also past the cap: the next request then fails
             out["paging"] = {"next": {"after": str(after + limit)}}
         return Reply(200, out, served=len(out["results"]))
+
+    def create_tasks(self) -> Reply:
+        """Tasks batch create (alerts), associated with companies: activities.hs_create_tasks."""
+        return Reply(*hs_create_tasks(self.ds, self.json_body()))
 
     def update_company(self, cid: str) -> Reply:
         """Update one company: 200 with it, 404 when missing, 400 with the property errors."""
@@ -1519,10 +1534,29 @@ class _Zendesk(_Handler):
             "links": {"next": link if more else None, "prev": None}}, served=len(page))
 
 
+# ----------------------------------------------------------------------------- webhooks
+
+class _Hooks(_Handler):
+    """Webhook receiver for alerts: POST /hooks/<name> records JSON bodies (Sandbox.hooks)."""
+
+    family = "hooks"
+    routes = _routes(("POST", "/hooks/{name}", r"/hooks/(?P<name>[\w-]+)", "receive", "open"))
+
+    def fault(self, kind: str) -> Reply:
+        return Reply(503 if kind == "429" else 500, "internal error (sandbox fault)")
+
+    def not_found(self, method: str, path: str) -> Reply:
+        return Reply(404, "no_service")
+
+    def receive(self, name: str) -> Reply:
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "x-healthsync-delivery")}
+        return Reply(*self.sb.hook_inbox.receive(name, self.body, headers))
+
+
 # ----------------------------------------------------------------------------- the sandbox
 
 _FAMILIES: dict[str, type[_Handler]] = {"salesforce": _Salesforce, "hubspot": _HubSpot,
-                                        "stripe": _Stripe, "zendesk": _Zendesk}
+                                        "stripe": _Stripe, "zendesk": _Zendesk, "hooks": _Hooks}
 
 
 class Sandbox:
@@ -1548,13 +1582,14 @@ class Sandbox:
             if name.lower() not in missing:
                 kind = types.get(name.lower(), kind)
                 self.sf_fields[name.lower()] = (name, kind, label, writable, (length or 255)
-                                                if kind in (*_TEXT, "id") else 0)
+                                                if kind in (*_TEXT, "id", "reference") else 0)
         self.hs_groups, self.hs_properties = _hs_tables(hubspot_outputs)
         if not hubspot_outputs:
             for company in dataset.hs_companies.values():
                 for name in HS_OUTPUTS:
                     company["properties"].pop(name, None)
         self.bulk_jobs: dict[str, BulkJob] = {}
+        self.hook_inbox = HookInbox()  # alert webhooks received, and failures set up (fail_hook)
         self.bulk_batches, self._bulk_count = 0, 0
         self.dataset, self.faults = dataset, faults or Faults()
         self.daily_api_limit, self.hubspot_search_cap = daily_api_limit, hubspot_search_cap
@@ -1624,7 +1659,19 @@ class Sandbox:
                 "HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "HUBSPOT_BASE_URL": self.urls["hubspot"],
                 "STRIPE_API_KEY": STRIPE_KEY, "STRIPE_API_BASE": self.urls["stripe"],
                 "ZENDESK_URL": self.urls["zendesk"], "ZENDESK_EMAIL": USERNAME,
-                "ZENDESK_API_TOKEN": ZENDESK_TOKEN}
+                "ZENDESK_API_TOKEN": ZENDESK_TOKEN,
+                "HEALTHSYNC_SLACK_WEBHOOK": f"{self.urls['hooks']}/hooks/slack",
+                "HEALTHSYNC_ALERT_WEBHOOK": f"{self.urls['hooks']}/hooks/alerts"}
+
+    @property
+    def hooks(self) -> dict[str, list[Record]]:
+        """Webhook name -> the messages received ({"body", "headers"}), in order."""
+        return self.hook_inbox.received
+
+    def fail_hook(self, name: str, times: int, status: int = 500) -> None:
+        """Answer the next `times` POSTs to /hooks/<name> with `status` (500: retried; 404: refused)."""
+        with self.lock:
+            self.hook_inbox.fail(name, times, status)
 
     def reset_counts(self) -> None:
         with self.lock:

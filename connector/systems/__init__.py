@@ -42,6 +42,17 @@ class WriteResult:
     transient: bool = False  # worth another try in a later batch
 
 
+@dataclass(frozen=True)
+class CreateResult:
+    """What an API said about one record (or message) it was asked to create."""
+
+    key: str  # the caller's key for it (a delivery id)
+    ok: bool
+    created_id: str | None = None  # the new record's id in the CRM
+    error: str | None = None  # "CODE: message"
+    transient: bool = False  # worth another try in a later run
+
+
 class Source(Protocol):
     system: str
 

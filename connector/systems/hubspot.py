@@ -12,7 +12,11 @@ Facts this module relies on (HubSpot developer docs, hubspot-api-client):
 * rate limits are announced in X-HubSpot-RateLimit-* headers; a 429 carries a
   JSON body with policyName, and not always Retry-After;
 * the SDK talks through urllib3 (so `responses` cannot mock it) and its own
-  retry skips POST: it is switched off, and healthsync's policy retries.
+  retry skips POST: it is switched off, and healthsync's policy retries;
+* tasks (alerts) are created with batch create, 100 a request, each associated
+  with its company (HUBSPOT_DEFINED type 192, task to company) and carrying an
+  objectWriteTraceId that the answer's results and errors echo, so each result
+  is matched to its input whatever order they come in; hs_timestamp is the due date.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 import urllib3
 from hubspot import HubSpot
 from hubspot.crm.companies.exceptions import ApiException as CompaniesApiException
+from hubspot.crm.objects.tasks.exceptions import ApiException as TasksApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
 from ..config.mappings import Mappings
@@ -43,6 +48,7 @@ from ..http import (
 from ..store import Store
 from . import (
     Context,
+    CreateResult,
     FieldWords,
     PullStats,
     WriteResult,
@@ -54,10 +60,14 @@ from . import (
 
 SYSTEM = "hubspot"
 DEFAULT_BASE_URL = "https://api.hubapi.com"
-BASE_PROPERTIES = ["name", "domain", "hs_object_id", "hs_lastmodifieddate", "salesforce_account_id"]
+BASE_PROPERTIES = ["name", "domain", "hs_object_id", "hs_lastmodifieddate", "salesforce_account_id",
+                   "hubspot_owner_id"]  # the owner: alert tasks are assigned to them
 LIST_LIMIT = 100
 SEARCH_LIMIT = 200
 BATCH_SIZE = 100
+TASK_TO_COMPANY = 192  # HubSpot's association type id for task -> company
+TASK_PROPERTIES = {"hs_task_subject", "hs_task_body", "hs_timestamp", "hs_task_priority", "hs_task_status",
+                   "hs_task_type", "hubspot_owner_id"}
 WORDS = FieldWords(
     "the company property {field} does not exist in this HubSpot account",
     "check the property's internal name in Settings > Properties > Company properties",
@@ -132,7 +142,7 @@ class HubSpotSource:
             return exc
         if is_dropped(exc):
             return Retryable(f"connection dropped ({type(exc).__name__})", kind="drop")
-        if isinstance(exc, (CompaniesApiException, PropertiesApiException)):
+        if isinstance(exc, (CompaniesApiException, PropertiesApiException, TasksApiException)):
             status = int(exc.status or 0)
             headers = exc.headers or {}
             body = _json_or_text(exc.body)
@@ -278,6 +288,35 @@ class HubSpotSource:
                                                transient=category in ("RATE_LIMITS", "RATE_LIMIT"))
         results = [WriteResult(rid, True) for rid, _f in updates if rid in done]
         return results + [failed[rid] for rid, _f in updates if rid in failed and rid not in done]
+
+
+    def create_tasks(self, tasks: list[tuple[str, dict[str, str], str]]) -> list[CreateResult]:
+        """One batch create of at most 100 tasks, (key, properties, company id) each, every task
+        associated with its company; one result per task the answer mentions."""
+        if len(tasks) > BATCH_SIZE:
+            raise ValueError(f"a HubSpot batch holds at most {BATCH_SIZE} records")
+        for key, properties, _company_id in tasks:
+            foreign = sorted(set(properties) - TASK_PROPERTIES)
+            if foreign:
+                raise ValueError(f"refusing to create a task with {', '.join(foreign)} (delivery {key})")
+        body = {"inputs": [
+            {"objectWriteTraceId": key, "properties": properties, "associations": [
+                {"to": {"id": company_id},
+                 "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": TASK_TO_COMPANY}]}]}
+            for key, properties, company_id in tasks]}
+        answer = self.call("POST /crm/v3/objects/tasks/batch/create", lambda: self.client.crm.objects.tasks.batch_api.create_with_http_info(
+            batch_input_simple_public_object_batch_input_for_create=body, _preload_content=False))
+        results: dict[str, CreateResult] = {}
+        for created in answer.get("results") or []:
+            key = str(created.get("objectWriteTraceId") or "")
+            if key:
+                results[key] = CreateResult(key, True, str(created.get("id")))
+        for error in answer.get("errors") or []:
+            category = str(error.get("category", "ERROR"))
+            for key in (error.get("context") or {}).get("objectWriteTraceId") or []:
+                results.setdefault(str(key), CreateResult(str(key), False, error=f"{category}: {error.get('message', '')}",
+                                                          transient=category in ("RATE_LIMITS", "RATE_LIMIT")))
+        return [results[key] for key, _p, _c in tasks if key in results]  # the rest: unconfirmed
 
 
 def _company(c: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,9 @@ Facts this module relies on (Salesforce REST API docs, simple-salesforce):
 * 401 INVALID_SESSION_ID: simple-salesforce logs in again when it holds the
   credentials (password or JWT flows); a bare access token cannot be renewed;
 * writes: sObject Collections update takes at most 200 records, with one result
-  per record in request order (allOrNone=false keeps the good ones);
+  per record in request order (allOrNone=false keeps the good ones); the same
+  resource with POST creates records (alert Tasks: WhatId the Account, OwnerId a
+  User; Status and Priority are picklists), answering {id, success, errors} each;
 * Bulk API 2.0 ingest (for large pushes): create a job, upload one CSV (header
   row, `Id` first; an empty cell leaves a field alone, `#N/A` sets it to null),
   close it with state UploadComplete, poll until JobComplete / Failed /
@@ -53,6 +55,7 @@ from ..http import (
 from ..store import Store
 from . import (
     Context,
+    CreateResult,
     FieldWords,
     PullStats,
     WriteResult,
@@ -64,7 +67,7 @@ from . import (
 
 SYSTEM = "salesforce"
 API_VERSION = "59.0"
-ACCOUNT_BASE_FIELDS = ["Id", "IsDeleted", "SystemModstamp", "Name", "Website"]
+ACCOUNT_BASE_FIELDS = ["Id", "IsDeleted", "SystemModstamp", "Name", "Website", "OwnerId"]  # OwnerId: alert tasks
 WORDS = FieldWords(
     "the field {field} does not exist on Salesforce Account (or this user cannot see it)",
     "check the API name in Setup > Object Manager > Account > Fields, and field-level security",
@@ -72,6 +75,7 @@ WORDS = FieldWords(
     "deploy the output fields (healthsync setup prints what is missing)",
 )
 COLLECTION_SIZE = 200
+TASK_FIELDS = {"Subject", "Description", "ActivityDate", "Priority", "Status", "WhatId", "OwnerId"}
 BULK_MAX_BYTES = 100_000_000  # Bulk API 2.0 takes up to 150 MB a job upload; stay well under
 BULK_NULL = "#N/A"
 TRANSIENT_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG", "QUERY_TIMEOUT"}
@@ -331,6 +335,29 @@ class SalesforceSource:
             text = "; ".join(f"{e.get('statusCode')}: {e.get('message')}" for e in errors)
             results.append(WriteResult(rid, False, text, transient=code in TRANSIENT_CODES))
         return results  # records missing from the answer are unconfirmed: the caller re-checks them
+
+    def create_tasks(self, tasks: list[tuple[str, dict[str, Any]]]) -> list[CreateResult]:
+        """One sObject Collections create of at most 200 Tasks, allOrNone=false; (key, fields) in,
+        one result per task out, in order. Only Task fields an alert sets are ever sent."""
+        if len(tasks) > COLLECTION_SIZE:
+            raise ValueError(f"a Salesforce collection holds at most {COLLECTION_SIZE} records")
+        for key, fields in tasks:
+            foreign = sorted(set(fields) - TASK_FIELDS)
+            if foreign:
+                raise ValueError(f"refusing to create a Task with {', '.join(foreign)} (delivery {key})")
+        body = {"allOrNone": False, "records": [{"attributes": {"type": "Task"}, **fields} for _key, fields in tasks]}
+        answer = self.call("POST composite/sobjects", lambda: self.client.restful(
+            "composite/sobjects", method="POST", json=body))
+        results: list[CreateResult] = []
+        for (key, _fields), item in zip(tasks, answer if isinstance(answer, list) else [], strict=False):
+            if item.get("success"):
+                results.append(CreateResult(key, True, str(item.get("id"))))
+                continue
+            errors = item.get("errors") or [{}]
+            code = str(errors[0].get("statusCode", "ERROR"))
+            text = "; ".join(f"{e.get('statusCode')}: {e.get('message')}" for e in errors)
+            results.append(CreateResult(key, False, error=text, transient=code in TRANSIENT_CODES))
+        return results  # tasks missing from the answer are unconfirmed: the caller decides
 
     # ------------------------------------------------------------ Bulk API 2.0
 

@@ -1,0 +1,157 @@
+"""Delivery: the recorded actions of fired alerts sent out — webhook POSTs and CRM tasks.
+
+Runs after the push. Deliveries go out by kind: Salesforce Tasks in sObject
+Collections of 200, HubSpot tasks in batch creates of 100, one POST per webhook
+message. Each request's deliveries are marked sent (committed) before it goes
+out, then settled one by one: done (with the created task's id), retry (a
+transient error, or retries ran out: tried again by the next run, never fired
+again), or failed (a permanent error, or the last of MAX_ATTEMPTS runs).
+Quota reserves apply as for the push; a stop request ends the loop after the
+request in flight. A kind with nothing to send it with (no credentials for that
+CRM, the webhook's variable unset) has its deliveries skipped, with the reason.
+A run that crashed between a request and its answer leaves those deliveries
+`sent`: the next run sends them again (at least once: the receiver may see one
+twice, and X-Healthsync-Delivery lets a webhook receiver drop it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import HealthsyncError
+from .http import CallLog, QuotaStop, RetryPolicy
+from .logs import event
+from .shutdown import Shutdown
+from .store import Store
+from .systems import CreateResult
+from .systems.webhook import WebhookSender
+
+KINDS = ("salesforce_task", "hubspot_task", "webhook")
+BATCH = {"salesforce_task": 200, "hubspot_task": 100, "webhook": 1}
+SYSTEM_OF = {"salesforce_task": "salesforce", "hubspot_task": "hubspot"}
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class DeliverySummary:
+    done: dict[str, int] = field(default_factory=dict)  # kind -> delivered
+    failed: dict[str, int] = field(default_factory=dict)  # kind -> failed for good
+    retry: dict[str, int] = field(default_factory=dict)  # kind -> to try again next run
+    skipped: dict[str, int] = field(default_factory=dict)  # kind -> not sendable here
+    requests: dict[str, int] = field(default_factory=dict)  # kind -> requests made
+    notes: list[str] = field(default_factory=list)  # why deliveries were skipped
+    stopped: str | None = None  # a quota reserve was reached
+    interrupted: str | None = None  # a stop was asked for
+
+
+def deliver(store: Store, env: Mapping[str, str], sources: Iterable[Any], calls: CallLog,
+            shutdown: Shutdown | None = None, policy: RetryPolicy | None = None) -> DeliverySummary:
+    """Send every pending delivery (new ones and those left to retry)."""
+    summary = DeliverySummary()
+    requeued = store.requeue_unconfirmed_deliveries(MAX_ATTEMPTS)
+    if requeued:
+        summary.notes.append(f"{requeued} delivery(ies) a stopped run left unconfirmed are sent again")
+    if not store.open_deliveries():
+        return summary
+    clients = {s.system: s for s in sources}
+    policy = dataclasses.replace(policy or RetryPolicy.from_env(env), shutdown=shutdown)
+    webhooks = WebhookSender(env, calls, policy)
+    for kind in KINDS:
+        for counter in (summary.done, summary.failed, summary.retry, summary.skipped, summary.requests):
+            counter[kind] = 0
+        if not store.open_deliveries(kind):
+            continue
+        system = SYSTEM_OF.get(kind)
+        if system is not None and system not in clients:
+            summary.skipped[kind] += store.skip_deliveries(kind, f"no {system} credentials in the environment")
+            summary.notes.append(f"{kind}: skipped, no {system} credentials")
+            continue
+        try:
+            _send_kind(store, kind, clients.get(system or ""), webhooks, summary, shutdown)
+        except QuotaStop as stop:
+            summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
+            event(f"alert deliveries ({kind}) stopped: {stop}", logging.WARNING, step="deliver", kind=kind)
+        event(f"delivered {kind}", step="deliver", kind=kind, done=summary.done[kind], failed=summary.failed[kind],
+              retry=summary.retry[kind], skipped=summary.skipped[kind], requests=summary.requests[kind])
+        if summary.interrupted:
+            break
+    for note in summary.notes:
+        event(note, step="deliver")
+    return summary
+
+
+def _send_kind(store: Store, kind: str, client: Any, webhooks: WebhookSender, summary: DeliverySummary,
+               shutdown: Shutdown | None) -> None:
+    if kind == "webhook":
+        _check_webhook_urls(store, webhooks, summary)
+    tried: set[int] = set()  # a delivery that fails waits for the next run: its receiver is likely still down
+    while True:
+        if shutdown is not None and shutdown.requested:
+            summary.interrupted = f"{shutdown.reason}: alert deliveries stopped after the request in flight"
+            return
+        batch = store.take_deliveries(kind, BATCH[kind], tried)
+        if not batch:
+            return
+        tried |= {row["id"] for row in batch}
+        try:
+            with shutdown.writing() if shutdown is not None else nullcontext():
+                results = _send(kind, batch, client, webhooks)
+            summary.requests[kind] += 1
+        except BaseException:
+            store.release_deliveries([row["id"] for row in batch])
+            raise
+        _settle(store, kind, batch, results, summary)
+
+
+def _check_webhook_urls(store: Store, webhooks: WebhookSender, summary: DeliverySummary) -> None:
+    """A variable that is not set skips its deliveries; one that holds no usable URL fails them."""
+    for name in store.open_targets("webhook"):
+        try:
+            url = webhooks.url(name)
+        except HealthsyncError as exc:
+            summary.failed["webhook"] += store.skip_deliveries("webhook", str(exc), target=name, status="failed")
+            summary.notes.append(f"webhook: {exc}")
+            continue
+        if url is None:
+            summary.skipped["webhook"] += store.skip_deliveries("webhook", f"{name} is not set", target=name)
+            summary.notes.append(f"webhook: skipped, {name} is not set")
+
+
+def _send(kind: str, batch: list[dict[str, Any]], client: Any, webhooks: WebhookSender) -> list[CreateResult]:
+    if kind == "salesforce_task":
+        payload = [(str(row["id"]), json.loads(row["payload"])) for row in batch]
+        return list(client.create_tasks(payload))
+    if kind == "hubspot_task":
+        tasks = []
+        for row in batch:
+            body = json.loads(row["payload"])
+            tasks.append((str(row["id"]), body["properties"], body["company"]))
+        return list(client.create_tasks(tasks))
+    row = batch[0]
+    return [webhooks.post(str(row["id"]), row["target"], json.loads(row["payload"]))]
+
+
+def _settle(store: Store, kind: str, batch: list[dict[str, Any]], results: list[CreateResult],
+            summary: DeliverySummary) -> None:
+    by_key = {r.key: r for r in results}
+    outcome: list[tuple[int, str, str | None, str | None]] = []
+    for row in batch:
+        result = by_key.get(str(row["id"]))
+        if result is not None and result.ok:
+            outcome.append((row["id"], "done", None, result.created_id))
+            summary.done[kind] += 1
+        elif (result is None or result.transient) and row["attempts"] < MAX_ATTEMPTS:
+            why = result.error if result else "not in the answer: unconfirmed, sent again next run"
+            outcome.append((row["id"], "retry", why, None))
+            summary.retry[kind] += 1
+        else:
+            why = result.error if result else "never confirmed"
+            outcome.append((row["id"], "failed", why, None))
+            summary.failed[kind] += 1
+    store.settle_deliveries(outcome)
