@@ -25,15 +25,15 @@ from rich.progress import (
 )
 
 from .http import CallLog
+from .pipeline import SOURCES
 
 REFRESH_SECONDS = 0.25
-PULLED = ("salesforce", "hubspot", "stripe", "zendesk")
 _SETTLED = ("done", "failed", "retry")
 
 
 class RunProgress:
     def __init__(self, calls: CallLog, db_path: str | Path, run_id: int, enabled: bool,
-                 console: Console | None = None, sources: tuple[str, ...] = PULLED):
+                 console: Console | None = None, sources: tuple[str, ...] = tuple(SOURCES)):
         self.calls, self.db_path, self.run_id, self.enabled = calls, Path(db_path), run_id, enabled
         self.sources = sources  # systems that are pulled (a webhook's requests get no pull bar)
         self._stop = threading.Event()

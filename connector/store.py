@@ -827,19 +827,27 @@ class Store:
                 "SELECT * FROM outbox WHERE system = ? AND status IN ('pending', 'retry') ORDER BY attempts, id LIMIT ?",
                 [system, size],
             ))
-            self.conn.executemany(
-                "UPDATE outbox SET status = 'sent', attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                ((utcnow(), r["id"]) for r in rows),
-            )
+            return self._mark_sent("outbox", rows)
+
+    def release_batch(self, ids: list[int]) -> None:
+        """A batch that was not sent after all (quota stop, error before an answer) is pending again."""
+        self._release_sent("outbox", ids)
+
+    # The outbox and alert_deliveries share one sending protocol: rows taken are marked sent (with one
+    # more attempt) in the transaction that selects them; rows not sent after all go back to pending.
+    def _mark_sent(self, table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.conn.executemany(
+            f"UPDATE {table} SET status = 'sent', attempts = attempts + 1, updated_at = ? WHERE id = ?",
+            ((utcnow(), r["id"]) for r in rows),
+        )
         for r in rows:
             r["attempts"] += 1
         return rows
 
-    def release_batch(self, ids: list[int]) -> None:
-        """A batch that was not sent after all (quota stop, error before an answer) is pending again."""
+    def _release_sent(self, table: str, ids: list[int]) -> None:
         with self.transaction():
             self.conn.executemany(
-                "UPDATE outbox SET status = 'pending', attempts = attempts - 1 WHERE id = ? AND status = 'sent'",
+                f"UPDATE {table} SET status = 'pending', attempts = attempts - 1 WHERE id = ? AND status = 'sent'",
                 ((i,) for i in ids),
             )
 
@@ -1010,21 +1018,11 @@ class Store:
                      AND d.id NOT IN (SELECT value FROM json_each(?)) ORDER BY d.attempts, d.id LIMIT ?""",
                 [kind, json.dumps(sorted(tried)), size],
             ))
-            self.conn.executemany(
-                "UPDATE alert_deliveries SET status = 'sent', attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                ((utcnow(), r["id"]) for r in rows),
-            )
-        for r in rows:
-            r["attempts"] += 1
-        return rows
+            return self._mark_sent("alert_deliveries", rows)
 
     def release_deliveries(self, ids: list[int]) -> None:
         """Deliveries that were not sent after all (quota stop, stop request) are pending again."""
-        with self.transaction():
-            self.conn.executemany(
-                "UPDATE alert_deliveries SET status = 'pending', attempts = attempts - 1 WHERE id = ? AND status = 'sent'",
-                ((i,) for i in ids),
-            )
+        self._release_sent("alert_deliveries", ids)
 
     def settle_deliveries(self, outcome: list[tuple[int, str, str | None, str | None]]) -> None:
         """(delivery id, status, error, external id) for each delivery of a request."""
