@@ -415,6 +415,7 @@ class _Checker:
                 if expr is not None:
                     score.triggers.append((trigger, expr))
         self._override(definition, path, inputs)
+        self._min_coverage(definition, path)
         groups = set(score.group_names())
         for system, outputs in definition.outputs.items():
             for group in outputs.groups:
@@ -596,6 +597,26 @@ class _Checker:
                 f"model '{score.models[index].name}' is never used: every account it matches is taken first by {names}",
                 "first match wins: move the more specific model up",
             )
+
+    def _min_coverage(self, definition: ScoreDef, path: KeyPath) -> None:
+        minimum, label = definition.min_coverage, definition.insufficient_label
+        if minimum is not None and 0 < minimum < 1:
+            self.add(
+                (*path, "min_coverage"),
+                f"min_coverage {minimum:g} asks for {minimum:g}% of the weight: it is a percent, 0-100",
+                f"for {minimum:.0%} write min_coverage: {minimum * 100:g}",
+            )
+        if label is None:
+            return
+        if minimum is None:
+            self.add((*path, "insufficient_label"), "insufficient_label needs min_coverage",
+                     "set min_coverage: the percent of the weight below which the status shows this label")
+        if not label.strip():
+            self.add((*path, "insufficient_label"), "insufficient_label is empty",
+                     "give a text such as 'Insufficient data', or leave the key out to clear the fields")
+        elif label in {band.name for band in definition.status}:
+            self.add((*path, "insufficient_label"), f"insufficient_label '{label}' is also a status band",
+                     "use a name no status band has, such as 'Insufficient data'")
 
     def _override(self, definition: ScoreDef, path: KeyPath, inputs: dict[str, InputField]) -> None:
         if definition.override is None:

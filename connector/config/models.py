@@ -24,9 +24,12 @@ WeightSpec = str | int | float
 
 
 def parse_weight(spec: WeightSpec) -> tuple[str, float]:
-    """('level', 0..3) or ('percent', 0..100); ValueError with a hint when out of range."""
+    """('level', 0, 1, 2 or 3) or ('percent', 0..100); ValueError saying what is accepted."""
     if isinstance(spec, bool):
-        raise ValueError("a weight is none/low/medium/high, 0-3, or a percentage like '25%'")
+        raise ValueError(
+            f"weight {spec!r} is not a weight: use none/low/medium/high, a whole number 0, 1, 2 or 3, "
+            "or a percentage like '25%'"
+        )
     if isinstance(spec, str):
         word = spec.strip().lower()
         if word in WEIGHT_LEVELS:
@@ -38,11 +41,18 @@ def parse_weight(spec: WeightSpec) -> tuple[str, float]:
                 raise ValueError(f"percentage {spec!r} is out of range 0%..100%")
             return "percent", value
         raise ValueError(
-            f"weight {spec!r} is not none/low/medium/high, a number 0-3, or a percentage like '25%'"
+            f"weight {spec!r} is not none/low/medium/high, a whole number 0, 1, 2 or 3, "
+            "or a percentage like '25%'"
         )
-    if spec != int(spec) or not 0 <= spec <= 3:
+    if not 0 <= spec <= 3:
         raise ValueError(
-            f"weight {spec} is out of range: use 0-3 (none/low/medium/high) or a percentage like '25%'"
+            f"weight {spec:g} is out of range: a numeric weight is a whole number 0, 1, 2 or 3 "
+            "(none/low/medium/high), or use a percentage like '25%'"
+        )
+    if spec != int(spec):
+        raise ValueError(
+            f"weight {spec:g} is not a whole number: a numeric weight is 0, 1, 2 or 3 "
+            "(none/low/medium/high); for finer weights give every weight here as a percentage, like '25%'"
         )
     return "level", float(spec)
 
@@ -215,6 +225,10 @@ class ScoreDef(Strict):
     rounding: Literal["half_up", "half_even"] = "half_up"
     trend: Trend = Field(default_factory=Trend)
     drivers: int = Field(3, ge=0, le=10)
+    # no verdict without evidence: below this percent (0-100) of the weight having data an
+    # account gets no number, status or grade; the status shows `insufficient_label` if set
+    min_coverage: float | None = Field(None, ge=0, le=100)
+    insufficient_label: str | None = None
     override: OverrideInputs | None = None
     outputs: dict[Literal["salesforce", "hubspot"], Outputs] = Field(default_factory=dict)
 
@@ -222,3 +236,10 @@ class ScoreDef(Strict):
     @classmethod
     def _grades_off(cls, value: object) -> object:
         return False if value in (None, "none", "off") else value
+
+    @field_validator("min_coverage", mode="before")
+    @classmethod
+    def _percent_sign(cls, value: object) -> object:
+        """'25%' is 25, as weights take percentages."""
+        match = _PERCENT.match(value) if isinstance(value, str) else None
+        return float(match.group(1)) if match else value

@@ -13,7 +13,7 @@ import numpy as np
 from ..config.models import ScoreDef
 from .contents import ScoreView
 from .metrics import Histogram, MetricView
-from .palette import GREEN, NA, RED, points_colour
+from .palette import GREEN, NA, NO_VERDICT, RED, points_colour
 from .scores import SCORE_BIN, Movers, Segment, SegmentSubScores
 from .svg import (
     Axis,
@@ -73,8 +73,10 @@ def status_counts(view: ScoreView) -> str:
     rows = []
     for segment in view.segments:
         parts = [Part(s, n, view.colours.get(s, NA)) for s, n in segment.status_counts.items()]
+        if segment.no_verdict:  # below the score's min_coverage
+            parts.append(Part("No verdict", segment.no_verdict, NO_VERDICT))
         parts.append(Part("N/A", segment.not_scored, NA))
-        rows.append(Row(segment.label, parts, f"{segment.scored + segment.not_scored:,}"))
+        rows.append(Row(segment.label, parts, f"{segment.total:,}"))
     ident = ChartId("status-counts", f"{view.label}: accounts per status and segment", score=view.name)
     return bar_rows(ident, rows, width=520, label_width=130, note_width=70, row_height=26, normalize=True)
 

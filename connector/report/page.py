@@ -15,6 +15,7 @@ from .contents import Report, ScoreView
 from .metrics import MetricView, SegmentMetrics
 from .operations import Header, MatchIssues, RunRow
 from .palette import NA, YELLOW
+from .palette import NO_VERDICT as NO_VERDICT_COLOUR
 from .scores import Mover, Movers, Segment, SegmentSubScores
 from .svg import number
 
@@ -159,6 +160,9 @@ def _unscored_text(unscored: dict[str, int]) -> str:
 def _status_legend(view: ScoreView) -> str:
     items = [f'<span><i class="swatch" style="background:{c}"></i>{esc(text)}</span>'
              for text, c in _band_texts(view.score.definition, view.colours)]
+    if _has_no_verdict(view):
+        items.append(f'<span><i class="swatch" style="background:{NO_VERDICT_COLOUR}"></i>'
+                     f'{NO_VERDICT} ({esc(_no_verdict_title(view))})</span>')
     items.append(f'<span><i class="swatch" style="background:{NA}"></i>N/A (no value)</span>')
     items.append('<span><i class="dash"></i>status threshold</span>')
     return f'<div class="legend">{"".join(items)}</div>'
@@ -181,16 +185,32 @@ def _band_texts(definition: ScoreDef, colours: dict[str, str]) -> list[tuple[str
 def _status_table(view: ScoreView) -> str:
     statuses = list(view.segments[0].status_counts) if view.segments else [b.name for b in view.score.definition.status]
     head = ("<tr><th>Segment</th>" + "".join(f'<th class="num">{_pill(s, view.colours.get(s, NA))}</th>' for s in statuses)
+            + (f'<th class="num" title="{esc(_no_verdict_title(view))}">{NO_VERDICT}</th>' if _has_no_verdict(view) else "")
             + '<th class="num">N/A</th><th class="num">Total</th><th class="num">Mean</th><th class="num">Coverage</th></tr>')
     rows = []
     for s in view.segments:
-        total = s.scored + s.not_scored
+        total = s.total
         cells = "".join(_count_cell(s.status_counts.get(name, 0), total, name) for name in statuses)
+        if _has_no_verdict(view):
+            cells += _count_cell(s.no_verdict, total, NO_VERDICT)
         mean = "–" if s.mean is None else f"{s.mean:.1f}"
-        coverage = "–" if s.coverage is None else f"{s.coverage:.0%}"
+        coverage = "–" if s.coverage is None else f"{s.coverage:.0f}%"
         rows.append(f'<tr data-segment="{esc(s.model)}"><td>{esc(s.label)}</td>{cells}{_count_cell(s.not_scored, total, "N/A")}'
                     f'<td class="num">{total:,}</td><td class="num">{mean}</td><td class="num">{coverage}</td></tr>')
     return f'<table class="status-counts" data-score="{esc(view.name)}">{head}{"".join(rows)}</table>'
+
+
+NO_VERDICT = "No verdict"  # accounts below the score's min_coverage: coverage too low for a status
+
+
+def _has_no_verdict(view: ScoreView) -> bool:
+    return view.score.definition.min_coverage is not None or any(s.no_verdict for s in view.segments)
+
+
+def _no_verdict_title(view: ScoreView) -> str:
+    minimum = view.score.definition.min_coverage
+    below = f"below the score's minimum of {minimum:g}%" if minimum is not None else "below the score's minimum"
+    return f"no number, status or grade: coverage {below}"
 
 
 def _count_cell(count: int, total: int, status: str) -> str:
@@ -208,7 +228,9 @@ def _histogram_card(view: ScoreView, segment: Segment) -> str:
     if segment.mean is not None:
         stats.append(f"mean {segment.mean:.1f} · median {number(segment.median or 0)}")
     if segment.coverage is not None:
-        stats.append(f"coverage {segment.coverage:.0%}")
+        stats.append(f"coverage {segment.coverage:.0f}%")
+    if segment.no_verdict:
+        stats.append(f"{segment.no_verdict:,} no verdict (coverage too low)")
     if segment.not_scored:
         stats.append(f"{segment.not_scored:,} N/A")
     return _card(segment.label, " · ".join(stats), charts.score_histogram(view, segment))

@@ -17,6 +17,7 @@ RED = "#d64545"
 YELLOW = "#e0a800"
 GREEN = "#2f9e44"
 NA = "#adb5bd"  # accounts or values with no score
+NO_VERDICT = "#868e96"  # accounts below the score's min_coverage: too little data for a verdict
 NEUTRAL = "#5c7cfa"  # values a scheme does not colour (percentile ranks)
 INK = "#212529"
 MUTED = "#6c757d"

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from ..config.mappings import CompiledScore
+from ..scoring.engine import INSUFFICIENT
 from ..scoring.frame import iso
 from ..store import Store
 
@@ -35,14 +36,19 @@ class Segment:
     edges: np.ndarray
     by_status: dict[str, np.ndarray]  # status -> accounts per bar
     status_counts: dict[str, int]
-    not_scored: int = 0  # taken by this model, but no metric had data
+    not_scored: int = 0  # taken by this model, but no value (no metric had data, ...)
+    no_verdict: int = 0  # taken by this model, coverage below the score's min_coverage: no verdict
     mean: float | None = None
     median: float | None = None
-    coverage: float | None = None  # mean share of the formula's weight that had data
+    coverage: float | None = None  # mean percent (0-100) of the formula's weight that had data
 
     @property
     def scored(self) -> int:
         return sum(self.status_counts.values())
+
+    @property
+    def total(self) -> int:
+        return self.scored + self.not_scored + self.no_verdict
 
 
 @dataclass
@@ -105,21 +111,24 @@ def model_labels(score: CompiledScore) -> dict[str, str]:
 def segments(store: Store, score: CompiledScore) -> list[Segment]:
     """Per model found in the store: accounts per SCORE_BIN-wide bar and status, mean, median."""
     rows = store.conn.execute(
-        """SELECT model, value, status, count(*), sum(coverage), count(coverage) FROM scores
+        """SELECT model, value, status, count(*), sum(coverage), count(coverage),
+                  sum(value IS NULL AND na_reason LIKE ? || '%') FROM scores
            WHERE score = ? AND model IS NOT NULL GROUP BY model, value, status""",
-        (score.name,),
+        (INSUFFICIENT, score.name),
     ).fetchall()
     edges = np.arange(0, 100 + SCORE_BIN, SCORE_BIN, dtype=float)
-    statuses = status_order(score, {r[2] for r in rows if r[2] is not None})
+    # a status without a value (the insufficient_label, a status override on an unscored account) is no band
+    statuses = status_order(score, {r[2] for r in rows if r[2] is not None and r[1] is not None})
     found: dict[str, Segment] = {}
     values: dict[str, list[tuple[float, int]]] = defaultdict(list)
     coverage: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for model, value, status, n, cov_sum, cov_n in rows:
+    for model, value, status, n, cov_sum, cov_n, thin in rows:
         segment = found.get(model) or found.setdefault(model, _empty_segment(model, edges, statuses))
         coverage[model][0] += cov_sum or 0.0
         coverage[model][1] += cov_n
         if value is None:
-            segment.not_scored += n
+            segment.no_verdict += thin or 0
+            segment.not_scored += n - (thin or 0)
             continue
         bar = min(max(int(value // SCORE_BIN), 0), len(edges) - 2)
         segment.by_status[status or "N/A"][bar] += n
@@ -158,11 +167,16 @@ def _in_model_order(found: dict[str, Segment], score: CompiledScore) -> list[Seg
 
 
 def unscored(store: Store, score: CompiledScore) -> dict[str, int]:
-    """Why accounts have no value for this score: reason -> accounts."""
+    """Why accounts have no value for this score: reason -> accounts.
+
+    Coverage below the score's min_coverage is one reason, whatever each account's percent.
+    """
+    minimum = score.definition.min_coverage
+    thin = f"{INSUFFICIENT} (below {minimum:g}%)" if minimum is not None else INSUFFICIENT
     rows = store.conn.execute(
-        """SELECT coalesce(na_reason, 'no value'), count(*) FROM scores
-           WHERE score = ? AND value IS NULL GROUP BY 1 ORDER BY 2 DESC""",
-        (score.name,),
+        """SELECT CASE WHEN na_reason LIKE ? || '%' THEN ? ELSE coalesce(na_reason, 'no value') END, count(*)
+           FROM scores WHERE score = ? AND value IS NULL GROUP BY 1 ORDER BY 2 DESC""",
+        (INSUFFICIENT, thin, score.name),
     )
     return {reason: int(n) for reason, n in rows}
 

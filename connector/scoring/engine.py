@@ -19,6 +19,14 @@ from . import schemes
 from .bands import band_names, points_to_next, round_score
 from .frame import Frame, iso
 
+# na_reason of an account whose coverage is below its score's min_coverage: no verdict
+INSUFFICIENT = "insufficient coverage"
+
+
+def coverage_percent(coverage: np.ndarray) -> np.ndarray:
+    """Coverage as every output shows it: percent of the weight that had data, 0-100, 1 decimal."""
+    return np.round(100.0 * coverage, 1)
+
 
 @dataclass
 class SlotResult:
@@ -31,6 +39,7 @@ class SlotResult:
     reason: np.ndarray  # object: why N/A, or a note (carried forward, neutral), else None
     applicable: np.ndarray  # bool
     share: np.ndarray = field(default_factory=lambda: np.zeros(0))  # weight share among available
+    filled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # scored by a neutral/worst policy
 
 
 @dataclass
@@ -64,6 +73,7 @@ class ScoreResult:
     na_reason: np.ndarray
     override_id: np.ndarray
     status_override: np.ndarray | None = None
+    insufficient: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # below min_coverage
     passes: list[ModelPass] = field(default_factory=list)
     triggers: list[tuple[Any, np.ndarray]] = field(default_factory=list)
 
@@ -105,21 +115,50 @@ def score_one(score: CompiledScore, frame: Frame) -> ScoreResult:
         groups={g: np.full(n, np.nan) for g in score.group_names()},
         na_reason=np.full(n, None, dtype=object),
         override_id=np.full(n, -1, dtype=np.int64),
+        insufficient=np.zeros(n, dtype=bool),
     )
     if definition.kind == "triggers":
         _score_triggers(score, frame, result)
     else:
         _score_models(score, frame, result)
     result.computed_rounded = round_score(result.computed, definition.rounding)
+    _no_verdict_below_min_coverage(result)
     result.value = result.computed_rounded.copy()
     result.status_computed = band_names(result.computed_rounded, definition.status)
+    if definition.insufficient_label is not None:
+        result.status_computed[result.insufficient] = definition.insufficient_label
     _refresh_labels(result)
     return result
+
+
+def _no_verdict_below_min_coverage(result: ScoreResult) -> None:
+    """Below the score's min_coverage: no number, status or grade, and the reason why.
+
+    The unrounded `computed` is kept (explain shows what the thin data gave);
+    the rounded and effective values are N/A, so the account counts as not scored.
+    """
+    minimum = result.score.definition.min_coverage
+    if minimum is None:
+        return
+    percent = coverage_percent(result.coverage)
+    thin = ~np.isnan(result.computed) & ~np.isnan(percent) & (percent < minimum)
+    if not thin.any():
+        return
+    result.insufficient = thin
+    result.computed_rounded = np.where(thin, np.nan, result.computed_rounded)
+    result.drivers[thin] = ""
+    result.na_reason[thin] = [
+        f"{INSUFFICIENT}: {p:g}% of the weight had data, below the score's minimum of {minimum:g}%"
+        for p in percent[thin]
+    ]
 
 
 def _refresh_labels(result: ScoreResult) -> None:
     definition = result.score.definition
     status = band_names(result.value, definition.status)
+    if definition.insufficient_label is not None:
+        no_verdict = result.insufficient & np.isnan(result.value)
+        status = np.where(no_verdict, definition.insufficient_label, status)
     overridden = result.status_override
     result.status = status if overridden is None else np.where(overridden == None, status, overridden)  # noqa: E711
     if definition.grades:
@@ -144,7 +183,7 @@ def _score_models(score: CompiledScore, frame: Frame, result: ScoreResult) -> No
         model_pass = run_model(model, frame, rows)
         result.passes.append(model_pass)
         result.model[rows] = model.name
-        _combine(model_pass, result, score.definition.drivers)
+        _combine(model_pass, result, score.definition.drivers, score.definition.rounding)
 
 
 def run_model(model: CompiledModel, frame: Frame, rows: np.ndarray) -> ModelPass:
@@ -209,13 +248,15 @@ def _score_slot(slot: MetricSlot, frame: Frame, rows: np.ndarray) -> SlotResult:
             unscorable = ~missing & np.isnan(scored) & (why != None)  # noqa: E711
             reason[unscorable] = why[unscorable]
     scored = np.where(applicable & ~missing, scored, np.nan)
+    filled = np.zeros(len(rows), dtype=bool)
     if use.missing in ("neutral", "worst"):
         fill = use.neutral if use.missing == "neutral" else 0.0
         gap = applicable & np.isnan(scored)
         if gap.any():
             scored = np.where(gap, fill, scored)
             reason[gap] = [f"{r or 'no data'}; scored {use.missing} ({fill:g})" for r in reason[gap]]
-    return SlotResult(slot, raw, value, scored, reason, applicable)
+            filled = gap
+    return SlotResult(slot, raw, value, scored, reason, applicable, filled=filled)
 
 
 def _missing(values: np.ndarray) -> np.ndarray:
@@ -224,7 +265,7 @@ def _missing(values: np.ndarray) -> np.ndarray:
     return np.isnan(values)
 
 
-def _combine(model_pass: ModelPass, result: ScoreResult, top: int) -> None:
+def _combine(model_pass: ModelPass, result: ScoreResult, top: int, rounding: str = "half_up") -> None:
     model, rows = model_pass.model, model_pass.rows
     by_group: dict[str, list[SlotResult]] = {}
     for slot_result in model_pass.slots:
@@ -260,9 +301,10 @@ def _combine(model_pass: ModelPass, result: ScoreResult, top: int) -> None:
                     gweights[g] / _safe(total_avail) * w / _safe(group_avail_w[g]),
                     0.0,
                 )
-                # coverage: this metric's share of the weight of everything applicable
+                # coverage: this metric's share of the weight of everything applicable, when it had
+                # data (a value scored by the neutral/worst policy takes part in the score, not in coverage)
                 coverage += np.where(
-                    avail & (total_app > 0) & (group_app_w[g] > 0),
+                    avail & ~s.filled & (total_app > 0) & (group_app_w[g] > 0),
                     gweights[g] / _safe(total_app) * w / _safe(group_app_w[g]),
                     0.0,
                 )
@@ -273,7 +315,7 @@ def _combine(model_pass: ModelPass, result: ScoreResult, top: int) -> None:
         for s in model_pass.slots:
             avail = ~np.isnan(s.score)
             s.share = np.where(avail & (total_avail > 0), s.slot.weight / _safe(total_avail), 0.0)
-            coverage += np.where(avail & (total_app > 0), s.slot.weight / _safe(total_app), 0.0)
+            coverage += np.where(avail & ~s.filled & (total_app > 0), s.slot.weight / _safe(total_app), 0.0)
     computed = np.zeros(m)
     for s in model_pass.slots:
         computed += s.share * np.nan_to_num(s.score)
@@ -286,22 +328,27 @@ def _combine(model_pass: ModelPass, result: ScoreResult, top: int) -> None:
         for s in by_group.get(group.name, []):
             loss += s.share * (100.0 - np.nan_to_num(s.score))
         model_pass.group_loss[group.name] = loss
-    result.drivers[rows] = _driver_texts(model, model_pass, top)
+    result.drivers[rows] = _driver_texts(model, model_pass, top, rounding)
 
 
 def _safe(values: np.ndarray) -> np.ndarray:
     return np.where(values > 0, values, 1.0)
 
 
-def _driver_texts(model: CompiledModel, model_pass: ModelPass, top: int) -> np.ndarray:
-    """'Support 22 (-18), Usage 41 (-9)': the sub-scores costing the most points."""
+def _driver_texts(model: CompiledModel, model_pass: ModelPass, top: int, rounding: str = "half_up") -> np.ndarray:
+    """'Support 22 (-18), Usage 41 (-9)': the sub-scores costing the most points.
+
+    Each number is the sub-score as its CRM field holds it (2 decimals, see
+    pipeline.score_rows) rounded to a whole number by the score's `rounding`,
+    like the global score: a sub-score field of 55.5 reads "Usage 56" (half_up).
+    """
     m = len(model_pass.rows)
     if top == 0 or m == 0:
         return np.full(m, "", dtype=object)
     losses = np.column_stack([model_pass.group_loss[g.name] for g in model.groups])
     scores = np.column_stack([model_pass.groups[g.name] for g in model.groups])
-    lost_r = np.clip(np.floor(losses + 0.5), 0, 100).astype(np.int64)
-    score_r = np.clip(np.floor(np.nan_to_num(scores) + 0.5), 0, 100).astype(np.int64)
+    lost_r = np.clip(round_score(np.round(losses, 2), rounding), 0, 100).astype(np.int64)
+    score_r = np.clip(round_score(np.round(np.nan_to_num(scores), 2), rounding), 0, 100).astype(np.int64)
     # every possible piece is formatted once; rows only pick from the table
     table = np.array(
         [[[f"{g.label} {s} (-{lost})" for lost in range(101)] for s in range(101)] for g in model.groups],
@@ -353,9 +400,14 @@ def _score_triggers(score: CompiledScore, frame: Frame, result: ScoreResult) -> 
 
 
 def _apply_overrides(result: ScoreResult, overrides: list[dict[str, Any]]) -> None:
-    """Active overrides replace the effective status or score; the computed value stays."""
+    """Active overrides replace the effective status or score; the computed value stays.
+
+    A score override is rounded like a computed score (the score's `rounding`), so its
+    status and grade come from the whole number shown: 39.5 is 40, Yellow.
+    """
     if not overrides:
         return
+    rounding = result.score.definition.rounding
     position = {int(a): i for i, a in enumerate(result.ids)}
     status_override = np.full(len(result.ids), None, dtype=object)
     for override in overrides:
@@ -364,7 +416,7 @@ def _apply_overrides(result: ScoreResult, overrides: list[dict[str, Any]]) -> No
             continue
         result.override_id[i] = override["id"]
         if override["kind"] == "score":
-            result.value[i] = float(override["value"])
+            result.value[i] = round_score(np.array([float(override["value"])]), rounding)[0]
         else:
             status_override[i] = override["value"]
     result.status_override = status_override

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine import ScoreResult
+from .engine import ScoreResult, coverage_percent
 
 
 def explain(result: ScoreResult, account_id: int) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def explain(result: ScoreResult, account_id: int) -> dict[str, Any]:
         "status": result.status[i],
         "status_computed": result.status_computed[i],
         "grade": result.grade[i],
-        "coverage": _num(result.coverage[i], 4),
+        "coverage": _num(coverage_percent(result.coverage[i : i + 1])[0], 1),  # percent 0-100
         "points_to_next_band": _num(result.points_to_next[i]),
         "trend": _num(result.trend[i]),
         "trend_direction": result.trend_direction[i],
