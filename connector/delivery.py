@@ -5,7 +5,13 @@ Collections of 200, HubSpot tasks in batch creates of 100, one POST per webhook
 message. Each request's deliveries are marked sent (committed) before it goes
 out, then settled one by one: done (with the created task's id), retry (a
 transient error, or retries ran out: tried again by the next run, never fired
-again), or failed (a permanent error, or the last of MAX_ATTEMPTS runs).
+again), or failed (a permanent error, or the last of MAX_ATTEMPTS runs). A
+request the CRM refuses as a whole (a 405 on the Task create, a 400 on the
+HubSpot tasks batch, a 403 for a user without the permission to create tasks)
+counts as one attempt for every delivery in it, with the CRM's reason as the
+error: kept to retry, failed after MAX_ATTEMPTS runs, like a per-record error
+that may clear. A rejected credential (401) is not the deliveries' fault: they
+go back to pending untouched. Either way the other kinds are still sent.
 Quota reserves apply as for the push; a stop request ends the loop after the
 request in flight. A kind with nothing to send it with (no credentials for that
 CRM, the webhook's variable unset) has its deliveries skipped, with the reason.
@@ -25,9 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import HealthsyncError
-from .http import CallLog, QuotaStop, RetryPolicy
+from .http import ApiError, CallLog, QuotaStop, RetryPolicy
 from .logs import event
-from .shutdown import Shutdown
+from .shutdown import Interrupted, Shutdown
 from .store import Store
 from .systems import CreateResult
 from .systems.webhook import WebhookSender
@@ -48,6 +54,8 @@ class DeliverySummary:
     notes: list[str] = field(default_factory=list)  # why deliveries were skipped
     stopped: str | None = None  # a quota reserve was reached
     interrupted: str | None = None  # a stop was asked for
+    failed_kinds: dict[str, str] = field(default_factory=dict)  # kind -> the error that ended its sending this run
+    failed_exit_codes: dict[str, int] = field(default_factory=dict)  # kind -> that error's exit code (2: credentials)
 
 
 def deliver(store: Store, env: Mapping[str, str], sources: Iterable[Any], calls: CallLog,
@@ -77,6 +85,13 @@ def deliver(store: Store, env: Mapping[str, str], sources: Iterable[Any], calls:
         except QuotaStop as stop:
             summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
             event(f"alert deliveries ({kind}) stopped: {stop}", logging.WARNING, step="deliver", kind=kind)
+        except Interrupted:
+            raise
+        except HealthsyncError as exc:  # a credential refused: this kind waits, the other kinds go on
+            summary.failed_kinds[kind] = str(exc)
+            summary.failed_exit_codes[kind] = exc.exit_code
+            event(f"alert deliveries ({kind}) failed: {exc}", logging.ERROR, step="deliver", kind=kind,
+                  exit_code=exc.exit_code)
         event(f"delivered {kind}", step="deliver", kind=kind, done=summary.done[kind], failed=summary.failed[kind],
               retry=summary.retry[kind], skipped=summary.skipped[kind], requests=summary.requests[kind])
         if summary.interrupted:
@@ -103,10 +118,24 @@ def _send_kind(store: Store, kind: str, client: Any, webhooks: WebhookSender, su
             with shutdown.writing() if shutdown is not None else nullcontext():
                 results = _send(kind, batch, client, webhooks)
             summary.requests[kind] += 1
+        except ApiError as exc:
+            if exc.status == 401:  # the credential, not these deliveries: untouched, for the next run
+                store.release_deliveries([row["id"] for row in batch])
+                raise
+            summary.requests[kind] += 1
+            results = refused(batch, exc)  # the whole request refused: one attempt for each delivery in it
+            event(f"alert deliveries ({kind}): the request was refused: {exc}", logging.WARNING, step="deliver",
+                  kind=kind, deliveries=len(batch))
         except BaseException:
             store.release_deliveries([row["id"] for row in batch])
             raise
         _settle(store, kind, batch, results, summary)
+
+
+def refused(batch: list[dict[str, Any]], exc: ApiError) -> list[CreateResult]:
+    """Every delivery of a request the API refused as a whole: not created, the API's reason, worth
+    another try in a later run (a permission can be granted, an outage end) until MAX_ATTEMPTS."""
+    return [CreateResult(str(row["id"]), False, error=str(exc), transient=True) for row in batch]
 
 
 def _check_webhook_urls(store: Store, webhooks: WebhookSender, summary: DeliverySummary) -> None:

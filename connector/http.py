@@ -6,10 +6,11 @@ owns the policy they all follow:
 * settings come from env vars or ``NAME_FILE`` secret files; every secret read
   is registered with the redactor, and every error or log line passes through it;
 * plain http is refused except to localhost;
-* one retry loop (tenacity) per API family: 429, 5xx and dropped connections
-  are retried with exponential backoff and full jitter, never sooner than the
-  API's own Retry-After, bounded in attempts and total time; anything else
-  fails at once;
+* one retry loop (tenacity) per API family: 429, 5xx, concurrency limits
+  (Salesforce's ConcurrentPerOrgLongTxn) and dropped connections are retried
+  with exponential backoff and full jitter, never sooner than the API's own
+  Retry-After, bounded in attempts and total time; anything else fails at
+  once — a rejected credential as AuthError (exit 2), naming the variables;
 * every HTTP request an SDK makes is counted per system and endpoint.
 """
 
@@ -60,6 +61,22 @@ class ApiError(HealthsyncError):
         super().__init__(redact(f"{where}: {message}"))
 
 
+class AuthError(ApiError):
+    """The API rejected the credentials (401), or they lack the access healthsync needs (403).
+
+    Exit code 2 (like a missing setting): nothing retries it away, an operator must fix the
+    environment. The message names the system and the variables to check, never a secret.
+    """
+
+    exit_code = 2
+
+    def __init__(self, system: str, endpoint: str, message: str, status: int | None = None,
+                 variables: tuple[str, ...] = ()):
+        self.variables = tuple(variables)
+        check = f"; check {', '.join(self.variables)}" if self.variables else ""
+        super().__init__(system, endpoint, f"credentials rejected: {message.rstrip().rstrip('.')}{check}", status)
+
+
 class QuotaStop(HealthsyncError):
     """The API quota reserve is reached: the run stops cleanly, nothing half-done."""
 
@@ -100,8 +117,18 @@ class _Redactor:
         pattern = self._pattern
         return pattern.sub("***", text) if pattern else text
 
+    def forget(self) -> None:
+        with self._lock:
+            self._secrets.clear()
+            self._pattern = None
+
 
 redact = _Redactor()
+
+
+def forget_secrets() -> None:
+    """Unregister every secret, as in a fresh process (the tests start each test with none)."""
+    redact.forget()
 
 
 class RedactingFilter(logging.Filter):

@@ -2,9 +2,12 @@
 
 `specs` derives every output field from the mappings (a score's value and
 sub-scores are numbers, its status a picklist of the mapping's status names,
-its drivers long text, ...). `check` compares them with a CRM's own description
+its drivers long text, its trend text "+3 (Up)" or, in a Number field, the
+points change, ...). `check` compares them with a CRM's own description
 of its fields (Salesforce describe, HubSpot properties): missing, read-only or
-of an incompatible type. `setup` creates the missing HubSpot property group and
+of an incompatible type; and warns where a label (a status name, a grade) is
+longer than its text field, since the plan cuts every text value to the
+field's length (`fit`, with an ellipsis). `setup` creates the missing HubSpot property group and
 properties; Salesforce fields are metadata an admin deploys, so for those it
 writes (`salesforce_metadata`) the CustomField and permission-set XML and says
 exactly which are missing. Nothing here changes an existing field.
@@ -20,32 +23,48 @@ from xml.sax.saxutils import escape
 from .config.mappings import Mappings
 from .errors import Problem
 from .systems import crm_fields
+from .systems.hubspot import field_type as hubspot_field_type
+from .systems.salesforce import field_type as salesforce_field_type
 
 HUBSPOT_GROUP = ("healthsync", "healthsync scores")
 PERMISSION_SET = "Healthsync_Integration"
 API_VERSION = "59.0"
 HELP = "Written by healthsync on every run; a hand edit is overwritten (counted as drift)."
 
-# output key -> (kind, text length)
+# output key -> (kind, text length of a field setup creates)
 KINDS: dict[str, tuple[str, int]] = {
-    "score": ("number", 0), "coverage": ("percent", 0), "trend": ("text", 40), "grade": ("text", 10),
-    "status": ("picklist", 0), "drivers": ("textarea", 1000), "scored_at": ("datetime", 0),
+    "score": ("number", 0), "coverage": ("percent", 0), "trend": ("trend", 40), "grade": ("text", 10),
+    "trend_direction": ("text", 10), "status": ("picklist", 0), "drivers": ("textarea", 1000),
+    "scored_at": ("datetime", 0),
 }
-# kind -> the describe types of a Salesforce field that can hold it
+ELLIPSIS = "…"
+LONGEST_TREND = "-100 (Down)"  # the longest trend text the writer makes: points change and direction
+_SF_NUMBERS = {"double", "int", "long", "currency", "percent"}
+# kind -> the describe types of a Salesforce field that can hold it; a trend goes into a number
+# field as the points change, into a text field as "+3 (Up)" (writeback._output_value)
 SALESFORCE_TYPES = {
-    "number": {"double", "int", "long", "currency", "percent"}, "percent": {"percent", "double"},
+    "number": _SF_NUMBERS, "percent": {"percent", "double"},
     "text": {"string", "textarea", "picklist"}, "textarea": {"textarea", "string"},
     "picklist": {"picklist", "string", "textarea"}, "datetime": {"datetime"},
+    "trend": _SF_NUMBERS | {"string", "textarea"},
 }
 # kind -> HubSpot property types that can hold it
 HUBSPOT_TYPES = {
     "number": {"number"}, "percent": {"number"}, "text": {"string", "enumeration"}, "textarea": {"string"},
-    "picklist": {"enumeration", "string"}, "datetime": {"datetime"},
+    "picklist": {"enumeration", "string"}, "datetime": {"datetime"}, "trend": {"number", "string"},
 }
 HUBSPOT_NEW = {  # kind -> (type, fieldType) of a property setup creates
     "number": ("number", "number"), "percent": ("number", "number"), "text": ("string", "text"),
     "textarea": ("string", "textarea"), "picklist": ("enumeration", "select"), "datetime": ("datetime", "date"),
+    "trend": ("string", "text"),
 }
+
+
+def fit(value: Any, length: int | None) -> Any:
+    """A text value cut to a field's length (in characters), ending in an ellipsis; anything else as is."""
+    if not isinstance(value, str) or not length or len(value) <= length:
+        return value
+    return value[:max(0, length - 1)].rstrip() + ELLIPSIS
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,7 @@ class FieldReport:
     missing: list[OutputField] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)  # present but unusable, or a missing input field
     created: list[str] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # usable, but a label can never fit: it is written cut
 
     @property
     def good(self) -> bool:
@@ -104,6 +124,10 @@ def specs(mappings: Mappings, system: str) -> list[OutputField]:
             kind, length = KINDS.get(key.split(".")[0] if key.startswith("group.") else key, ("number", 0))
             part = key.split(".", 1)[1] if key.startswith("group.") else key.replace("_", " ")
             options = tuple(b.name for b in definition.status) if kind == "picklist" else ()
+            if key == "grade" and definition.grades:  # a Text field setup creates holds the longest grade
+                length = max(length, *(len(g.name) for g in definition.grades))
+            if options and definition.insufficient_label:  # the status below min_coverage
+                options += (definition.insufficient_label,)
             out.append(OutputField(system, crm_field, name, key, kind, f"{title}: {part}"[:40], length, options))
     return out
 
@@ -122,24 +146,29 @@ class _Crm:
     unwritable: str  # what a field this user cannot write is
     writable: Any  # described field -> bool
     choices: Any  # described field -> set of allowed values
-    hints: Mapping[str, str]  # "writable", "type", "choices" -> what to do
+    length: Any  # described field -> the most characters a text value may have (0: not a bounded text)
+    hints: Mapping[str, str]  # "writable", "type", "choices", "length" -> what to do
 
 
 _SALESFORCE = _Crm(
     "salesforce", "Account.{name}", SALESFORCE_TYPES, "picklist", "not editable by this user",
     lambda f: bool(f.get("updateable", False)),
     lambda f: {v.get("value") for v in f.get("picklistValues") or [] if v.get("active", True)},
+    lambda f: int(salesforce_field_type(f).get("length", 0)),
     {"writable": f"grant Edit in field-level security (the {PERMISSION_SET} permission set does)",
      "type": "map another field, or change the field's type in Setup",
-     "choices": "add them in Setup > Object Manager > Account > Fields"},
+     "choices": "add them in Setup > Object Manager > Account > Fields",
+     "length": "lengthen the field in Setup > Object Manager > Account > Fields, or shorten the name"},
 )
 _HUBSPOT = _Crm(
     "hubspot", "company property {name}", HUBSPOT_TYPES, "enumeration", "read-only",
     lambda f: not (f.get("modificationMetadata") or {}).get("readOnlyValue"),
     lambda f: {o.get("value") for o in f.get("options") or [] if not o.get("hidden")},
+    lambda f: int(hubspot_field_type(f).get("length", 0)),
     {"writable": "map a property healthsync may write",
      "type": "map another property (setup never changes an existing property's type)",
-     "choices": "add them in Settings > Properties"},
+     "choices": "add them in Settings > Properties",
+     "length": "shorten the name"},
 )
 
 
@@ -163,9 +192,42 @@ def _check(mappings: Mappings, crm: _Crm, described: Mapping[str, Mapping[str, A
             if lacking:
                 report.problems.append(_where(mappings, spec, f"{where} {kind} lacks the value(s) {', '.join(lacking)}",
                                               crm.hints["choices"]))
+        else:
+            report.warnings += _too_long(mappings, crm, spec, found, where)
         if len(report.problems) == before:
             report.ok.append(spec.name)
     return report
+
+
+def labels(mappings: Mappings, spec: OutputField) -> list[tuple[tuple[Any, ...], str, str]]:
+    """(mappings path, what it is, text) of every fixed label this output can be written with."""
+    definition = mappings.scores[spec.score].definition
+    base: tuple[Any, ...] = ("scores", spec.score)
+    out: list[tuple[tuple[Any, ...], str, str]] = []
+    if spec.key == "status":
+        out += [((*base, "status", i, "name"), "status name", b.name) for i, b in enumerate(definition.status)]
+        insufficient = getattr(definition, "insufficient_label", None)
+        if insufficient:
+            out.append(((*base, "insufficient_label"), "status label", insufficient))
+    elif spec.key == "grade" and definition.grades:
+        out += [((*base, "grades", i, "name"), "grade", g.name) for i, g in enumerate(definition.grades)]
+    elif spec.key == "trend_direction":
+        out += [((*base, "trend"), "trend direction", d) for d in ("Up", "Down", "Flat")]
+    elif spec.key == "trend":
+        out.append(((*base, "outputs", spec.system, "trend"), "trend text", LONGEST_TREND))
+    return out
+
+
+def _too_long(mappings: Mappings, crm: _Crm, spec: OutputField, found: Mapping[str, Any], where: str) -> list[Problem]:
+    """A warning per label longer than this text field: every run would write it cut."""
+    length = crm.length(found)
+    if not length:
+        return []  # not a bounded text field (a number, or no length known)
+    kind = str(found.get("type", ""))
+    return [mappings.located.problem(
+        path, f"the {what} '{text}' ({len(text)} characters) can never fit {where}, a {kind} field of "
+        f"{length} characters: it is written as '{fit(text, length)}'", crm.hints["length"])
+        for path, what, text in labels(mappings, spec) if len(text) > length]
 
 
 def check_salesforce(mappings: Mappings, describe: Mapping[str, Mapping[str, Any]]) -> FieldReport:
@@ -251,13 +313,13 @@ def _custom_field(spec: OutputField) -> str:
         "label": escape(spec.label),
         "trackHistory": "false",
         "type": {"number": "Number", "percent": "Percent", "text": "Text", "textarea": "LongTextArea",
-                 "datetime": "DateTime", "picklist": "Picklist"}[spec.kind],
+                 "datetime": "DateTime", "picklist": "Picklist", "trend": "Text"}[spec.kind],
     }
-    if spec.kind in ("number", "percent", "text", "datetime"):
+    if spec.kind in ("number", "percent", "text", "trend", "datetime"):
         elements["required"] = "false"
     if spec.kind in ("number", "percent"):
         elements["precision"], elements["scale"] = "5", "2" if spec.kind == "number" else "1"
-    if spec.kind in ("text", "textarea"):
+    if spec.kind in ("text", "trend", "textarea"):
         elements["length"] = str(spec.length)
     if spec.kind == "textarea":
         elements["visibleLines"] = "3"

@@ -3,7 +3,11 @@
 plan  the desired value of every mapped output field of every linked CRM record,
       against what the CRM holds (read by the pull) and what healthsync last
       wrote; only differences become changes, saved in the outbox in one
-      transaction before anything is written. A held value that differs from
+      transaction before anything is written. A text value longer than its
+      field (the length the pull read from describe / properties) is cut to
+      it with an ellipsis, and the cut value is what is compared and sent, so
+      a record never fails STRING_TOO_LONG and is not re-planned every run.
+      A held value that differs from
       what healthsync last wrote is drift (a human edit), restored and counted.
 push  the outbox in batches at each API's maximum (Salesforce 200, HubSpot
       100; Salesforce Bulk API 2.0 jobs above a threshold of open changes). Each batch is marked sent before the request and settled per
@@ -11,7 +15,10 @@ push  the outbox in batches at each API's maximum (Salesforce 200, HubSpot
       (transient errors, records the answer did not mention), or failed with
       the CRM's reason. A crash leaves at most one batch marked sent; the next
       run plans again from a fresh pull, so nothing is lost and only what the
-      CRM does not already hold is sent again.
+      CRM does not already hold is sent again. One CRM's fatal error (a
+      credential refused, a whole request rejected) ends that CRM's push
+      only: its batch goes back to pending, the error is kept in
+      `PushSummary.failed_systems`, and the next CRM is pushed.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .config.mappings import Mappings
+from .errors import HealthsyncError
 from .http import QuotaStop
 from .logs import event
-from .shutdown import Shutdown
+from .outputs import fit
+from .shutdown import Interrupted, Shutdown
 from .store import Store, utcnow
 from .systems import WriteResult
 
@@ -59,6 +68,8 @@ class PushSummary:
     jobs: dict[str, int] = field(default_factory=dict)  # system -> bulk jobs
     stopped: str | None = None  # a quota reserve was reached
     interrupted: str | None = None  # a stop was asked for: ended after the batch in flight
+    failed_systems: dict[str, str] = field(default_factory=dict)  # system -> the fatal error that ended its push
+    failed_exit_codes: dict[str, int] = field(default_factory=dict)  # system -> that error's exit code (2: credentials)
 
 
 # ------------------------------------------------------------------ values
@@ -104,8 +115,10 @@ def _outgoing(value: Any, kind: str) -> Any:
     return str(value)
 
 
-def desired_values(store: Store, mappings: Mappings, system: str, types: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """CRM record id -> output field -> the value it should hold."""
+def desired_values(store: Store, mappings: Mappings, system: str, types: Mapping[str, str],
+                   lengths: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    """CRM record id -> output field -> the value it should hold (text cut to the field's length)."""
+    lengths = field_lengths(store, system) if lengths is None else lengths
     owner = store.linked(system, OBJECT[system])
     by_account: dict[int, list[str]] = {}
     for record_id, account_id in owner.items():
@@ -120,18 +133,25 @@ def desired_values(store: Store, mappings: Mappings, system: str, types: Mapping
             row = scores.get(account_id)
             for key, crm_field in outputs.fields().items():
                 value = _output_value(key, row, types.get(crm_field, "string"))
+                value = fit(_outgoing(value, types.get(crm_field, "string")), lengths.get(crm_field))
                 for record_id in record_ids:
-                    out.setdefault(record_id, {})[crm_field] = _outgoing(value, types.get(crm_field, "string"))
+                    out.setdefault(record_id, {})[crm_field] = value
     return out
 
 
 def _output_value(key: str, row: Mapping[str, Any] | None, kind: str) -> Any:
-    if row is None or row.get("value") is None and key not in ("scored_at", "drivers"):
+    if row is None:
+        return None
+    if key == "coverage":  # percent 0-100 as stored; shown also when there is no verdict, to say why
+        return None if row.get("coverage") is None else round(row["coverage"], 1)
+    if key == "status" and row.get("value") is None:
+        # no number: a status only when one is set anyway (the score's insufficient_label below its
+        # min_coverage, or a CSM's status override); otherwise the field is cleared
+        return row.get("status")
+    if row.get("value") is None and key not in ("scored_at", "drivers"):
         return None  # not scored: the field is cleared rather than left showing an old score
     if key.startswith("group."):
         return json.loads(row.get("groups") or "{}").get(key.split(".", 1)[1])
-    if key == "coverage":
-        return None if row.get("coverage") is None else round(100 * row["coverage"], 1)
     if key == "trend" and kind not in NUMBER_TYPES and row.get("trend") is not None:
         return f"{row['trend']:+.0f} ({row.get('trend_direction') or 'flat'})"
     if key == "score":
@@ -187,9 +207,23 @@ def plan(store: Store, mappings: Mappings, run_id: int | None = None, systems: l
     return summary
 
 
-def field_types(store: Store, system: str) -> dict[str, str]:
+def _described(store: Store, system: str) -> dict[str, Any]:
+    """What the pull recorded of the CRM's fields: name -> {type, length} (or, from older
+    healthsync versions, name -> type)."""
     raw = store.meta(f"fields.{system}")
     return json.loads(raw) if raw else {}
+
+
+def field_types(store: Store, system: str) -> dict[str, str]:
+    """CRM field -> its type (Salesforce describe type, HubSpot property type), as last pulled."""
+    return {name: str(d.get("type", "string")) if isinstance(d, dict) else str(d)
+            for name, d in _described(store, system).items()}
+
+
+def field_lengths(store: Store, system: str) -> dict[str, int]:
+    """CRM text field -> the most characters it holds, where the CRM said (describe `length`)."""
+    return {name: int(d["length"]) for name, d in _described(store, system).items()
+            if isinstance(d, dict) and d.get("length")}
 
 
 # ------------------------------------------------------------------ push
@@ -238,6 +272,13 @@ def push(store: Store, mappings: Mappings, writers: Mapping[str, Any], run_id: i
         except QuotaStop as stop:
             summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
             event(f"push to {system} stopped: {stop}", logging.WARNING, step="push", system=system)
+        except Interrupted:
+            raise
+        except HealthsyncError as exc:  # this CRM's push ends; its batch is pending again; the next CRM goes on
+            summary.failed_systems[system] = str(exc)
+            summary.failed_exit_codes[system] = exc.exit_code
+            event(f"push to {system} failed: {exc}", logging.ERROR, step="push", system=system,
+                  exit_code=exc.exit_code)
         finally:
             _log_push(summary, system)
     return summary

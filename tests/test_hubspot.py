@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from conftest import REPO
+from conftest import NOW, REPO
 
 from connector.config.mappings import load_mappings
 from connector.errors import ConfigError
-from connector.http import ApiError
 from connector.pipeline import pull
 from connector.sandbox.dataset import build_dataset
 from connector.sandbox.server import Faults, Sandbox
@@ -25,7 +24,7 @@ def env_of(sb: Sandbox, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def dataset():
-    return build_dataset(accounts=600, seed=21, now=datetime.now(UTC))
+    return build_dataset(accounts=600, seed=21, now=NOW)
 
 
 def live_ids(dataset) -> set[str]:
@@ -34,7 +33,7 @@ def live_ids(dataset) -> set[str]:
 
 def test_first_pull_lists_every_company_and_the_archived_ones(dataset, tmp_path):
     with Sandbox(dataset) as sb, Store(tmp_path / "a.db") as store:
-        summary = pull(store, MAPPINGS, env_of(sb), only=["hubspot"])
+        summary = pull(store, MAPPINGS, env_of(sb), now=NOW, only=["hubspot"])
         stored = dict(store.records("hubspot", "companies"))
         archived = {rid for rid, _ in store.records("hubspot", "companies", include_deleted=True)} - set(stored)
     assert set(stored) == live_ids(dataset)
@@ -48,10 +47,10 @@ def test_first_pull_lists_every_company_and_the_archived_ones(dataset, tmp_path)
 def test_incremental_search_never_pages_into_the_result_cap(dataset, tmp_path):
     """More changed companies than one search may page through: windows by hs_object_id instead."""
     with Sandbox(dataset, hubspot_search_cap=250) as sb, Store(tmp_path / "b.db") as store:
-        pull(store, MAPPINGS, env_of(sb), only=["hubspot"])
+        pull(store, MAPPINGS, env_of(sb), now=NOW, only=["hubspot"])
         changed = set(sb.mutate(fraction=0.6, seed=4)["hs_companies"])
         stamp_before = store.conn.execute("SELECT max(pulled_at) FROM records").fetchone()[0]
-        later = datetime.now(UTC) + timedelta(seconds=2)  # a distinct pulled_at for this pull's records
+        later = NOW + timedelta(hours=1)  # a distinct pulled_at for this pull's records
         summary = pull(store, MAPPINGS, env_of(sb), now=later, only=["hubspot"])
         fetched = {r[0] for r in store.conn.execute(
             "SELECT id FROM records WHERE system = 'hubspot' AND deleted = 0 AND pulled_at > ?", (stamp_before,))}
@@ -61,7 +60,7 @@ def test_incremental_search_never_pages_into_the_result_cap(dataset, tmp_path):
 
 
 def test_companies_sharing_one_timestamp_do_not_loop(tmp_path):
-    dataset = build_dataset(accounts=600, seed=21, now=datetime.now(UTC))
+    dataset = build_dataset(accounts=600, seed=21, now=NOW)
     stamp = "2026-10-01T00:00:00.000Z"
     for company in dataset.hs_companies.values():  # a bulk import: every company, one timestamp
         company["properties"]["hs_lastmodifieddate"] = stamp
@@ -71,7 +70,7 @@ def test_companies_sharing_one_timestamp_do_not_loop(tmp_path):
 
         with store.transaction():
             store.set_cursor("hubspot", "companies", '{"since": "2026-10-01T00:00:00Z", "after_id": 0}', utcnow())
-        summary = pull(store, MAPPINGS, env_of(sb), only=["hubspot"])
+        summary = pull(store, MAPPINGS, env_of(sb), now=NOW, only=["hubspot"])
     searches = summary.calls.as_dict()["hubspot"]["POST /crm/v3/objects/companies/search"]
     live = len(live_ids(dataset))
     assert summary.systems["hubspot"].records["companies"] == live > 400
@@ -80,7 +79,7 @@ def test_companies_sharing_one_timestamp_do_not_loop(tmp_path):
 
 def test_429s_are_retried_with_the_rate_limit_headers(dataset, tmp_path):
     with Sandbox(dataset, faults=Faults(rate_429=0.3, seed=2)) as sb, Store(tmp_path / "d.db") as store:
-        summary = pull(store, MAPPINGS, env_of(sb), only=["hubspot"])
+        summary = pull(store, MAPPINGS, env_of(sb), now=NOW, only=["hubspot"])
         assert {rid for rid, _ in store.records("hubspot", "companies")} == live_ids(dataset)
         injected = sb.faulted[("hubspot", "429")]
     assert injected > 0 and summary.calls.retries[("hubspot", "429")] == injected
@@ -98,9 +97,9 @@ def test_a_missing_property_and_a_bad_token_are_clear(dataset, tmp_path, write_m
         (root / "scores" / path.name).write_text(path.read_text())
     with Sandbox(dataset) as sb, Store(tmp_path / "e.db") as store:
         with pytest.raises(ConfigError) as caught:
-            pull(store, load_mappings(root), env_of(sb), only=["hubspot"])
-        with pytest.raises(ApiError) as bad:
-            pull(store, MAPPINGS, {**env_of(sb), "HUBSPOT_ACCESS_TOKEN": "pat-wrong-token"}, only=["hubspot"])
+            pull(store, load_mappings(root), env_of(sb), now=NOW, only=["hubspot"])
+        bad = pull(store, MAPPINGS, {**env_of(sb), "HUBSPOT_ACCESS_TOKEN": "pat-wrong-token"}, now=NOW,
+                   only=["hubspot"]).failed["hubspot"]  # a rejected credential (AuthError, exit 2)
     [problem] = caught.value.problems
     assert problem.key == "inputs.csm_rating.hubspot" and "csm_score does not exist" in problem.message
-    assert "HTTP 401" in str(bad.value) and "pat-wrong-token" not in str(bad.value)
+    assert "HTTP 401" in bad and "check HUBSPOT_ACCESS_TOKEN" in bad and "pat-wrong-token" not in bad

@@ -2,8 +2,9 @@
 
 `Sandbox(dataset)` runs four ThreadingHTTPServers on 127.0.0.1 (Salesforce behind TLS signed by
 a throwaway trustme CA) serving a Dataset in each API's wire format, with optional fault
-injection (`Faults`), and a fifth that receives alert webhooks. One handler class per API
-family, each with its route table; what alerts create is checked in activities.py.
+injection (`Faults`; `Sandbox.refuse` makes one route answer a whole-request error, as a CRM
+does to a user without a permission), and a fifth that receives alert webhooks. One handler
+class per API family, each with its route table; what alerts create is checked in activities.py.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Faults:
     seed: int = 0
     drop_after_write: float = 0.0  # apply a write, then drop the connection unanswered
     rate_lock: float = 0.0  # Salesforce updates: per record, UNABLE_TO_LOCK_ROW (record unchanged)
+    rate_concurrent: float = 0.0  # Salesforce data requests: 403 REQUEST_LIMIT_EXCEEDED ConcurrentPerOrgLongTxn
 
 
 @dataclass
@@ -211,6 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 try:
                     reply = (None if flags in ("login", "open") else self.authenticate()) \
+                        or (None if flags == "login" else self.refused(f"{method} {template}")) \
                         or getattr(self, name)(**match.groupdict())
                 except Exception:  # a sandbox bug: show it, answer as a failing server would
                     traceback.print_exc()
@@ -262,9 +265,18 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
         return token.strip() if scheme.lower() == "bearer" else ""
 
+    def refused(self, route: str) -> Reply | None:
+        """The whole-request error Sandbox.refuse set up for this route, if one is due."""
+        due = self.sb.take_refusal(self.family, route)
+        return None if due is None else self.error(*due)
+
     # Per-family hooks.
     def authenticate(self) -> Reply | None:
         return None
+
+    def error(self, status: int, code: str, message: str) -> Reply:
+        """A whole-request error in this API's format."""
+        return Reply(status, message)
 
     def succeeded(self) -> None:
         pass
@@ -535,7 +547,12 @@ class _Salesforce(_Handler):
         self.sb.sf_usage += 1
         if self.sb.sf_usage > self.sb.daily_api_limit:
             return Reply(403, _sf_errors("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."))
+        if self.sb.draw_concurrent():  # too many long requests in the org at once: clears by itself
+            return Reply(403, _sf_errors("REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."))
         return None
+
+    def error(self, status: int, code: str, message: str) -> Reply:
+        return Reply(status, _sf_errors(code, message))
 
     def succeeded(self) -> None:
         self.sb.sf_request_ok()
@@ -1092,6 +1109,9 @@ class _HubSpot(_Handler):
                          "details at https://developers.hubspot.com/docs/methods/auth/"
                          "oauth-overview")
 
+    def error(self, status: int, code: str, message: str) -> Reply:
+        return _hs_error(status, code, message)
+
     def extra_headers(self, reply: Reply) -> dict[str, str]:
         recent, total = self.sb.hubspot_rate()
         return {"X-HubSpot-RateLimit-Max": "190", "X-HubSpot-RateLimit-Interval-Milliseconds":
@@ -1350,6 +1370,9 @@ class _Stripe(_Handler):
                              "need to provide your API key in the Authorization header, using "
                              "Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').")
 
+    def error(self, status: int, code: str, message: str) -> Reply:
+        return _stripe_error(status, message, code=code)
+
     def extra_headers(self, reply: Reply) -> dict[str, str]:
         return {"Request-Id": "req_" + secrets.token_hex(7)}
 
@@ -1435,6 +1458,7 @@ class _Zendesk(_Handler):
          r"/api/v2/incremental/organizations\.json", "organization_export", ""),
         ("GET", "/api/v2/satisfaction_ratings.json", r"/api/v2/satisfaction_ratings\.json",
          "satisfaction_ratings", ""),
+        ("GET", "/api/v2/users/me.json", r"/api/v2/users/me\.json", "me", ""),
     )
 
     def authenticate(self) -> Reply | None:
@@ -1446,6 +1470,15 @@ class _Zendesk(_Handler):
         if user == f"{USERNAME}/token:{ZENDESK_TOKEN}":
             return None
         return Reply(401, {"error": "Couldn't authenticate you"})
+
+    def error(self, status: int, code: str, message: str) -> Reply:
+        return Reply(status, {"error": code, "description": message})
+
+    def me(self) -> Reply:
+        """The authenticated user (the credential check)."""
+        return Reply(200, {"user": {"id": 9_000_001, "url": f"{self.sb.urls['zendesk']}/api/v2/users/9000001.json",
+                                    "name": "healthsync integration", "email": USERNAME, "role": "admin",
+                                    "active": True, "verified": True}})
 
     def fault(self, kind: str) -> Reply:
         if kind == "5xx":
@@ -1565,23 +1598,27 @@ class Sandbox:
     hubspot_outputs=False: an account where healthsync's HubSpot output properties and their
     "healthsync" group were never created (the companies' values for them are dropped).
     salesforce_missing: Account fields this org lacks (absent from describe, SOQL and writes);
-    salesforce_types: field -> describe type overrides (writes are checked against them)."""
+    salesforce_types: field -> describe type overrides (writes are checked against them);
+    salesforce_lengths: text field -> length overrides (a longer value fails STRING_TOO_LONG)."""
 
     def __init__(self, dataset: Dataset, faults: Faults | None = None,
                  daily_api_limit: int = 100_000, hubspot_search_cap: int = 10_000,
                  hubspot_outputs: bool = True, salesforce_missing: tuple[str, ...] = (),
-                 salesforce_types: dict[str, str] | None = None) -> None:
+                 salesforce_types: dict[str, str] | None = None,
+                 salesforce_lengths: dict[str, int] | None = None) -> None:
         known = {f[0].lower() for f in SF_FIELDS}
         types = {k.lower(): v for k, v in (salesforce_types or {}).items()}
+        lengths = {k.lower(): v for k, v in (salesforce_lengths or {}).items()}
         missing = {n.lower() for n in salesforce_missing}
-        if unknown := [n for n in (*salesforce_missing, *(salesforce_types or {}))
-                       if n.lower() not in known]:
+        if unknown := [n for n in (*salesforce_missing, *(salesforce_types or {}),
+                                   *(salesforce_lengths or {})) if n.lower() not in known]:
             raise ValueError(f"not Account fields: {', '.join(unknown)}")
         self.sf_fields: dict[str, FieldSpec] = {}  # lowercase name -> spec, in describe order
         for name, kind, label, writable, length in SF_FIELDS:
             if name.lower() not in missing:
                 kind = types.get(name.lower(), kind)
-                self.sf_fields[name.lower()] = (name, kind, label, writable, (length or 255)
+                length = lengths.get(name.lower(), length or 255)
+                self.sf_fields[name.lower()] = (name, kind, label, writable, length
                                                 if kind in (*_TEXT, "id", "reference") else 0)
         self.hs_groups, self.hs_properties = _hs_tables(hubspot_outputs)
         if not hubspot_outputs:
@@ -1611,6 +1648,7 @@ class Sandbox:
         self._hs_total = 0
         self._servers: list[tuple[_Server, threading.Thread]] = []
         self._tmp = ""
+        self.refusals: dict[tuple[str, str], list[Any]] = {}  # (family, route) -> [status, code, message, times]
 
     def start(self) -> Sandbox:
         if self._servers:
@@ -1667,6 +1705,31 @@ class Sandbox:
     def hooks(self) -> dict[str, list[Record]]:
         """Webhook name -> the messages received ({"body", "headers"}), in order."""
         return self.hook_inbox.received
+
+    def refuse(self, family: str, route: str, status: int, code: str, message: str,
+               times: int | None = None) -> None:
+        """Answer requests to one route (as Sandbox.calls names it: "POST /composite/sobjects",
+        "POST /crm/v3/objects/tasks/batch/create") with a whole-request error in the family's
+        format, `times` times or until `allow`; authentication is checked first."""
+        with self.lock:
+            self.refusals[(family, route)] = [status, code, message, times]
+
+    def allow(self, family: str, route: str) -> None:
+        """Stop refusing a route."""
+        with self.lock:
+            self.refusals.pop((family, route), None)
+
+    def take_refusal(self, family: str, route: str) -> tuple[int, str, str] | None:
+        with self.lock:
+            due = self.refusals.get((family, route))
+            if due is None:
+                return None
+            if due[3] is not None:
+                due[3] -= 1
+                if due[3] <= 0:
+                    del self.refusals[(family, route)]
+            self.faulted[(family, "refused")] += 1
+            return due[0], due[1], due[2]
 
     def fail_hook(self, name: str, times: int, status: int = 500) -> None:
         """Answer the next `times` POSTs to /hooks/<name> with `status` (500: retried; 404: refused)."""
@@ -1730,6 +1793,15 @@ class Sandbox:
                     self.sessions.clear()
                     self._expired = True
                     self.faulted[("salesforce", "session")] += 1
+
+    def draw_concurrent(self) -> bool:
+        """Faults.rate_concurrent: whether one Salesforce data request hits the concurrency limit."""
+        with self.lock:
+            f = self._current_faults()
+            if f.rate_concurrent <= 0 or self._rng.random() >= f.rate_concurrent:
+                return False
+            self.faulted[("salesforce", "concurrent")] += 1
+            return True
 
     def draw_lock(self) -> bool:
         """Faults.rate_lock: whether one Salesforce record update fails UNABLE_TO_LOCK_ROW."""

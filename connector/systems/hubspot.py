@@ -8,7 +8,11 @@ Facts this module relies on (HubSpot developer docs, hubspot-api-client):
   hit the cap nor loop on many records sharing one timestamp;
 * search does not return archived companies: those come from the list endpoint
   with archived=true, on every pull (there is no modified filter there);
-* every property value is a string on the wire;
+* every property value is a string on the wire; a string property holds at
+  most 65,536 characters (the properties API reports no length), so text
+  outputs are cut to that;
+* 401 (token revoked or wrong) and 403 (the private app lacks a scope) are
+  AuthError, exit 2, naming HUBSPOT_ACCESS_TOKEN;
 * rate limits are announced in X-HubSpot-RateLimit-* headers; a 429 carries a
   JSON body with policyName, and not always Retry-After;
 * the SDK talks through urllib3 (so `responses` cannot mock it) and its own
@@ -36,6 +40,7 @@ from ..config.mappings import Mappings
 from ..errors import Problem
 from ..http import (
     ApiError,
+    AuthError,
     QuotaStop,
     Retryable,
     SettingsError,
@@ -65,6 +70,8 @@ BASE_PROPERTIES = ["name", "domain", "hs_object_id", "hs_lastmodifieddate", "sal
 LIST_LIMIT = 100
 SEARCH_LIMIT = 200
 BATCH_SIZE = 100
+STRING_LENGTH = 65_536  # the most characters a string property value may hold
+VARIABLES = ("HUBSPOT_ACCESS_TOKEN",)
 TASK_TO_COMPANY = 192  # HubSpot's association type id for task -> company
 TASK_PROPERTIES = {"hs_task_subject", "hs_task_body", "hs_timestamp", "hs_task_priority", "hs_task_status",
                    "hs_task_type", "hubspot_owner_id"}
@@ -91,7 +98,7 @@ class HubSpotSource:
             **({"ssl_ca_cert": verify} if isinstance(verify, str) else {}),
         )
         self.limits: dict[str, int] = {}
-        self.field_types: dict[str, str] = {}  # company property -> type, after check()
+        self.field_types: dict[str, dict[str, Any]] = {}  # company property -> {type, length}, after check()
 
     @classmethod
     def from_env(cls, ctx: Context) -> HubSpotSource | None:
@@ -160,14 +167,24 @@ class HubSpotSource:
             if status >= 500:
                 return Retryable(f"HTTP {status} {message}", retry_after_seconds(headers.get("Retry-After")), kind="5xx")
             category = body.get("category", "") if isinstance(body, dict) else ""
+            if status in (401, 403):
+                what = "the token is wrong, expired or revoked" if status == 401 else \
+                    "the private app lacks a scope this call needs"
+                return AuthError(SYSTEM, "request", f"{category} {message}".strip() + f" ({what})", status,
+                                 VARIABLES)
             return ApiError(SYSTEM, "request", f"{category} {message}".strip(), status)
         return None
+
+    def ping(self) -> None:
+        """One cheap authenticated request (one company); AuthError (exit 2) when the token is refused."""
+        self.call("GET /crm/v3/objects/companies", lambda: self.client.crm.companies.basic_api.get_page_with_http_info(
+            limit=1, archived=False, _preload_content=False))
 
     # ------------------------------------------------------------ properties
 
     def check(self, mappings: Mappings) -> list[Problem]:
         described = self.describe_properties()
-        self.field_types = {name: p.get("type", "string") for name, p in described.items()}
+        self.field_types = {name: field_type(p) for name, p in described.items()}
         return missing_fields(mappings, SYSTEM, set(self.field_types), WORDS)
 
     def describe_properties(self) -> dict[str, dict[str, Any]]:
@@ -317,6 +334,12 @@ class HubSpotSource:
                 results.setdefault(str(key), CreateResult(str(key), False, error=f"{category}: {error.get('message', '')}",
                                                           transient=category in ("RATE_LIMITS", "RATE_LIMIT")))
         return [results[key] for key, _p, _c in tasks if key in results]  # the rest: unconfirmed
+
+
+def field_type(prop: dict[str, Any]) -> dict[str, Any]:
+    """{type, length} of one property definition; string properties hold at most STRING_LENGTH."""
+    kind = str(prop.get("type") or "string")
+    return {"type": kind, "length": STRING_LENGTH} if kind == "string" else {"type": kind}
 
 
 def _company(c: dict[str, Any]) -> dict[str, Any]:

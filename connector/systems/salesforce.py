@@ -7,7 +7,16 @@ Facts this module relies on (Salesforce REST API docs, simple-salesforce):
   incremental key; an inclusive lower bound with a small overlap, ordered
   ascending, never checkpointed past the run's start;
 * every response carries `Sforce-Limit-Info: api-usage=USED/MAX` (the org's
-  rolling 24-hour request count); 403 REQUEST_LIMIT_EXCEEDED means stop;
+  rolling 24-hour request count); 403 REQUEST_LIMIT_EXCEEDED with the message
+  "TotalRequests Limit exceeded." means the daily quota is spent: stop. Any
+  other REQUEST_LIMIT_EXCEEDED ("ConcurrentPerOrgLongTxn Limit exceeded.": too
+  many long requests at once, or the concurrent API/Bulk limits) clears by
+  itself and is retried with backoff like a 429;
+* a 401 that cannot be renewed, a failed login and any other 403 (API not
+  enabled for the user, no access to the object) are AuthError, exit 2, naming
+  the SALESFORCE_* variables of the login flow in use;
+* describe gives each field's `type` and, for text, its `length` in characters:
+  text outputs are cut to it (writeback), so a record never fails STRING_TOO_LONG;
 * 401 INVALID_SESSION_ID: simple-salesforce logs in again when it holds the
   credentials (password or JWT flows); a bare access token cannot be renewed;
 * writes: sObject Collections update takes at most 200 records, with one result
@@ -42,6 +51,7 @@ from ..config.mappings import Mappings
 from ..errors import Problem
 from ..http import (
     ApiError,
+    AuthError,
     QuotaStop,
     Retryable,
     Session,
@@ -80,6 +90,14 @@ BULK_MAX_BYTES = 100_000_000  # Bulk API 2.0 takes up to 150 MB a job upload; st
 BULK_NULL = "#N/A"
 TRANSIENT_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG", "QUERY_TIMEOUT"}
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+DAILY_LIMIT_MESSAGE = "TotalRequests Limit exceeded"  # the one REQUEST_LIMIT_EXCEEDED that means stop
+TEXT_TYPES = {"string", "textarea", "picklist", "multipicklist", "combobox", "url", "email", "phone",
+              "encryptedstring"}  # describe types whose `length` bounds a written value
+VARIABLES = {  # login flow -> the settings to check when Salesforce refuses it
+    "token": ("SALESFORCE_INSTANCE_URL", "SALESFORCE_ACCESS_TOKEN"),
+    "password": ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN", "SALESFORCE_DOMAIN"),
+    "jwt": ("SALESFORCE_USERNAME", "SALESFORCE_CLIENT_ID", "SALESFORCE_PRIVATE_KEY_FILE", "SALESFORCE_DOMAIN"),
+}
 
 
 def endpoint_of(method: str, url: str) -> str:
@@ -150,7 +168,7 @@ class SalesforceSource:
         self.reserve_percent = reserve_percent
         self.overlap = overlap
         self.usage: tuple[int, int] | None = None  # (used, max) from the last response
-        self.field_types: dict[str, str] = {}  # Account field -> describe type, after check()
+        self.field_types: dict[str, dict[str, Any]] = {}  # Account field -> {type, length}, after check()
         self._last_headers: Mapping[str, str] = {}
         self._client: Salesforce | None = None
         env = ctx.env
@@ -242,26 +260,44 @@ class SalesforceSource:
 
         return self.ctx.policy.call(SYSTEM, endpoint, guarded, self._classify, self.ctx.calls)
 
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """The settings of the login flow in use: what to check when Salesforce refuses it."""
+        return VARIABLES[self.credentials["mode"]]
+
     def _classify(self, exc: BaseException) -> BaseException | None:
         if isinstance(exc, (QuotaStop, SettingsError)):
             return exc
         if is_dropped(exc):
             return Retryable(f"connection dropped ({type(exc).__name__})", kind="drop")
         if isinstance(exc, sfx.SalesforceAuthenticationFailed):
-            return ApiError(SYSTEM, "login", f"authentication failed: {exc.message}")
+            return AuthError(SYSTEM, "login", str(exc), exc.status, self.variables)  # "Authentication failed (code: ...)"
         if isinstance(exc, sfx.SalesforceError):
             code, message = _error_of(exc.content)
+            where = exc.resource_name or "request"
             if isinstance(exc, sfx.SalesforceExpiredSession):
                 hint = (" — an access token cannot be renewed; give SALESFORCE_USERNAME/PASSWORD or JWT "
                         "settings so healthsync can log in again") if self.credentials["mode"] == "token" else ""
-                return ApiError(SYSTEM, exc.resource_name or "request", f"{code}: {message}{hint}", exc.status)
-            if code == "REQUEST_LIMIT_EXCEEDED":
+                return AuthError(SYSTEM, where, f"{code}: {message}{hint}", exc.status, self.variables)
+            if code == "REQUEST_LIMIT_EXCEEDED" and DAILY_LIMIT_MESSAGE.casefold() in message.casefold():
                 return QuotaStop(SYSTEM, f"the org's daily API request limit is exhausted ({message})")
+            if code == "REQUEST_LIMIT_EXCEEDED":  # a concurrency limit: it clears as other requests finish
+                after = retry_after_seconds(self._last_headers.get("Retry-After"))
+                return Retryable(f"HTTP {exc.status} {code}: {message or 'a concurrent request limit'}", after,
+                                 kind="concurrency")
             if exc.status >= 500 or exc.status == 429 or code in ("SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW"):
                 after = retry_after_seconds(self._last_headers.get("Retry-After"))
                 return Retryable(f"HTTP {exc.status} {code}", after, kind=str(exc.status))
-            return ApiError(SYSTEM, exc.resource_name or "request", f"{code}: {message}", exc.status)
+            if exc.status == 403:
+                return AuthError(SYSTEM, where, f"{code}: {message.rstrip('.')} — the integration user lacks a permission "
+                                 "(API Enabled, or access to this object)", exc.status, self.variables)
+            return ApiError(SYSTEM, where, f"{code}: {message}", exc.status)
         return None
+
+    def ping(self) -> None:
+        """One cheap authenticated request (log in if needed, GET limits); AuthError (exit 2) when the
+        credentials are rejected, naming the SALESFORCE_* variables to check."""
+        self.call("GET limits", lambda: self.client.restful("limits", method="GET"))
 
     # ------------------------------------------------------------ describe
 
@@ -271,7 +307,7 @@ class SalesforceSource:
 
     def check(self, mappings: Mappings) -> list[Problem]:
         fields = self.describe("Account")
-        self.field_types = {name: f.get("type", "string") for name, f in fields.items()}
+        self.field_types = {name: field_type(f) for name, f in fields.items()}
         return missing_fields(mappings, SYSTEM, set(fields), WORDS)
 
     # ------------------------------------------------------------ pull
@@ -459,6 +495,16 @@ class SalesforceSource:
             return True
         except (ApiError, Retryable):
             return False
+
+
+def field_type(described: Mapping[str, Any]) -> dict[str, Any]:
+    """{type, length} of one describe entry; the length only where it bounds a text value."""
+    kind = str(described.get("type") or "string")
+    try:
+        length = int(described.get("length") or 0)
+    except (TypeError, ValueError):
+        length = 0
+    return {"type": kind, "length": length} if length > 0 and kind in TEXT_TYPES else {"type": kind}
 
 
 def _bulk_value(value: Any) -> str:

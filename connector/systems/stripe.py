@@ -9,7 +9,10 @@ Facts this module relies on (Stripe API docs, stripe-python):
 * stripe-python makes no retries of a plain 429 and its objects are not dicts:
   healthsync asks for raw JSON and retries with its own policy;
 * a restricted key with read access to customers, subscriptions, invoices,
-  charges and events is enough: nothing is ever written to Stripe.
+  charges and events is enough: nothing is ever written to Stripe. A key
+  refused (401) or lacking a permission (403) is AuthError, exit 2, naming
+  STRIPE_API_KEY; the credential check is one `GET /v1/customers?limit=1`
+  (a restricted key for healthsync may well have no balance access).
 """
 
 from __future__ import annotations
@@ -23,13 +26,22 @@ import stripe
 
 from ..config.mappings import Mappings
 from ..errors import Problem
-from ..http import ApiError, Retryable, checked_url, counted_session, retry_after_seconds, setting
+from ..http import (
+    ApiError,
+    AuthError,
+    Retryable,
+    checked_url,
+    counted_session,
+    retry_after_seconds,
+    setting,
+)
 from ..store import Store
 from . import Context, PullStats
 
 SYSTEM = "stripe"
 DEFAULT_BASE_URL = "https://api.stripe.com"
 PAGE = 100
+VARIABLES = ("STRIPE_API_KEY",)
 EVENTS_REACH = timedelta(days=29)  # Stripe keeps 30 days of events; a day of margin
 CHARGES_WINDOW = timedelta(days=35)  # failed payments are counted over 30 days
 EVENT_TYPES = [
@@ -80,11 +92,18 @@ class StripeSource:
                 return Retryable(f"HTTP 429 {message}", after, kind="429")
             if status >= 500:
                 return Retryable(f"HTTP {status} {message}", after, kind="5xx")
-            hint = ""
-            if isinstance(exc, stripe.PermissionError):
+            if isinstance(exc, stripe.PermissionError) or status == 403:
                 hint = " — a restricted key needs read access to customers, subscriptions, invoices, charges, events"
-            return ApiError(SYSTEM, "request", f"{message}{hint}", status)
+                return AuthError(SYSTEM, "request", f"{message}{hint}", status, VARIABLES)
+            if isinstance(exc, stripe.AuthenticationError) or status == 401:
+                return AuthError(SYSTEM, "request", message, status, VARIABLES)
+            return ApiError(SYSTEM, "request", message, status)
         return None
+
+    def ping(self) -> None:
+        """One cheap authenticated request (one customer); AuthError (exit 2) when the key is refused."""
+        self.ctx.policy.call(SYSTEM, "GET /v1/customers", lambda: self.client.raw_request(
+            "get", "/v1/customers", limit=1).data, self._classify, self.ctx.calls)
 
     def list(self, path: str, params: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
         """Every page of one list, newest first, each page as plain dicts."""

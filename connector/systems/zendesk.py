@@ -10,7 +10,11 @@ Facts this module relies on (Zendesk developer docs):
 * incremental exports allow about 10 requests a minute: healthsync paces itself
   (ZENDESK_EXPORT_PER_MINUTE, 0 = no pacing) and still honours Retry-After on a
   429, whose body may not be JSON;
-* each ticket carries its satisfaction_rating, so CSAT needs no extra requests.
+* each ticket carries its satisfaction_rating, so CSAT needs no extra requests;
+* 401 (wrong email or token) and 403 (the user may not use the API or export)
+  are AuthError, exit 2, naming the ZENDESK_* variables; the credential check
+  is `GET /api/v2/users/me.json`, which answers an anonymous user (id null)
+  rather than 401 to a request it could not authenticate.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ..config.mappings import Mappings
 from ..errors import Problem
 from ..http import (
     ApiError,
+    AuthError,
     Retryable,
     SettingsError,
     ca_bundle,
@@ -41,6 +46,7 @@ from . import Context, PullStats
 
 SYSTEM = "zendesk"
 TICKET_FIELDS = ("id", "organization_id", "status", "priority", "created_at", "updated_at")
+VARIABLES = ("ZENDESK_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN")
 ORG_FIELDS = ("id", "name", "external_id", "domain_names", "created_at", "updated_at", "deleted_at")
 
 
@@ -101,6 +107,9 @@ class ZendeskSource:
             if response.status_code == 429 or response.status_code >= 500:
                 kind = "429" if response.status_code == 429 else "5xx"
                 raise Retryable(f"HTTP {response.status_code}", retry_after_seconds(response.headers.get("Retry-After")), kind)
+            if response.status_code in (401, 403):
+                raise AuthError(SYSTEM, endpoint_of("GET", url), _error_text(response), response.status_code,
+                                VARIABLES)
             if response.status_code >= 400:
                 raise ApiError(SYSTEM, endpoint_of("GET", url), _error_text(response), response.status_code)
             try:
@@ -117,6 +126,15 @@ class ZendeskSource:
         if is_dropped(exc) or isinstance(exc, requests.Timeout):
             return Retryable(f"connection dropped ({type(exc).__name__})", kind="drop")
         return None
+
+    def ping(self) -> None:
+        """One cheap authenticated request (the API user); AuthError (exit 2) when it is refused."""
+        url = f"{self.base_url}/api/v2/users/me.json"
+        body = self.get(url)
+        user = body.get("user") if isinstance(body.get("user"), dict) else {}
+        if user.get("id") is None:  # Zendesk answers an anonymous user to credentials it does not know
+            raise AuthError(SYSTEM, endpoint_of("GET", url), "the request was answered as an anonymous user",
+                            variables=VARIABLES)
 
     # ------------------------------------------------------------ pull
 
