@@ -42,6 +42,7 @@ from typing import Any
 from connector.config.mappings import load_mappings
 from connector.http import CallLog
 from connector.pipeline import pull, score, sources
+from connector.runlock import RunLock
 from connector.store import Store
 from connector.writeback import BATCH, OBJECT, output_fields, plan, push
 
@@ -112,7 +113,7 @@ def bench(accounts: int, mappings: Any, naive_limit: int | None) -> None:
     base = OUT / f"push-{accounts}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{base}{suffix}").unlink(missing_ok=True)
-    with Store(base) as store:
+    with Store(base) as store, RunLock(store):  # the outbox is replaced only under the run lock
         pull(store, mappings, env)
         score(store, mappings)
         planned = plan(store, mappings).changes

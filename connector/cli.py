@@ -7,6 +7,8 @@ import io
 import json
 import logging
 import os
+import shlex
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,11 +23,12 @@ from rich.table import Table
 
 from . import logs, outputs, pipeline
 from .config.mappings import check_mappings, load_mappings
-from .errors import ConfigError, HealthsyncError, NotFound
+from .errors import ConfigError, HealthsyncError, NotFound, Problem, StoreError
 from .http import CallLog
 from .progress import RunProgress
 from .runlock import RunLock
 from .schedule import Schedule, run_forever
+from .scoring.engine import INSUFFICIENT
 from .scoring.explain import explain as explain_account
 from .scoring.frame import iso
 from .shutdown import Interrupted, Shutdown
@@ -41,10 +44,16 @@ class Context:
     def __init__(self, db: str | None, mappings: str | None, log_format: str = "human"):
         self.log_format = log_format
         self.db_path = db
+        self.db_given = False  # --db on the command line (not HEALTHSYNC_DB): demo uses only such a path
         self.mappings_path = Path(mappings or os.environ.get("HEALTHSYNC_MAPPINGS") or "mappings")
 
     def store(self) -> Store:
+        """The store, to write (created where nothing is yet)."""
         return Store(self.db_path)
+
+    def reader(self) -> Store:
+        """The store, to read only: it must exist, and its bytes never change."""
+        return Store(self.db_path, readonly=True)
 
     def mappings(self) -> Any:
         return load_mappings(self.mappings_path)
@@ -69,7 +78,41 @@ def handled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Healthsync(click.Group):
+    """The command group; its global options are also taken after the subcommand's name."""
+
+    GLOBAL = {"--db": True, "--mappings": True, "--log-format": True, "-v": False, "--verbose": False}
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _globals_first(args, self.GLOBAL))
+
+
+def _globals_first(args: list[str], known: dict[str, bool]) -> list[str]:
+    """Move global options (and their values) found after the subcommand's name in front of it,
+    so `healthsync scores --db x.db` means `healthsync --db x.db scores`; `--` ends the search."""
+    front: list[str] = []
+    rest: list[str] = []
+    seen_command = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in known:
+            takes_value = known[name] and "=" not in arg
+            (front if seen_command else rest).extend(args[i:i + 1 + takes_value])
+            i += 1 + takes_value
+            continue
+        if not seen_command and not arg.startswith("-"):
+            seen_command = True
+        rest.append(arg)
+        i += 1
+    return front + rest
+
+
+@click.group(cls=Healthsync, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", envvar="HEALTHSYNC_DB", help="SQLite store (default ./healthsync.db).")
 @click.option("--mappings", envvar="HEALTHSYNC_MAPPINGS", help="Mappings folder (default ./mappings).")
 @click.version_option(package_name="healthsync")
@@ -84,6 +127,7 @@ def cli(ctx: click.Context, db: str | None, mappings: str | None, verbose: bool,
     logs.setup(os.environ.get("HEALTHSYNC_LOG_LEVEL", default) if not verbose else "INFO", log_format)
     out.quiet = log_format == "json"
     ctx.obj = Context(db, mappings, log_format)
+    ctx.obj.db_given = ctx.get_parameter_source("db") is click.core.ParameterSource.COMMANDLINE
 
 
 @cli.command()
@@ -103,7 +147,7 @@ def validate(obj: Context, live: bool) -> None:
         f"{len(mappings.inputs)} input(s), {len(mappings.alerts)} alert(s); version {mappings.version}"
     )
     if live:
-        _fields(mappings, create=False, metadata=None)
+        _fields(mappings, create=False, metadata=None, ping=True)
 
 
 @cli.command()
@@ -116,18 +160,30 @@ def setup(obj: Context, metadata: str | None) -> None:
     _fields(obj.mappings(), create=True, metadata=metadata)
 
 
-def _fields(mappings: Any, create: bool, metadata: str | None) -> None:
+def _fields(mappings: Any, create: bool, metadata: str | None, ping: bool = False) -> None:
     if metadata:
         for name, text in outputs.salesforce_metadata(mappings).items():
             target = Path(metadata) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
         out.print(f"wrote the Salesforce DX project for these mappings to {metadata}", markup=False)
-    found, skipped = pipeline.sources(os.environ, CallLog(), only=list(CRM_OBJECTS))
+    expected = pipeline.expected_systems(mappings)
+    found, skipped = pipeline.sources(os.environ, CallLog(), only=None if ping else list(CRM_OBJECTS),
+                                      expected=expected)
     for system, why in skipped.items():
         out.print(f"{system}: {why}", markup=False)
-    reports = outputs.live_check(mappings, found, create=create)
-    problems = []
+    problems: list[Problem] = []
+    if ping:  # every system's credentials, one cheap authenticated call each
+        for source in list(found):
+            try:
+                source.ping()  # type: ignore[attr-defined]
+            except HealthsyncError as exc:
+                problems.append(Problem("environment", None, source.system, str(exc),
+                                        hint=f"set {pipeline.CREDENTIALS[source.system]} to working credentials"))
+                found.remove(source)
+                continue
+            out.print(f"{source.system}: credentials accepted", markup=False)
+    reports = outputs.live_check(mappings, [s for s in found if s.system in CRM_OBJECTS], create=create)
     for report in reports:
         if report.created:
             out.print(f"{report.system}: created {', '.join(report.created)}", markup=False)
@@ -143,6 +199,8 @@ def _fields(mappings: Any, create: bool, metadata: str | None) -> None:
                       markup=False)
         elif report.missing:
             out.print("  `healthsync setup` creates them", markup=False)
+        for warning in report.warnings:  # written cut, so never a failure: said, not refused
+            err.print(f"warning: {warning.render()}", markup=False)
         problems += report.problems
         problems += [outputs.missing_problem(mappings, spec) for spec in report.missing]
     if problems:
@@ -155,8 +213,7 @@ def _fields(mappings: Any, create: bool, metadata: str | None) -> None:
 def score(obj: Context) -> None:
     """Compute every score from the metric values in the store and save them."""
     mappings = obj.mappings()
-    with obj.store() as store:
-        run_id = store.start_run("score")
+    with obj.store() as store, _tracked(store, "score") as run_id:
         summary = pipeline.score(store, mappings)
         store.finish_run(run_id, "ok", 0, {"accounts": summary.accounts, "scored": summary.scored, "changed": summary.changed})
     for warning in summary.warnings:
@@ -166,11 +223,12 @@ def score(obj: Context) -> None:
 
 def _print_summary(summary: pipeline.ScoreSummary) -> None:
     table = Table(title=f"Scored {summary.accounts} account(s)")
-    for column in ("score", "scored", "N/A", "changed", "by status"):
+    for column in ("score", "scored", "N/A", "of which no verdict", "changed", "by status"):
         table.add_column(column)
     for name in summary.scored:
         statuses = ", ".join(f"{k} {v}" for k, v in summary.by_status[name].items())
-        table.add_row(name, str(summary.scored[name]), str(summary.not_scored[name]), str(summary.changed[name]), statuses)
+        table.add_row(name, str(summary.scored[name]), str(summary.not_scored[name]),
+                      str(summary.no_verdict.get(name, 0)), str(summary.changed[name]), statuses)
     out.print(table)
 
 
@@ -189,7 +247,12 @@ EXPORT_COLUMNS = [
 @handled
 def scores(obj: Context, as_json: bool, as_csv: bool, score_name: str | None) -> None:
     """Export current scores with sub-scores, grade, status, trend and external ids."""
-    with obj.store() as store:
+    _one_format(json=as_json, csv=as_csv)
+    with obj.reader() as store:
+        names = store.score_names()
+        if score_name is not None and score_name not in names:
+            raise NotFound(f"no score '{score_name}' in the store {store.origin}; it has "
+                           + (", ".join(names) or "none yet (run `healthsync run`)"))
         rows = store.current_scores(score_name)
         external = store.external_ids()
     records = []
@@ -211,6 +274,24 @@ def scores(obj: Context, as_json: bool, as_csv: bool, score_name: str | None) ->
         click.echo(buffer.getvalue(), nl=False)
     else:
         _print_scores(records)
+        _print_score_counts(records)
+
+
+def _print_score_counts(records: list[dict[str, Any]]) -> None:
+    """Per score: how many accounts have a number, how many have no verdict (too little data), N/A."""
+    for name in dict.fromkeys(r["score"] for r in records):
+        rows = [r for r in records if r["score"] == name]
+        scored = sum(r["value"] is not None for r in rows)
+        thin = sum(r["value"] is None and (r["na_reason"] or "").startswith(INSUFFICIENT) for r in rows)
+        out.print(f"{name}: {scored:,} scored, {thin:,} with no verdict (coverage below the score's minimum), "
+                  f"{len(rows) - scored - thin:,} N/A", markup=False)
+
+
+def _one_format(**flags: bool) -> None:
+    """Output flags exclude each other: two of them are a usage error (exit 2), not a silent pick."""
+    given = [name for name, on in flags.items() if on]
+    if len(given) > 1:
+        raise click.UsageError(f"give one of {', '.join('--' + n for n in given)}, not both")
 
 
 def _print_scores(records: list[dict[str, Any]], limit: int | None = None) -> None:
@@ -218,7 +299,7 @@ def _print_scores(records: list[dict[str, Any]], limit: int | None = None) -> No
     for column in ("account", "score", "value", "status", "grade", "trend", "coverage", "drivers"):
         table.add_column(column)
     for r in records[:limit]:
-        coverage = "" if r["coverage"] is None else f"{r['coverage']:.0%}"
+        coverage = "" if r["coverage"] is None else f"{r['coverage']:.0f}%"
         trend = "" if r["trend"] is None else f"{r['trend']:+.0f}"
         value = "N/A" if r["value"] is None else f"{r['value']:.0f}"
         table.add_row(r["account_name"] or r["account_key"], r["score"], value, r["status"] or "", r["grade"] or "", trend, coverage, r["drivers"] or (r["na_reason"] or ""))
@@ -236,7 +317,7 @@ def explain(obj: Context, account: str, score_name: str, as_json: bool) -> None:
     mappings = obj.mappings()
     if score_name not in mappings.scores:
         raise NotFound(f"no score '{score_name}' in the mappings; have {', '.join(mappings.scores)}")
-    with obj.store() as store:
+    with obj.reader() as store:
         row = store.find_account(account)
         _, results = pipeline.compute(store, mappings)
         stored = store.score_of(score_name, row["id"])
@@ -258,7 +339,7 @@ def _print_explanation(data: dict[str, Any]) -> None:
         return
     out.print(
         head + f"{data['global']} {data['status']}" + (f", grade {data['grade']}" if data["grade"] else "")
-        + f"; model {data['model']}; coverage {data['coverage']:.0%}"
+        + f"; model {data['model']}; coverage {data['coverage']:.0f}%"
         + (f"; {data['points_to_next_band']:g} points to the next band" if data["points_to_next_band"] is not None else "")
         + (f"; trend {data['trend']:+g} ({data['trend_direction']})" if data["trend"] is not None else ""),
         markup=False,
@@ -327,11 +408,15 @@ def override_set(obj: Context, account: str, score_name: str, status: str | None
     expires = f"{until:%Y-%m-%d}T23:59:59Z" if until else iso(now + timedelta(days=days or 0))
     if expires <= iso(now):
         raise click.UsageError("the expiry is in the past")
-    with obj.store() as store:
+    with obj.store() as store, RunLock(store):
         row = store.find_account(account)
         kind, text = ("status", status) if status is not None else ("score", f"{value:g}")
         new_id = store.set_override(row["id"], score_name, kind, str(text), reason.strip(), expires, "cli", actor)
-    out.print(f"override #{new_id}: {row['name']} {score_name} {kind} = {text} until {expires[:10]} ({reason.strip()}); run `healthsync score` to apply", markup=False)
+        pipeline.score(store, mappings)  # in force at once: `scores`, `plan` and `explain` all show it
+        now_row = store.score_of(score_name, row["id"])
+    applied = "" if now_row is None else f"; {score_name} is now {_show(now_row['value'])} {now_row['status'] or ''}"
+    out.print(f"override #{new_id}: {row['name']} {score_name} {kind} = {text} until {expires[:10]} "
+              f"({reason.strip()}){applied}".rstrip(), markup=False)
 
 
 @override.command("list")
@@ -341,7 +426,7 @@ def override_set(obj: Context, account: str, score_name: str, status: str | None
 @handled
 def override_list(obj: Context, include_ended: bool, as_json: bool) -> None:
     """List overrides in force (or all of them)."""
-    with obj.store() as store:
+    with obj.reader() as store:
         rows = store.overrides(include_ended)
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -361,10 +446,12 @@ def override_list(obj: Context, include_ended: bool, as_json: bool) -> None:
 @click.pass_obj
 @handled
 def override_clear(obj: Context, override_id: int, reason: str, actor: str) -> None:
-    """End an override before its expiry."""
-    with obj.store() as store:
+    """End an override before its expiry; the scores are recomputed at once."""
+    mappings = obj.mappings()
+    with obj.store() as store, RunLock(store):
         store.end_override(override_id, f"cleared: {reason}", actor)
-    out.print(f"override #{override_id} cleared", markup=False)
+        pipeline.score(store, mappings)
+    out.print(f"override #{override_id} cleared; scores recomputed without it", markup=False)
 
 
 @override.command("audit")
@@ -373,31 +460,43 @@ def override_clear(obj: Context, override_id: int, reason: str, actor: str) -> N
 @handled
 def override_audit(obj: Context, override_id: int | None) -> None:
     """The audit trail of all overrides, or of one."""
-    with obj.store() as store:
+    with obj.reader() as store:
         rows = store.audit(override_id)
+    if override_id is not None and not rows:
+        raise NotFound(f"no override #{override_id}: `healthsync override list --all` lists them")
     for r in rows:
         out.print(f"{r['at']}  #{r['override_id']}  {r['action']:<12} by {r['actor']}  {r['detail']}", markup=False)
 
 
 # ---------------------------------------------------------------- pull and match
 
+SKIP = click.option("--skip", "skip", multiple=True, type=click.Choice(list(pipeline.SOURCES)),
+                    help="Leave this system out on purpose (repeatable; also HEALTHSYNC_SKIP=a,b). Without it, a "
+                         "system the mappings use but that has no credentials is exit 2.")
+
+
+
 
 @cli.command()
 @click.option("--full", is_flag=True, help="Ignore the cursors: read everything again.")
 @click.option("--system", "systems", multiple=True, type=click.Choice(list(pipeline.SOURCES)),
               help="Only this system (repeatable).")
+@SKIP
 @click.pass_obj
 @handled
-def pull(obj: Context, full: bool, systems: tuple[str, ...]) -> None:
+def pull(obj: Context, full: bool, systems: tuple[str, ...], skip: tuple[str, ...]) -> None:
     """Read what changed in Salesforce, HubSpot, Stripe and Zendesk; match and measure."""
     mappings = obj.mappings()
     with Shutdown().on_signals() as shutdown, obj.store() as store, _tracked(store, "pull") as run_id, \
             logs.bound(run_id=run_id):
-        summary = pipeline.pull(store, mappings, os.environ, full=full, only=systems or None, shutdown=shutdown)
-        code = Interrupted.exit_code if summary.interrupted else 4 if summary.stopped else 0
+        summary = pipeline.pull(store, mappings, os.environ, full=full, only=systems or None, shutdown=shutdown,
+                                skip=skip)
+        result = pipeline.RunSummary(summary)
+        code = result.exit_code
         store.finish_run(run_id, RUN_STATUS[code], code, _pull_counts(summary),
-                         error=summary.interrupted or summary.stopped, api_calls=summary.calls.as_dict())
+                         error=_run_error(result), api_calls=summary.calls.as_dict())
     _print_pull(summary)
+    _print_failed(result)
     for stop in filter(None, [summary.stopped, summary.interrupted]):
         err.print(f"stopped: {stop}", markup=False)
     if code:
@@ -405,7 +504,7 @@ def pull(obj: Context, full: bool, systems: tuple[str, ...]) -> None:
 
 
 # the status a run is recorded with, by exit code
-RUN_STATUS = {0: "ok", 3: "failures", 4: "stopped", Interrupted.exit_code: "interrupted"}
+RUN_STATUS = {0: "ok", 1: "failed", 2: "failed", 3: "failures", 4: "stopped", Interrupted.exit_code: "interrupted"}
 
 
 @contextmanager
@@ -424,6 +523,10 @@ def _tracked(store: Store, command: str) -> Iterator[int]:
             status = "interrupted" if isinstance(exc, Interrupted) else "failed"
             store.finish_run(run_id, status, exc.exit_code, {}, error=str(exc))
             raise
+        except KeyboardInterrupt as exc:  # a second SIGTERM / Ctrl-C: stopped at once, still recorded
+            why = str(exc) or "a second stop signal: stopped at once"
+            store.finish_run(run_id, "interrupted", Interrupted.exit_code, {}, error=why)
+            raise Interrupted(why) from None
         except Exception as exc:
             store.finish_run(run_id, "failed", 1, {}, error=f"{type(exc).__name__}: {exc}")
             raise
@@ -473,14 +576,16 @@ def _print_pull(summary: pipeline.PullSummary) -> None:
 
 
 @cli.command()
-@click.option("--unmatched", "kind", flag_value="unmatched", help="Only records that matched no account.")
-@click.option("--conflicts", "kind", flag_value="conflict", help="Only records claimed by several accounts.")
+@click.option("--unmatched", is_flag=True, help="Only records that matched no account.")
+@click.option("--conflicts", is_flag=True, help="Only records claimed by several accounts.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @handled
-def matches(obj: Context, kind: str | None, as_json: bool) -> None:
+def matches(obj: Context, unmatched: bool, conflicts: bool, as_json: bool) -> None:
     """Records of Stripe, Zendesk and the CRMs that could not be matched to one account."""
-    with obj.store() as store:
+    _one_format(unmatched=unmatched, conflicts=conflicts)
+    kind = "unmatched" if unmatched else "conflict" if conflicts else None
+    with obj.reader() as store:
         rows = store.match_issues(kind)
     for row in rows:
         row["candidates"] = json.loads(row["candidates"]) if row["candidates"] else []
@@ -505,7 +610,7 @@ def matches(obj: Context, kind: str | None, as_json: bool) -> None:
 @handled
 def alerts_command(obj: Context, as_json: bool, limit: int) -> None:
     """Alerts that fired, newest first: the account, what triggered it, and where each action stands."""
-    with obj.store() as store:
+    with obj.reader() as store:
         rows = store.fired_alerts(limit)
     records = [{"id": r["id"], "run_id": r["run_id"], "alert": r["alert"], "score": r["score"], "fired_at": r["fired_at"],
                 "account": {"id": r["account_id"], "key": r["account_key"], "name": r["account_name"]},
@@ -550,30 +655,54 @@ def _alert_what(detail: dict[str, Any]) -> str:
 
 @cli.command("plan")
 @click.option("--json", "as_json", is_flag=True,
-              help='Every planned change and every alert that would fire, as JSON: {"changes": [...], "alerts": [...]}.')
+              help='Every planned change, score change and alert, as JSON: {"changes", "scores", "alerts", ...}.')
 @click.pass_obj
 @handled
 def plan_command(obj: Context, as_json: bool) -> None:
-    """Compute what a push would write and which alerts would fire (from the stored pull and scores); send nothing.
+    """What a run would write now, from the stored pull scored with the mappings as they are; changes nothing.
 
-    Alerts are shown, not recorded: the next `run` evaluates them again, records
-    what fires, and only then sends it.
+    The scores are recomputed in a private copy of the store, so an edited
+    threshold shows at once: status transitions per segment, the biggest
+    movers, the CRM fields to write, and the alerts that would fire. The store
+    is only read (its bytes do not change).
     """
-    from .alerts import evaluate
-    from .writeback import plan
-
     mappings = obj.mappings()
-    with obj.store() as store:
-        summary = plan(store, mappings)
-        rows = store.outbox("pending")
-        alerts = evaluate(store, mappings, datetime.now(UTC))
+    with obj.reader() as store:
+        preview = pipeline.preview_plan(store, mappings, datetime.now(UTC))
+    _show_preview(preview, mappings, as_json)
+
+
+def _show_preview(preview: pipeline.Preview, mappings: Any, as_json: bool) -> None:
     if as_json:
-        changes = [{k: (json.loads(v) if k in ("fields", "before", "drift") else v) for k, v in r.items()} for r in rows]
-        click.echo(json.dumps({"changes": changes, "alerts": alerts.as_json(), "open_deliveries": alerts.open_deliveries},
+        changes = [{k: (json.loads(v) if k in ("fields", "before", "drift") else v) for k, v in r.items()
+                    if k not in ("status", "attempts", "error", "updated_at")} for r in preview.changes]
+        click.echo(json.dumps({"changes": changes, "scores": {n: c.as_json() for n, c in preview.scores.items()},
+                               "alerts": preview.alerts.as_json(), "open_deliveries": preview.alerts.open_deliveries,
+                               "mappings_version": mappings.version},
                               indent=2, ensure_ascii=False, default=str))
         return
-    _print_plan(summary)
-    _print_alert_plan(alerts, mappings)
+    _print_score_changes(preview.scores, mappings)
+    _print_plan(preview.planned, mappings)
+    _print_alert_plan(preview.alerts, mappings)
+
+
+def _print_score_changes(changes: dict[str, Any], mappings: Any, movers: int = 5) -> None:
+    """Per score: the stored scores' mappings version if it is not today's, transitions per model, movers."""
+    for name, c in changes.items():
+        if c.stale:
+            versions = ", ".join(f"{v} ({n:,} account(s))" for v, n in c.stale.most_common())
+            out.print(f"{name}: the stored scores come from mappings version {versions}, not the current "
+                      f"{mappings.version}: these figures use the mappings as they are now", markup=False)
+        if not c.moves:
+            out.print(f"{name}: no score changes ({c.accounts:,} account(s))", markup=False)
+            continue
+        moves = "; ".join(f"{model}: " + ", ".join(f"{a or 'none'} → {b or 'none'} {k:,}" for (a, b), k in t.most_common())
+                          for model, t in c.transitions.items())
+        out.print(f"{name}: {len(c.moves):,} account(s) change, {c.changed_status():,} of them status"
+                  + (f" — {moves}" if moves else ""), markup=False)
+        for m in c.moves[:movers]:
+            out.print(f"  {m.account}: {_show(m.before)} {m.status_before or ''} → {_show(m.after)} "
+                      f"{m.status_after or ''} ({m.delta:+.1f})".replace("  ", " "), markup=False)
 
 
 def _print_alert_plan(plan: Any, mappings: Any, limit: int = 10) -> None:
@@ -603,53 +732,97 @@ def _print_alert_plan(plan: Any, mappings: Any, limit: int = 10) -> None:
         out.print(f"  {plan.open_deliveries:,} delivery(ies) of earlier alerts still to send or retry", markup=False)
 
 
-def _print_plan(summary: Any) -> None:
+def _print_plan(summary: Any, mappings: Any) -> None:
+    stamps = {f for c in mappings.scores.values() for o in c.definition.outputs.values()
+              for k, f in o.fields().items() if k == "scored_at"}
     for system, count in summary.changes.items():
-        fields = ", ".join(f"{f} {n:,}" for f, n in sorted(summary.fields.get(system, {}).items()))
+        counts = summary.fields.get(system, {})
+        fields = ", ".join(f"{f} {n:,}" for f, n in sorted(counts.items()) if f not in stamps)
+        stamped = " (and the scored-at time of each)" if any(f in stamps for f in counts) else ""
         out.print(f"{system}: {count:,} record(s) to write, {summary.unchanged[system]:,} already right, "
-                  f"{summary.drift[system]:,} hand-edited field(s) to restore" + (f" — {fields}" if fields else ""),
-                  markup=False)
+                  f"{summary.drift[system]:,} hand-edited field(s) to restore"
+                  + (f" — {fields}{stamped}" if fields else stamped), markup=False)
     for sample in summary.samples:
-        changes = "; ".join(f"{f}: {sample['before'].get(f)!r} -> {v!r}" for f, v in sample["after"].items())
+        changes = "; ".join(f"{f}: {sample['before'].get(f)!r} -> {v!r}" for f, v in sample["after"].items()
+                            if f not in stamps)
         out.print(f"  {sample['system']} {sample['record']}: {changes}", markup=False)
 
 
 @cli.command("run")
-@click.option("--dry-run", is_flag=True, help="Pull, score and plan; write nothing to the CRMs.")
+@click.option("--dry-run", is_flag=True,
+              help="Pull, score and plan in a private copy of the store; write nothing to the store or the CRMs.")
 @click.option("--full", is_flag=True, help="Ignore the pull cursors: read everything again.")
+@SKIP
 @click.pass_obj
 @handled
-def run_command(obj: Context, dry_run: bool, full: bool) -> None:
-    """One run: pull, match, measure, score, plan, push; a summary; exit 0/3/4/5/6.
+def run_command(obj: Context, dry_run: bool, full: bool, skip: tuple[str, ...]) -> None:
+    """One run: pull, match, measure, score, plan, push; a summary; exit 0/2/3/4/5/6.
 
     SIGTERM or Ctrl-C lets the batch in flight finish, then exits 6.
     """
     with Shutdown().on_signals() as shutdown:
-        code = _one_run(obj, shutdown, dry_run=dry_run, full=full)
+        code = (_dry_run if dry_run else _one_run)(obj, shutdown, full=full, skip=skip)
     sys.exit(code)
 
 
-def _one_run(obj: Context, shutdown: Shutdown, dry_run: bool = False, full: bool = False,
-             command: str | None = None) -> int:
+def _dry_run(obj: Context, shutdown: Shutdown, full: bool = False, skip: tuple[str, ...] = ()) -> int:
+    """The run up to the push in a private copy of the store: what a run would pull, score, write and
+    fire, with nothing sent and the store's bytes unchanged (so no lock and no row in `runs`)."""
+    mappings = obj.mappings()
+    try:
+        with Store.preview_of(obj.db_path) as scratch:
+            calls = CallLog()
+            with RunProgress(calls, scratch.path, 0, enabled=obj.log_format == "human" and err.is_terminal):
+                preview = pipeline.preview_run(scratch, mappings, os.environ, full=full, shutdown=shutdown,
+                                               calls=calls, skip=skip)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(str(exc) or "stopped at once") from None
+    result = preview.run
+    assert result is not None
+    _print_pull(result.pulled)
+    _print_failed(result)
+    if result.scored:
+        _print_summary(result.scored)
+    _print_score_changes(preview.scores, mappings)
+    _print_plan(preview.planned, mappings)
+    _print_alert_plan(preview.alerts, mappings)
+    out.print("dry run: nothing was written to the CRMs or the store", markup=False)
+    for stop in filter(None, [result.stopped, result.interrupted]):
+        err.print(f"stopped: {stop}", markup=False)
+    return result.exit_code
+
+
+def _one_run(obj: Context, shutdown: Shutdown, full: bool = False, skip: tuple[str, ...] = (),
+             command: str = "run") -> int:
     """One tracked run (the lock, its row in `runs`, logs and progress); returns its exit code."""
     mappings = obj.mappings()
-    command = command or ("run --dry-run" if dry_run else "run")
     with obj.store() as store, _tracked(store, command) as run_id, logs.bound(run_id=run_id):
         logs.event(f"run {run_id} started: {command}", step="run", command=command)
         calls = CallLog()
         with RunProgress(calls, store.path, run_id, enabled=obj.log_format == "human" and err.is_terminal):
-            result = pipeline.run(store, mappings, os.environ, dry_run=dry_run, full=full, run_id=run_id,
-                                  shutdown=shutdown, calls=calls)
+            result = pipeline.run(store, mappings, os.environ, full=full, run_id=run_id, shutdown=shutdown,
+                                  calls=calls, skip=skip)
         code = result.exit_code
         counts = _run_counts(result)
-        store.finish_run(run_id, RUN_STATUS[code], code, counts,
-                         error=result.interrupted or result.stopped,
+        store.finish_run(run_id, RUN_STATUS[code], code, counts, error=_run_error(result),
                          api_calls=result.pulled.calls.as_dict())
         logs.event(f"run {run_id} {RUN_STATUS[code]} (exit {code}) in {result.seconds:.1f} s", step="run",
                    status=RUN_STATUS[code], exit_code=code, seconds=result.seconds, counts=counts,
                    api_calls={s: result.pulled.calls.total(s) for s in result.pulled.calls.as_dict()})
-    _print_run(result)
+    _print_run(result, mappings)
     return code
+
+
+def _run_error(result: pipeline.RunSummary) -> str | None:
+    """What a run's row in `runs` says went wrong: systems that failed, a stop, an interruption."""
+    found = [f"{system} failed: {why}" for system, why in result.failed.items()]
+    found += [s for s in (result.interrupted, result.stopped) if s]
+    return "; ".join(found) or None
+
+
+def _print_failed(result: pipeline.RunSummary) -> None:
+    for what, why in result.failed.items():
+        err.print(f"error: {what} failed, left out of this run (the rest went on): {why}", markup=False)
 
 
 @cli.command()
@@ -683,6 +856,9 @@ def _scheduled_run(obj: Context, shutdown: Shutdown) -> int:
     """One scheduled run; whatever goes wrong is reported and becomes an exit code, never a crash."""
     try:
         return _one_run(obj, shutdown, command="schedule run")
+    except KeyboardInterrupt:  # a second signal while a scheduled run was going: recorded, then the loop ends
+        shutdown.request("a second stop signal")
+        return Interrupted.exit_code
     except ConfigError as exc:
         logs.event(f"{exc.title}: the run did not start", logging.ERROR, step="run", exit_code=exc.exit_code,
                    problems=[p.render() for p in exc.problems])
@@ -697,6 +873,10 @@ def _scheduled_run(obj: Context, shutdown: Shutdown) -> int:
 
 def _run_counts(result: pipeline.RunSummary) -> dict[str, Any]:
     counts = _pull_counts(result.pulled)
+    if result.failed:
+        counts["failed_systems"] = result.failed
+    if result.scored:
+        counts["no_verdict"] = result.scored.no_verdict
     if result.scored:
         counts["scored"] = result.scored.scored
     if result.planned:
@@ -715,12 +895,13 @@ def _run_counts(result: pipeline.RunSummary) -> dict[str, Any]:
     return counts
 
 
-def _print_run(result: pipeline.RunSummary) -> None:
+def _print_run(result: pipeline.RunSummary, mappings: Any) -> None:
     _print_pull(result.pulled)
+    _print_failed(result)
     if result.scored:
         _print_summary(result.scored)
     if result.planned:
-        _print_plan(result.planned)
+        _print_plan(result.planned, mappings)
     _print_run_summary(result)
     _print_alert_summary(result)
     if result.pushed and any(result.pushed.failed.values()):
@@ -798,7 +979,7 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
     """Past runs: status, counts, API calls, duration, exit code (`runs show ID` for one)."""
     if ctx.invoked_subcommand:
         return
-    with ctx.obj.store() as store:
+    with ctx.obj.reader() as store:
         rows = [_run_row(r) for r in store.runs(limit)]
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -809,7 +990,7 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
     for r in rows:
         counts = r["counts"] or {}
         calls = ", ".join(f"{s} {sum(e.values()):,}" for s, e in (r["api_calls"] or {}).items())
-        table.add_row(str(r["id"]), r["command"], r["started_at"], r["status"], str(r["exit_code"] or ""),
+        table.add_row(str(r["id"]), r["command"], r["started_at"], r["status"], "" if r["exit_code"] is None else str(r["exit_code"]),
                       "" if r["seconds"] is None else f"{r['seconds']:.0f}",
                       _per_system(counts.get("written")), _per_system(counts.get("failed")), calls)
     out.print(table)
@@ -822,7 +1003,7 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
 @handled
 def runs_show(obj: Context, run_id: int, as_json: bool) -> None:
     """One run's details: counts, API calls per endpoint, error, and the writes that failed in it."""
-    with obj.store() as store:
+    with obj.reader() as store:
         row = store.run(run_id)
         failed = store.outbox("failed", run_id) if row else []
     if row is None:
@@ -869,7 +1050,7 @@ def _per_system(value: Any) -> str:
 @handled
 def failures(obj: Context, as_json: bool) -> None:
     """CRM records the last push could not write, with the CRM's reason."""
-    with obj.store() as store:
+    with obj.reader() as store:
         rows = store.outbox("failed")
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
@@ -901,7 +1082,7 @@ def report(obj: Context, out_path: Path, days: int) -> None:
     from .report import write_report
 
     mappings = obj.mappings()
-    with obj.store() as store:
+    with obj.reader() as store:
         try:
             size = write_report(store, mappings, out_path, movers_days=days)
         except OSError as exc:
@@ -912,18 +1093,27 @@ def report(obj: Context, out_path: Path, days: int) -> None:
 # ---------------------------------------------------------------- demo
 
 
+DEMO_DB = "healthsync-demo.db"
+
+
 @cli.command()
 @click.option("--accounts", default=300, show_default=True, help="How many Salesforce accounts the sandbox holds.")
 @click.option("--faults", is_flag=True, help="Inject 429s, 5xx, dropped connections and a session expiry.")
 @click.pass_obj
 @handled
 def demo(obj: Context, accounts: int, faults: bool) -> None:
-    """Start the bundled API sandbox, pull from it over real HTTP, score, show the result."""
+    """Start the bundled API sandbox, pull from it over real HTTP, score, show the result.
+
+    It uses its own store, ./healthsync-demo.db (never HEALTHSYNC_DB), made anew
+    each time; `--db PATH` on the command line names another, which must be new
+    or hold demo runs alone: any other store is refused (exit 2) and left as it is.
+    """
     from .sandbox.dataset import build_dataset
     from .sandbox.server import Faults, Sandbox
 
     mappings = obj.mappings()
-    path = Path(obj.db_path or "healthsync-demo.db")
+    path = Path(obj.db_path if obj.db_given and obj.db_path else DEMO_DB)
+    _check_demo_store(path)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     now = datetime.now(UTC)
@@ -936,10 +1126,11 @@ def demo(obj: Context, accounts: int, faults: bool) -> None:
         calls = CallLog()
         with RunProgress(calls, store.path, run_id, enabled=obj.log_format == "human" and err.is_terminal):
             result = pipeline.run(store, mappings, env, now, run_id=run_id, calls=calls)
-        store.finish_run(run_id, "ok", result.exit_code, _run_counts(result), api_calls=result.pulled.calls.as_dict())
+        store.finish_run(run_id, RUN_STATUS[result.exit_code], result.exit_code, _run_counts(result),
+                         api_calls=result.pulled.calls.as_dict())
         records = [r for r in store.current_scores("health") if r["value"] is not None]
         crm = _crm_view(store, sb.dataset)
-    _print_run(result)
+    _print_run(result, mappings)
     out.print(f"demo store: {path} (mappings version {mappings.version})", markup=False)
     records.sort(key=lambda r: r["value"])
     for r in records:
@@ -957,7 +1148,64 @@ def demo(obj: Context, accounts: int, faults: bool) -> None:
             table.add_row(r["account_name"], f"{r['value']:g} {r['status']}", sf, hs)
         out.print(table)
     if records:
-        out.print(f"next: healthsync --db {path} explain {records[0]['account_key']}", markup=False)
+        out.print(f"next: {_program()} --db {path} explain {records[0]['account_key']}", markup=False)
+        out.print(f"      {_program()} --db {path} report --out report.html", markup=False)
+
+
+def _check_demo_store(path: Path) -> None:
+    """The demo remakes its store: refuse (exit 2, untouched) anything but a new file or a demo's store."""
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return
+    try:
+        with Store(path, readonly=True) as store:
+            commands = {r["command"] for r in store.runs(limit=10**9)}
+    except StoreError as exc:
+        raise StoreError(f"demo remakes its store, and {path} is not a demo's: {exc}") from None
+    if commands != {"demo"}:
+        raise StoreError(f"demo remakes its store, and {path} holds "
+                         + (f"runs of {', '.join(sorted(commands - {'demo'}))}" if commands else "no demo run")
+                         + ": it was left untouched; give demo another --db (or none: it uses ./" + DEMO_DB + ")")
+
+
+def _program() -> str:
+    """How to call healthsync again from here: `healthsync` when that is on PATH, else the path run."""
+    if shutil.which("healthsync"):
+        return "healthsync"
+    here = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if here is not None and here.name == "healthsync" and here.exists():
+        return os.path.relpath(here) if not os.path.relpath(here).startswith("..") else str(here.resolve())
+    return f"{Path(sys.executable).name} -m connector"
+
+
+@cli.command("sandbox")
+@click.option("--accounts", default=300, show_default=True, help="How many Salesforce accounts it holds.")
+@click.option("--faults", is_flag=True, help="Inject 429s, 5xx, dropped connections and a session expiry.")
+@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the environment to this file (KEY=value lines, for --env-file / `set -a; .`).")
+@click.pass_obj
+@handled
+def sandbox_command(obj: Context, accounts: int, faults: bool, env_file: Path | None) -> None:
+    """Start the bundled API sandbox alone, print the environment to export, serve until Ctrl-C / SIGTERM.
+
+    In another shell, `export` the printed lines (or source --env-file) and run
+    any command against it: `healthsync run`, `validate --live`, `setup` ...
+    """
+    from .sandbox.dataset import build_dataset
+    from .sandbox.server import Faults, Sandbox
+
+    injected = Faults(rate_429=0.1, rate_5xx=0.02, rate_drop=0.01, expire_session_after=5, seed=1) if faults else Faults()
+    with Shutdown().on_signals() as shutdown, \
+            Sandbox(build_dataset(accounts=accounts, seed=7, now=datetime.now(UTC)), faults=injected) as sb:
+        env = {**sb.env(), "ZENDESK_EXPORT_PER_MINUTE": "0"}
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+        if env_file is not None:
+            env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())), encoding="utf-8")
+        click.echo("\n".join(lines))
+        click.echo(f"# sandbox up ({accounts} Salesforce accounts); Ctrl-C or SIGTERM stops it")
+        sys.stdout.flush()
+        while not shutdown.requested:
+            shutdown.sleep(3600)
+    click.echo(f"# sandbox stopped: {shutdown.reason}", err=True)
 
 
 def _crm_view(store: Store, dataset: Any) -> dict[int, tuple[str, str]]:

@@ -52,7 +52,10 @@ class ExpressionError(HealthsyncError):
 
 
 class StoreError(HealthsyncError):
-    """The local store is missing, from a newer healthsync, or inconsistent."""
+    """The store path is not a healthsync store (missing, a folder, not SQLite, another
+    application's database) or is from a newer healthsync: the user must fix the path."""
+
+    exit_code = 2
 
 
 class NotFound(HealthsyncError):

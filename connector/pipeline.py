@@ -14,19 +14,23 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from .alerts import AlertPlan, plan_alerts
+from .alerts import AlertPlan, evaluate, plan_alerts
+from .catalogue import CATALOGUE
 from .config.mappings import Mappings
 from .delivery import DeliverySummary, deliver
 from .errors import ConfigError
-from .http import CallLog, QuotaStop, RetryPolicy
+from .http import AuthError, CallLog, QuotaStop, RetryPolicy, SettingsError
 from .identity import MatchSummary, match
 from .logs import event
 from .metrics import MeasureSummary, measure
+from .runlock import RunLock
+from .scoring.changes import ScoreChanges, compare
 from .scoring.engine import ScoreResult, score_all
 from .scoring.frame import Frame, from_store, iso
 from .scoring.overrides import sync_crm_overrides
@@ -41,12 +45,21 @@ from .writeback import OBJECT as CRM_OBJECTS
 from .writeback import PlanSummary, PushSummary, plan, push
 
 SOURCES = {"salesforce": SalesforceSource, "hubspot": HubSpotSource, "stripe": StripeSource, "zendesk": ZendeskSource}
+# what each system's credentials are, for the message when an expected one has none
+CREDENTIALS = {
+    "salesforce": "SALESFORCE_INSTANCE_URL + SALESFORCE_ACCESS_TOKEN, SALESFORCE_USERNAME + SALESFORCE_PASSWORD "
+                  "(+ SALESFORCE_SECURITY_TOKEN), or SALESFORCE_CLIENT_ID + SALESFORCE_PRIVATE_KEY_FILE",
+    "hubspot": "HUBSPOT_ACCESS_TOKEN",
+    "stripe": "STRIPE_API_KEY",
+    "zendesk": "ZENDESK_URL, ZENDESK_EMAIL and ZENDESK_API_TOKEN",
+}
 
 
 @dataclass
 class PullSummary:
     systems: dict[str, PullStats] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # system -> why
+    failed: dict[str, str] = field(default_factory=dict)  # system -> its fatal error (a rejected credential ...)
     stopped: str | None = None  # quota stop message: the pull ended early, cleanly
     interrupted: str | None = None  # a stop was asked for (SIGTERM/SIGINT): the pull ended early, cleanly
     calls: CallLog = field(default_factory=CallLog)
@@ -56,29 +69,65 @@ class PullSummary:
     sources: list[Source] = field(default_factory=list)  # the configured clients, reused to push
 
 
+def expected_systems(mappings: Mappings) -> dict[str, str]:
+    """The systems the mappings read or write, each with the first place that names it."""
+    found: dict[str, str] = {}
+    for name, spec in mappings.inputs.items():
+        for system in CRM_OBJECTS:
+            if getattr(spec, system, None):
+                found.setdefault(system, f"input '{name}' reads {getattr(spec, system)}")
+    for name, compiled in mappings.scores.items():
+        for system in compiled.definition.outputs:
+            found.setdefault(system, f"score '{name}' writes its outputs there")
+    for name, metric in mappings.metrics.items():
+        entry = CATALOGUE.get(metric.catalogue or "")
+        if entry is not None and entry.system in SOURCES:
+            found.setdefault(entry.system, f"metric '{name}' is the catalogue's {metric.catalogue}")
+    return {s: found[s] for s in SOURCES if s in found}
+
+
 def sources(
     env: Mapping[str, str], calls: CallLog, only: Iterable[str] | None = None, shutdown: Shutdown | None = None,
+    expected: Mapping[str, str] | None = None, skip: Iterable[str] = (),
 ) -> tuple[list[Source], dict[str, str]]:
-    """The configured sources, and the systems skipped for want of credentials."""
+    """The configured sources, and the systems skipped (asked to, or not used and without credentials).
+
+    A system in `expected` (the mappings use it) without credentials is a SettingsError (exit 2)
+    naming its variables: a run never quietly goes without a system it needs; `skip` names the
+    systems to leave out on purpose (`--skip`, HEALTHSYNC_SKIP).
+    """
     ctx = Context(env, calls, dataclasses.replace(RetryPolicy.from_env(env), shutdown=shutdown))
+    skip = {s.strip() for s in skip if s.strip()} | {s.strip() for s in env.get("HEALTHSYNC_SKIP", "").split(",") if s.strip()}
+    unknown = sorted(skip - set(SOURCES))
+    if unknown:
+        raise SettingsError(f"cannot skip {', '.join(unknown)}: the systems are {', '.join(SOURCES)}")
     found: list[Source] = []
     skipped: dict[str, str] = {}
+    missing: list[str] = []
     wanted = set(only) if only else set(SOURCES)
     for system, cls in SOURCES.items():
         if system not in wanted:
             continue
+        if system in skip:
+            skipped[system] = "skipped (--skip / HEALTHSYNC_SKIP)"
+            continue
         source = cls.from_env(ctx)
-        if source is None:
-            skipped[system] = f"no {system} credentials in the environment: skipped"
-        else:
+        if source is not None:
             found.append(source)
+        elif expected and system in expected:
+            missing.append(f"{system}: the mappings use it ({expected[system]}) but it has no credentials: "
+                           f"set {CREDENTIALS[system]}, or leave it out with --skip {system}")
+        else:
+            skipped[system] = f"no {system} credentials in the environment, and the mappings do not use it: skipped"
+    if missing:
+        raise SettingsError("; ".join(missing))
     return found, skipped
 
 
 def pull(
     store: Store, mappings: Mappings, env: Mapping[str, str], now: datetime | None = None,
     full: bool = False, only: Iterable[str] | None = None, summary: PullSummary | None = None,
-    shutdown: Shutdown | None = None,
+    shutdown: Shutdown | None = None, skip: Iterable[str] = (),
 ) -> PullSummary:
     """Pull every configured system into the store, then match and measure.
 
@@ -93,16 +142,21 @@ def pull(
     started = iso(now)
     summary = summary or PullSummary()
     if not summary.sources:
-        summary.sources, summary.skipped = sources(env, summary.calls, only, shutdown)
+        summary.sources, summary.skipped = sources(env, summary.calls, only, shutdown,
+                                                   expected=expected_systems(mappings), skip=skip)
     problems = []
-    for source in summary.sources:
-        problems += source.check(mappings)
+    for source in list(summary.sources):
+        try:
+            problems += source.check(mappings)
+        except AuthError as exc:  # this system is out of this run; the others go on
+            _fail(summary, source, exc)
+            continue
         types = getattr(source, "field_types", None)
         if types:  # what the plan step formats and compares output values by
             store.set_meta(f"fields.{source.system}", json.dumps(types, sort_keys=True))
     if problems:
         raise ConfigError(problems)
-    for source in summary.sources:
+    for source in list(summary.sources):
         if shutdown is not None and shutdown.requested:
             summary.interrupted = summary.interrupted or f"{shutdown.reason}: stopped before pulling {source.system}"
             continue
@@ -115,6 +169,8 @@ def pull(
         except QuotaStop as stop:  # this system stops cleanly; the others still pull
             summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
             event(f"pull of {source.system} stopped: {stop}", logging.WARNING, step="pull", system=source.system)
+        except AuthError as exc:  # a rejected credential: this system is out of this run, the others go on
+            _fail(summary, source, exc)
         finally:
             summary.seconds[source.system] = round(time.perf_counter() - clock, 2)
         stats = summary.systems.get(source.system)
@@ -132,6 +188,13 @@ def pull(
     event("measured", step="measure", accounts=summary.measure.accounts, values=summary.measure.values,
           changed=summary.measure.changed, seconds=summary.seconds["measure"])
     return summary
+
+
+def _fail(summary: PullSummary, source: Source, exc: Exception) -> None:
+    """Leave a system out of the rest of the run (no pull, no push) with its error recorded."""
+    summary.failed[source.system] = str(exc)
+    summary.sources.remove(source)
+    event(f"{source.system} failed: {exc}", logging.ERROR, step="pull", system=source.system)
 
 
 @dataclass
@@ -157,11 +220,35 @@ class RunSummary:
         return "; ".join(s for s in found if s) or None
 
     @property
+    def failed(self) -> dict[str, str]:
+        """What a fatal error took out of this run (a system's pull or push, an alert action kind),
+        with the error; the rest of the run went on without it."""
+        found = dict(self.pulled.failed)
+        if self.pushed:
+            found.update({f"{s} push": why for s, why in self.pushed.failed_systems.items()})
+        if self.delivered:
+            found.update({f"{k} alerts": why for k, why in self.delivered.failed_kinds.items()})
+        return found
+
+    @property
+    def failed_code(self) -> int | None:
+        """2 when a failure is one the user must fix (rejected credentials), else 1; None without failures."""
+        if not self.failed:
+            return None
+        codes = [AuthError.exit_code] * len(self.pulled.failed)
+        codes += list(self.pushed.failed_exit_codes.values()) if self.pushed else []
+        codes += list(self.delivered.failed_exit_codes.values()) if self.delivered else []
+        return 2 if 2 in codes else 1
+
+    @property
     def exit_code(self) -> int:
-        """0 ok, 3 some records failed permanently, 4 a quota reserve stopped a system,
-        6 a stop was asked for (SIGTERM/SIGINT) and the run ended after the work in flight."""
+        """0 ok, 2 a system's credentials were rejected (the others were still pulled and written),
+        1 another fatal error ended one system's push (the others were written), 3 some records failed permanently, 4 a quota reserve stopped a system, 6 a stop was asked
+        for (SIGTERM/SIGINT) and the run ended after the work in flight."""
         if self.interrupted:
             return Interrupted.exit_code
+        if self.failed_code is not None:
+            return self.failed_code
         if self.stopped:
             return 4
         if self.pushed and any(self.pushed.failed.values()) or self.delivered and any(self.delivered.failed.values()):
@@ -172,17 +259,26 @@ class RunSummary:
 def run(
     store: Store, mappings: Mappings, env: Mapping[str, str], now: datetime | None = None,
     dry_run: bool = False, full: bool = False, run_id: int | None = None, shutdown: Shutdown | None = None,
-    calls: CallLog | None = None,
+    calls: CallLog | None = None, skip: Iterable[str] = (),
 ) -> RunSummary:
     """pull, match, measure, score, plan, alerts, push, deliver: one healthsync run (`run_id`: its row in `runs`).
 
     A stop request during the pull ends the run after the pull (the next run
     carries on from the cursors); during the push, after the batch in flight.
+    The run holds the store's run lock (taken here unless the caller holds it).
     """
+    with nullcontext() if store.locked else RunLock(store):
+        return _run(store, mappings, env, now, dry_run, full, run_id, shutdown, calls, skip)
+
+
+def _run(
+    store: Store, mappings: Mappings, env: Mapping[str, str], now: datetime | None, dry_run: bool, full: bool,
+    run_id: int | None, shutdown: Shutdown | None, calls: CallLog | None, skip: Iterable[str],
+) -> RunSummary:
     clock = time.perf_counter()
     now = now or datetime.now(UTC)
     pulled = PullSummary(calls=calls) if calls is not None else None
-    result = RunSummary(pull(store, mappings, env, now, full=full, summary=pulled, shutdown=shutdown))
+    result = RunSummary(pull(store, mappings, env, now, full=full, summary=pulled, shutdown=shutdown, skip=skip))
     if result.pulled.interrupted:
         result.seconds = round(time.perf_counter() - clock, 2)
         return result
@@ -209,7 +305,8 @@ def run(
 class ScoreSummary:
     accounts: int = 0
     scored: dict[str, int] = field(default_factory=dict)
-    not_scored: dict[str, int] = field(default_factory=dict)
+    not_scored: dict[str, int] = field(default_factory=dict)  # no number: N/A data, or no verdict (below)
+    no_verdict: dict[str, int] = field(default_factory=dict)  # of those, below the score's min_coverage
     changed: dict[str, int] = field(default_factory=dict)
     by_status: dict[str, dict[str, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -245,6 +342,7 @@ def score(store: Store, mappings: Mappings, now: datetime | None = None) -> Scor
         scored = ~np.isnan(result.value)
         summary.scored[name] = int(scored.sum())
         summary.not_scored[name] = int((~scored).sum())
+        summary.no_verdict[name] = int((result.insufficient & ~scored).sum())
         labels, counts = np.unique(result.status[scored].astype(str), return_counts=True)
         summary.by_status[name] = {str(k): int(v) for k, v in zip(labels, counts, strict=True)}
     return summary
@@ -271,7 +369,7 @@ def score_rows(result: ScoreResult, version: str) -> Iterator[tuple[object, ...]
             [None if o < 0 else o for o in result.override_id.tolist()],
             _floats(result.trend),
             result.trend_direction.tolist(),
-            _floats(np.round(result.coverage, 4)),
+            _floats(np.round(100 * result.coverage, 1)),  # percent 0-100, as engine.coverage_percent
             _floats(result.points_to_next),
             result.drivers.tolist(),
             groups_json,
@@ -283,3 +381,53 @@ def score_rows(result: ScoreResult, version: str) -> Iterator[tuple[object, ...]
 
 def _floats(values: np.ndarray) -> list[float | None]:
     return [None if v != v else v for v in values.tolist()]
+
+
+@dataclass
+class Preview:
+    """What a run would do, computed in a private copy of the store with the mappings as they are now."""
+
+    scores: dict[str, ScoreChanges]  # per named score: stored vs recomputed
+    planned: PlanSummary
+    changes: list[dict[str, object]]  # the outbox a real run would save (pending rows)
+    alerts: AlertPlan
+    run: RunSummary | None = None  # the dry run's summary (None for `plan`)
+
+
+def preview_plan(store: Store, mappings: Mappings, now: datetime | None = None) -> Preview:
+    """`plan`: score the stored pull with the mappings as they are now, plan, and evaluate the
+    alerts, all in a private copy: the store itself is read, never written."""
+    now = now or datetime.now(UTC)
+    with store.preview() as scratch:
+        before = {name: scratch.current_scores(name) for name in mappings.scores}
+        score(scratch, mappings, now)
+        planned = plan(scratch, mappings)
+        alerts = evaluate(scratch, mappings, now)
+        return _preview(scratch, mappings, before, planned, alerts)
+
+
+def preview_run(store: Store, mappings: Mappings, env: Mapping[str, str], now: datetime | None = None,
+                full: bool = False, shutdown: Shutdown | None = None, calls: CallLog | None = None,
+                skip: Iterable[str] = ()) -> Preview:
+    """`run --dry-run`: the whole run up to the push (pull, match, measure, score, plan, alerts) in a
+    private copy of the store (`store` is a preview copy already): nothing is sent or recorded."""
+    before = {name: store.current_scores(name) for name in mappings.scores}
+    result = run(store, mappings, env, now, dry_run=True, full=full, shutdown=shutdown, calls=calls, skip=skip)
+    preview = _preview(store, mappings, before, result.planned or PlanSummary(), result.alerts or AlertPlan(""))
+    preview.run = result
+    return preview
+
+
+def _preview(scratch: Store, mappings: Mappings, before: dict[str, list[dict[str, object]]], planned: PlanSummary,
+             alerts: AlertPlan, samples: int = 5) -> Preview:
+    changes = {name: compare(name, rows, scratch.current_scores(name), mappings.version)
+               for name, rows in before.items()}
+    pending = scratch.outbox("pending")
+    moved: dict[int, float] = {}
+    for c in changes.values():
+        for m in c.moves:
+            moved[m.account_id] = max(moved.get(m.account_id, 0.0), abs(m.delta))
+    ranked = sorted(pending, key=lambda r: (-moved.get(int(r["account_id"]), 0.0), r["system"], r["id"]))
+    planned.samples = [{"system": r["system"], "record": r["record_id"], "before": json.loads(r["before"]),
+                        "after": json.loads(r["fields"])} for r in ranked[:samples]]
+    return Preview(changes, planned, pending, alerts)

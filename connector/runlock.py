@@ -100,6 +100,7 @@ class RunLock:
             self.store.conn.execute(
                 "INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (NAME, self.token, self.host, os.getpid(), self.run_id, now, now))
+        self.store.locked = True
         self._thread = threading.Thread(target=self._beat, name="healthsync-heartbeat", daemon=True)
         self._thread.start()
 
@@ -119,6 +120,7 @@ class RunLock:
             conn.close()
 
     def release(self) -> None:
+        self.store.locked = False
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

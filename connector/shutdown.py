@@ -11,6 +11,7 @@ and the run lock are built to survive that too.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -80,6 +81,9 @@ class Shutdown:
             if self.requested:
                 raise KeyboardInterrupt(f"second {name}: stopping at once")
             self.request(f"{name} received")
+            logging.getLogger("healthsync").warning(
+                f"{name} received: stopping after the work in flight (send it again to stop at once)",
+                extra={"fields": {"step": "stop", "signal": name}})
 
         previous = {s: signal.signal(s, handle) for s in SIGNALS}
         try:

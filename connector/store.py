@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -265,6 +266,10 @@ _MIGRATIONS: list[str] = [
     -- are assigned to: the next pull of each CRM reads every record again, once
     DELETE FROM cursors WHERE system IN ('salesforce', 'hubspot');
     """,
+    # 6: coverage is a percent (0-100) everywhere, as the CRM field shows it; it was a share (0-1)
+    """
+    UPDATE scores SET coverage = round(coverage * 100, 1) WHERE coverage IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -277,6 +282,47 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path:
     return Path(path or os.environ.get("HEALTHSYNC_DB") or DEFAULT_PATH)
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_path(path: Path, readonly: bool) -> bool:
+    """Refuse what cannot be a store; True when there is nothing there yet (a new store)."""
+    if path.is_dir():
+        raise StoreError(f"the store {path} is a folder: give --db (or HEALTHSYNC_DB) a file path, "
+                         f"e.g. {path / DEFAULT_PATH}")
+    if not path.exists() or path.stat().st_size == 0:
+        if readonly:
+            raise StoreError(f"there is no healthsync store at {path}: check --db (or HEALTHSYNC_DB), "
+                             "or create it with `healthsync pull` or `healthsync run`")
+        if not path.parent.exists():
+            raise StoreError(f"the folder for the store {path} does not exist: create it, or give --db another path")
+        return True
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"the store {path} cannot be read: {exc.strerror or exc}") from exc
+    if header != _SQLITE_HEADER:
+        raise StoreError(f"{path} is not a SQLite database, so not a healthsync store: "
+                         "give --db (or HEALTHSYNC_DB) the path of a healthsync store, or a new file")
+    return False
+
+
+def _check_healthsync(conn: sqlite3.Connection, path: Path) -> None:
+    """A SQLite file is a healthsync store when its meta table records a schema version (or it is empty)."""
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        marked = "meta" in tables and (
+            conn.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
+            or int(conn.execute("PRAGMA user_version").fetchone()[0]) > 0)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} cannot be read as a SQLite database ({exc}): give --db another path") from exc
+    if tables and not marked:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(f"{path} is a SQLite database of another application (tables {shown}), not a "
+                         "healthsync store: it was left untouched; give --db another path")
+
+
 @dataclass
 class Column:
     """One stored name's current values, aligned to the store's account order."""
@@ -287,21 +333,84 @@ class Column:
 
 
 class Store:
-    """A healthsync SQLite database, migrated to the current schema on open."""
+    """A healthsync SQLite database, migrated to the current schema on open.
 
-    def __init__(self, path: str | os.PathLike[str] | None = None):
-        self.path = resolve_path(path)
-        if self.path.parent and not self.path.parent.exists():
-            raise StoreError(f"the folder for the store {self.path} does not exist")
-        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+    `Store(path)` opens a store to write, creating it where nothing is yet;
+    `Store(path, readonly=True)` opens an existing one for reading only: its
+    bytes are never changed (an older schema is migrated in a private copy).
+    Either refuses, with a StoreError naming the path, a folder, a file that is
+    not SQLite, and a SQLite file that another application made.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, readonly: bool = False):
+        self.path = self.origin = resolve_path(path)  # origin: the store a preview copy was made of
+        self.readonly = readonly
+        self.locked = False  # set by RunLock while this process holds the store's run lock
+        self.scratch: tempfile.TemporaryDirectory[str] | None = None  # a preview copy's folder
+        fresh = _check_path(self.path, readonly)
+        if readonly:
+            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                        isolation_level=None, timeout=30)
+        else:
+            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         self.db = sqlite_utils.Database(self.conn)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            if not fresh:
+                _check_healthsync(self.conn, self.path)
+            if readonly and self.schema_version < SCHEMA_VERSION:
+                original = self.conn  # an older store is read through a migrated private copy
+                self._scratch(original)
+                original.close()
+        except BaseException:
+            self.conn.close()
+            raise
+        if not self.readonly:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+
+    def preview(self) -> Store:
+        """A private copy of this store, in a temporary folder removed on close, that a preview
+        (`plan`, `run --dry-run`) may pull, score and plan into: this store never changes."""
+        copy = Store.__new__(Store)
+        copy.origin, copy.readonly, copy.locked = self.origin, False, True
+        copy._scratch(self.conn)
+        copy.conn.execute("PRAGMA foreign_keys=ON")
+        copy._migrate()
+        return copy
+
+    @classmethod
+    def preview_of(cls, path: str | os.PathLike[str] | None = None) -> Store:
+        """A private copy of the store at `path` (read only), or a new empty one where none is yet."""
+        target = resolve_path(path)
+        if target.exists() and not target.is_dir() and target.stat().st_size:
+            with cls(target, readonly=True) as store:
+                return store.preview()
+        _check_path(target, readonly=False)  # a folder, or a missing folder, is still refused
+        copy = cls.__new__(cls)
+        copy.origin, copy.readonly, copy.locked = target, False, True
+        empty = sqlite3.connect(":memory:")
+        copy._scratch(empty)
+        empty.close()
+        copy.conn.execute("PRAGMA foreign_keys=ON")
+        copy._migrate()
+        return copy
+
+    def _scratch(self, source: sqlite3.Connection) -> None:
+        """Become a copy of `source` in a temporary folder (nobody else sees it: no lock to take)."""
+        self.scratch = tempfile.TemporaryDirectory(prefix="healthsync-preview-")
+        self.path = Path(self.scratch.name) / "preview.db"
+        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        source.backup(self.conn)
+        self.db = sqlite_utils.Database(self.conn)
+        self.readonly, self.locked = False, True
 
     def close(self) -> None:
         self.conn.close()
+        if self.scratch is not None:
+            self.scratch.cleanup()
+            self.scratch = None
 
     def __enter__(self) -> Store:
         return self
@@ -563,6 +672,10 @@ class Store:
         result last changed; changed values and statuses go to score_history.
         """
         compared = " OR ".join(f"s.{c} IS NOT n.{c}" for c in _SCORE_COLUMNS)
+        # a new mappings version that leaves the result as it was is recorded, but is no new result:
+        # the row keeps its scored_at (else every record's scored-at field would be rewritten)
+        result_moved = " OR ".join(f"s.{c} IS NOT n.{c}" for c in _SCORE_COLUMNS if c != "model_version")
+        columns = ", ".join(f"n.{c}" for c in ("score", "account_id", *_SCORE_COLUMNS))
         with self.transaction():
             self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS new_scores AS SELECT * FROM scores WHERE 0")
             self.conn.execute("DELETE FROM new_scores")
@@ -578,7 +691,9 @@ class Store:
             )
             changed = self.conn.execute(
                 f"""INSERT OR REPLACE INTO scores
-                    SELECT n.* FROM new_scores n LEFT JOIN scores s ON s.score = n.score AND s.account_id = n.account_id
+                    SELECT {columns},
+                           CASE WHEN s.account_id IS NULL OR {result_moved} THEN n.scored_at ELSE s.scored_at END
+                    FROM new_scores n LEFT JOIN scores s ON s.score = n.score AND s.account_id = n.account_id
                     WHERE s.account_id IS NULL OR {compared}"""
             ).rowcount
             self.conn.execute(
@@ -601,6 +716,10 @@ class Store:
             vals = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=float)
             out[at] = vals[keep]
         return out
+
+    def score_names(self) -> list[str]:
+        """The named scores the store holds current scores of."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT score FROM scores ORDER BY score")]
 
     def current_scores(self, score: str | None = None) -> list[dict[str, Any]]:
         where, args = ("WHERE s.score = ?", [score]) if score else ("", [])
@@ -801,7 +920,11 @@ class Store:
         """The plan: every change not yet written is replaced by these, in one transaction.
 
         rows: (run_id, system, object, record_id, account_id, fields, before, drift, planned_at).
+        Rows still marked sent belong to a run that crashed mid-batch (the next pull sees what
+        landed), so only the holder of the run lock (or a private preview copy) may replace them.
         """
+        if not self.locked:
+            raise StoreError("the outbox is replaced only under the store's run lock (a batch may be in flight)")
         with self.transaction():
             self.conn.execute(
                 "DELETE FROM outbox WHERE status != 'done' AND system IN (SELECT value FROM json_each(?))",

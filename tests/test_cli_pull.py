@@ -51,11 +51,17 @@ def test_pull_then_matches(dataset, tmp_path):
     assert "unmatched" in table and "conflict" not in table.split("\n", 2)[2]
 
 
-def test_systems_without_credentials_are_skipped_with_one_line(tmp_path):
+def test_systems_the_mappings_use_without_credentials_are_exit_2_naming_the_variables(tmp_path):
     result = run(tmp_path / "e.db", {}, "pull")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2, result.output
+    for system, variable in (("salesforce", "SALESFORCE_USERNAME"), ("hubspot", "HUBSPOT_ACCESS_TOKEN"),
+                             ("stripe", "STRIPE_API_KEY"), ("zendesk", "ZENDESK_API_TOKEN")):
+        assert f"{system}: the mappings use it" in result.output and variable in result.output
+    skipped = run(tmp_path / "e.db", {}, "pull", "--skip", "salesforce", "--skip", "hubspot", "--skip", "stripe",
+                  "--skip", "zendesk")
+    assert skipped.exit_code == 0, skipped.output
     for system in ("salesforce", "hubspot", "stripe", "zendesk"):
-        assert f"{system}: no {system} credentials in the environment: skipped" in result.output
+        assert f"{system}: skipped (--skip / HEALTHSYNC_SKIP)" in skipped.output
 
 
 def test_a_quota_reserve_stops_salesforce_with_exit_4_and_the_rest_still_pulls(dataset, tmp_path):
@@ -96,13 +102,13 @@ def test_runs_lists_past_runs_and_shows_one(dataset, tmp_path):
     listed = run(db, {}, "runs", "--json")
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.output)
-    assert [r["command"] for r in rows] == ["run --dry-run", "run"]  # newest first
-    latest_real = rows[1]
+    assert [r["command"] for r in rows] == ["run"]  # a dry run records nothing
+    latest_real = rows[0]
     assert latest_real["status"] == "ok" and latest_real["exit_code"] == 0 and latest_real["seconds"] is not None
     assert latest_real["counts"]["written"]["salesforce"] > 100
     assert latest_real["api_calls"]["salesforce"]["PATCH composite/sobjects"] >= 1
     table = run(db, {}, "runs")
-    assert "run --dry-run" in table.output and "salesforce" in table.output
+    assert "run --dry-run" not in table.output and "salesforce" in table.output
     shown = run(db, {}, "runs", "show", str(latest_real["id"]))
     assert shown.exit_code == 0 and f"run {latest_real['id']}: run — ok (exit 0)" in shown.output
     assert "API calls, salesforce:" in shown.output

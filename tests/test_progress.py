@@ -12,13 +12,14 @@ from rich.console import Console
 from connector import cli as cli_module
 from connector.http import CallLog
 from connector.progress import RunProgress
+from connector.runlock import RunLock
 from connector.store import Store
 
 
 def test_bars_follow_requests_while_pulling_then_settled_records_while_pushing(tmp_path):
     db = tmp_path / "p.db"
     calls = CallLog()
-    with Store(db) as store:
+    with Store(db) as store, RunLock(store):
         run_id = store.start_run("run")
         bars = RunProgress(calls, db, run_id, enabled=True, console=Console(file=io.StringIO()))
         conn = sqlite3.connect(db)
