@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,21 @@ from connector.config.mappings import Mappings, check_mappings, load_mappings
 from connector.errors import Problem
 
 REPO = Path(__file__).resolve().parent.parent
+# The tests' clock: sandbox datasets and seeded values are built at NOW and the code under test is
+# given NOW where it takes a `now`, so no threshold depends on the day the suite runs. In the past
+# on purpose: the sandbox stamps the writes it receives with the wall clock, which must be later.
+NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def fresh_redactor():
+    """Every test starts with no secret registered, as a new process does: a "no secret in the
+    output" check then passes only if the code under test registered the secret itself."""
+    from connector.http import forget_secrets
+
+    forget_secrets()
+    yield
+    forget_secrets()
 
 
 @pytest.fixture

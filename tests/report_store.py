@@ -7,10 +7,10 @@ report has movers.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from conftest import REPO
+from conftest import NOW, REPO
 
 from connector import pipeline
 from connector.config.mappings import Mappings, load_mappings
@@ -32,7 +32,7 @@ def tracked_run(store: Store, mappings: Mappings, env: dict[str, str], now: date
 
 def two_runs(path: Path, accounts: int, seed: int = 5) -> tuple[datetime, dict[str, str]]:
     """Build the store at `path`; returns the second run's time and the sandbox settings used."""
-    later = datetime.now(UTC).replace(microsecond=0)
+    later = NOW
     earlier = later - timedelta(days=8)
     with Sandbox(build_dataset(accounts=accounts, seed=seed, now=earlier)) as sb, Store(path) as store:
         env = {**sb.env(), "ZENDESK_EXPORT_PER_MINUTE": "0", "HEALTHSYNC_RETRY_BASE": "0.01"}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 
 import pytest
 import requests
 import responses
+from conftest import NOW
 
 from connector.delivery import MAX_ATTEMPTS, deliver
 from connector.http import CallLog, QuotaStop, RetryPolicy, SettingsError
@@ -57,11 +57,13 @@ def test_salesforce_tasks_are_created_in_one_collection_with_a_result_per_record
 
 
 def test_a_task_with_a_field_an_alert_never_sets_is_refused_before_any_request():
-    with responses.RequestsMock() as mock, pytest.raises(ValueError, match="Health_Score__c"):
-        salesforce().create_tasks([("1", {**TASK, "Health_Score__c": 10})])
-        assert not mock.calls
-    with pytest.raises(ValueError, match="at most 200"):
-        salesforce().create_tasks([(str(i), TASK) for i in range(201)])
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.post(f"{DATA}/composite/sobjects", json=[{"id": "00T000000000001AAA", "success": True, "errors": []}])
+        with pytest.raises(ValueError, match="Health_Score__c"):
+            salesforce().create_tasks([("1", {**TASK, "Health_Score__c": 10})])
+        with pytest.raises(ValueError, match="at most 200"):
+            salesforce().create_tasks([(str(i), TASK) for i in range(201)])
+        assert not mock.calls  # checked after the raises: refused before any request
 
 
 def test_salesforce_task_creation_stops_at_the_api_reserve_without_a_request():
@@ -130,7 +132,7 @@ def test_a_webhook_url_can_come_from_a_secret_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with Sandbox(build_dataset(accounts=60, seed=5, now=datetime.now(UTC))) as sb:
+    with Sandbox(build_dataset(accounts=60, seed=5, now=NOW)) as sb:
         yield sb
 
 

@@ -7,10 +7,10 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import timedelta
 
 import pytest
-from conftest import REPO
+from conftest import NOW, REPO
 from test_e2e_push import MAPPINGS, assert_crm_matches_scores, env_of
 
 from connector.pipeline import run
@@ -21,7 +21,9 @@ from connector.store import Store
 
 @pytest.fixture
 def dataset():
-    return build_dataset(accounts=1000, seed=12, now=datetime.now(UTC))
+    # NOW, not the wall clock: the same data on every day. A run after the killed command reads the
+    # wall clock as that command did (a CLI takes no `now`); the in-process test passes NOW.
+    return build_dataset(accounts=1000, seed=12, now=NOW)
 
 
 def record_patches(monkeypatch, hold_at: int | None = None):
@@ -84,7 +86,7 @@ def test_the_quota_reserve_stops_a_push_cleanly_and_the_next_run_finishes_it(dat
         env = {**env_of(sb), "HUBSPOT_DAILY_RESERVE": "499990"}
         with sb.lock:
             sb.sf_usage = 895  # the reserve (10 %) starts at 900: pull and a few batches fit
-        first = run(store, MAPPINGS, env)
+        first = run(store, MAPPINGS, env, NOW)
         assert first.exit_code == 4, (first.pulled.stopped, first.pushed)
         assert first.pulled.stopped is None  # the pull fitted; the push met both reserves
         assert "SALESFORCE_API_RESERVE_PERCENT" in first.pushed.stopped
@@ -102,7 +104,7 @@ def test_the_quota_reserve_stops_a_push_cleanly_and_the_next_run_finishes_it(dat
         with sb.lock:
             sb.daily_api_limit = 100_000  # a new day
         sent.clear()
-        second = run(store, MAPPINGS, env_of(sb))
+        second = run(store, MAPPINGS, env_of(sb), NOW + timedelta(hours=1))
         assert second.exit_code == 0
         assert {i for ids in sent for i in ids} == {r["record_id"] for r in open_rows}
         assert assert_crm_matches_scores(store, sb) > 900

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from datetime import UTC, datetime
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO
+from conftest import NOW, REPO
 from test_e2e_crash import record_patches
 from test_e2e_push import MAPPINGS, assert_crm_matches_scores, env_of
 
@@ -29,7 +33,64 @@ SECRET_SETTINGS = ("SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN", "HUBSPOT_
 
 @pytest.fixture
 def dataset():
-    return build_dataset(accounts=1000, seed=12, now=datetime.now(UTC))
+    # NOW, not the wall clock: the same data on every day. The commands run here read the wall
+    # clock themselves (a CLI takes no `now`), so the in-process runs below take it too.
+    return build_dataset(accounts=1000, seed=12, now=NOW)
+
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` once `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting after {seconds:g} s: {what}"
+        time.sleep(0.01)
+
+
+def signal_taken(pid: int, signum: int) -> bool:
+    """The process has taken the signal (it is no longer pending for any of its threads): its
+    handler runs before that thread goes on with its work."""
+    bit = 1 << (signum - 1)
+    pending = 0
+    for status in [Path(f"/proc/{pid}/status"), *Path(f"/proc/{pid}/task").glob("*/status")]:
+        try:
+            text = status.read_text()
+        except FileNotFoundError:  # a thread that just ended
+            continue
+        for line in text.splitlines():
+            if line.startswith(("SigPnd:", "ShdPnd:")):
+                pending |= int(line.split()[1], 16)
+    return not pending & bit
+
+
+class Lines:
+    """A child's pipe read line by line on a thread, so each wait for a line has a deadline."""
+
+    def __init__(self, pipe) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe) -> None:
+        for line in pipe:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def next(self, seconds: float) -> str:
+        try:
+            line = self._queue.get(timeout=seconds)
+        except queue.Empty:
+            raise AssertionError(f"no line in {seconds:g} s") from None
+        assert line is not None, "the pipe closed before the line came"
+        return line
+
+    def rest(self, seconds: float) -> list[str]:
+        """Every line until the pipe closes (the child has exited)."""
+        self._thread.join(seconds)
+        assert not self._thread.is_alive(), f"the pipe is still open after {seconds:g} s"
+        lines = []
+        while (line := self._queue.get_nowait()) is not None:
+            lines.append(line)
+        return lines
 
 
 def healthsync(db, env, *args: str, **popen) -> subprocess.Popen:
@@ -41,11 +102,16 @@ def test_sigterm_during_a_push_finishes_the_batch_in_flight_and_keeps_the_rest(d
     sent, holding, release = record_patches(monkeypatch, hold_at=2)
     db = tmp_path / "term.db"
     with Sandbox(dataset) as sb:
+        if not Path(f"/proc/{os.getpid()}/status").exists():
+            pytest.skip("needs /proc to see the signal taken before the answer is released")
         proc = healthsync(db, env_of(sb), "run", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             assert holding.wait(180), "no second batch"
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:  # read, never written
+                in_flight = conn.execute("SELECT count(*) FROM outbox WHERE status = 'sent'").fetchone()[0]
+            assert in_flight == 200  # the second batch: marked sent before its request, not yet settled
             proc.send_signal(signal.SIGTERM)  # while the second batch's answer is on its way
-            time.sleep(0.5)
+            wait_until(lambda: signal_taken(proc.pid, signal.SIGTERM), 30, "the run to take the SIGTERM")
             release.set()  # the answer arrives after the signal
             _, stderr = proc.communicate(timeout=60)
         finally:
@@ -102,17 +168,19 @@ def test_a_failed_run_inside_the_schedule_does_not_stop_it(dataset, tmp_path, mo
 
 def test_sigterm_while_the_schedule_waits_exits_at_once_and_cleanly(tmp_path):
     proc = healthsync(tmp_path / "idle.db", {}, "--log-format", "json", "schedule", "--cron", "0 0 1 1 *",
-                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        first = json.loads(proc.stderr.readline())  # the loop is waiting for next New Year
+        stderr = Lines(proc.stderr)
+        first = json.loads(stderr.next(60))  # the loop is waiting for next New Year
         assert first["step"] == "schedule" and first["next_run"].endswith("-01-01T00:00:00+00:00")
         proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
+        rest = stderr.rest(10)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0
-    last = json.loads(rest.strip().splitlines()[-1])
+    last = json.loads(rest[-1])
     assert last["msg"] == "schedule stopped: SIGTERM received" and last["runs"] == 0
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import REPO
+from conftest import NOW, REPO
 
 from connector.config.mappings import load_mappings
 from connector.pipeline import run
-from connector.sandbox.dataset import build_dataset, sf_time
+from connector.runlock import RunLock
+from connector.sandbox.dataset import HS_OUTPUTS, SF_OUTPUTS, build_dataset, sf_time
 from connector.sandbox.server import Faults, Sandbox
 from connector.store import Store
 from connector.systems import InputFieldWrite
@@ -52,48 +53,64 @@ def assert_crm_matches_scores(store: Store, sb: Sandbox) -> int:
     return checked
 
 
+def crm_outputs(sb: Sandbox) -> dict[tuple[str, str], tuple]:
+    """(system, record id) -> the output fields the CRM holds, as the sandbox stores them."""
+    with sb.lock:
+        held = {("salesforce", rid): tuple(a.get(f) for f in SF_OUTPUTS) for rid, a in sb.dataset.sf_accounts.items()}
+        held.update({("hubspot", cid): tuple(c["properties"].get(p) for p in HS_OUTPUTS)
+                     for cid, c in sb.dataset.hs_companies.items()})
+    return held
+
+
+def score_values(store: Store) -> dict[tuple[str, int], tuple]:
+    """(score, account id) -> what a CRM output can show of it (not when it was computed)."""
+    columns = ("value", "status", "grade", "groups", "drivers", "coverage", "trend", "trend_direction")
+    return {(r["score"], r["account_id"]): tuple(r[c] for c in columns) for r in store.current_scores()}
+
+
 @pytest.fixture
 def dataset():
     """A fresh dataset per test: the sandbox writes into it."""
-    return build_dataset(accounts=1000, seed=12, now=datetime.now(UTC))
+    return build_dataset(accounts=1000, seed=12, now=NOW)
 
 
 def test_a_run_writes_every_score_and_a_second_run_writes_nothing(dataset, tmp_path):
     with Sandbox(dataset) as sb, Store(tmp_path / "a.db") as store:
-        first = run(store, MAPPINGS, env_of(sb))
+        first = run(store, MAPPINGS, env_of(sb), NOW)
         assert first.exit_code == 0
         assert assert_crm_matches_scores(store, sb) > 900
         written = first.pushed.written
         assert first.pushed.calls == {s: math.ceil(n / {"salesforce": 200, "hubspot": 100}[s]) for s, n in written.items()}
         sb.reset_counts()
-        second = run(store, MAPPINGS, env_of(sb))
+        second = run(store, MAPPINGS, env_of(sb), NOW + timedelta(hours=1))
         writes = {k: n for k, n in sb.calls.items() if k[1].startswith(("PATCH", "POST /crm/v3/objects/companies/batch"))}
         assert second.planned.changes == {"salesforce": 0, "hubspot": 0} and writes == {}
 
-        # a day of edits in every system (1 %): only records whose scores moved are written
-        columns = ("value", "status", "grade", "groups", "drivers", "coverage", "scored_at")
-        before = {r["account_id"]: tuple(r[c] for c in columns) for r in store.current_scores("health")}
+        # a day of edits in every system (1 %): only records whose output values moved are written
+        before, held_before = score_values(store), crm_outputs(sb)
         sb.mutate(fraction=0.01, seed=9)
         planned_before = store.conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
-        third = run(store, MAPPINGS, env_of(sb))
-        after = {r["account_id"]: tuple(r[c] for c in columns) for r in store.current_scores("health")}
-        moved = {aid for aid in after if after[aid] != before.get(aid)}
-        churn = {r["account_id"] for r in store.current_scores("churn_risk")}  # churn_risk may move too
-        written = {r["account_id"] for r in store.outbox("done") if r["id"] > planned_before}
-        assert written and written <= moved | churn
+        third = run(store, MAPPINGS, env_of(sb), NOW + timedelta(hours=2))
+        after, held_after = score_values(store), crm_outputs(sb)
+        moved = {aid for (_score, aid), values in after.items() if values != before.get((_score, aid))}
+        assert 0 < len(moved) < len({aid for _score, aid in after}) / 10  # a 1 % edit moves few accounts
+        done = [r for r in store.outbox("done") if r["id"] > planned_before]
+        changed = {key for key, values in held_after.items() if values != held_before.get(key)}
+        assert {(r["system"], r["record_id"]) for r in done} == changed  # every write changed the CRM: none redundant
+        assert {r["account_id"] for r in done} <= moved  # ... and belongs to an account whose score moved
         assert 0 < third.pushed.written["salesforce"] < 100 and third.pushed.calls["salesforce"] == 1
         assert_crm_matches_scores(store, sb)
 
 
 def test_a_hand_edited_output_field_is_restored_and_counted_as_drift(dataset, tmp_path):
     with Sandbox(dataset) as sb, Store(tmp_path / "b.db") as store:
-        run(store, MAPPINGS, env_of(sb))
+        run(store, MAPPINGS, env_of(sb), NOW)
         rid, row = next((r, s) for r, s in sf_links(store).items() if s and s["value"] is not None)
         with sb.lock:  # a sales rep types over the score
             account = sb.dataset.sf_accounts[rid]
             account["Health_Score__c"] = 99.0
             account["SystemModstamp"] = account["LastModifiedDate"] = sf_time(datetime.now(UTC).timestamp() + 2)
-        again = run(store, MAPPINGS, env_of(sb))
+        again = run(store, MAPPINGS, env_of(sb), NOW + timedelta(hours=1))
         assert again.planned.drift["salesforce"] == 1 and again.planned.changes["salesforce"] == 1
         assert sb.dataset.sf_accounts[rid]["Health_Score__c"] == row["value"]
 
@@ -102,10 +119,10 @@ def test_records_rejected_inside_a_batch_are_reported_and_the_rest_written(datas
     from connector.pipeline import pull, score
     from connector.writeback import plan
 
-    with Sandbox(dataset) as sb, Store(tmp_path / "c.db") as store:
+    with Sandbox(dataset) as sb, Store(tmp_path / "c.db") as store, RunLock(store):  # plan writes the outbox
         env = env_of(sb)
-        pulled = pull(store, MAPPINGS, env)
-        score(store, MAPPINGS)
+        pulled = pull(store, MAPPINGS, env, NOW)
+        score(store, MAPPINGS, NOW)
         planned = plan(store, MAPPINGS)
         gone = [r["record_id"] for r in store.outbox("pending") if r["system"] == "salesforce"][:3]
         with sb.lock:  # deleted in Salesforce between the pull and the push
@@ -122,7 +139,7 @@ def test_records_rejected_inside_a_batch_are_reported_and_the_rest_written(datas
 def test_writes_survive_answers_lost_after_the_write(dataset, tmp_path):
     faults = Faults(drop_after_write=0.3, rate_429=0.05, rate_5xx=0.02, seed=3)
     with Sandbox(dataset, faults=faults) as sb, Store(tmp_path / "d.db") as store:
-        result = run(store, MAPPINGS, env_of(sb))
+        result = run(store, MAPPINGS, env_of(sb), NOW)
         assert result.exit_code == 0 and sb.faulted
         assert assert_crm_matches_scores(store, sb) > 900
 
@@ -131,9 +148,9 @@ def test_an_input_field_is_never_written(dataset, tmp_path):
     from connector.pipeline import pull, score
     from connector.writeback import plan
 
-    with Sandbox(dataset) as sb, Store(tmp_path / "e.db") as store:
-        pulled = pull(store, MAPPINGS, env_of(sb))
-        score(store, MAPPINGS)
+    with Sandbox(dataset) as sb, Store(tmp_path / "e.db") as store, RunLock(store):  # plan writes the outbox
+        pulled = pull(store, MAPPINGS, env_of(sb), NOW)
+        score(store, MAPPINGS, NOW)
         plan(store, MAPPINGS)
         target = store.outbox("pending")[0]
         tampered = {**json.loads(target["fields"]), "CSM_Rating__c": 5}

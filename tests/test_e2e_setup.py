@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import timedelta
 
 import pytest
+from conftest import NOW, REPO
 from test_cli_pull import run as cli
 from test_e2e_push import MAPPINGS, assert_crm_matches_scores, env_of
 
@@ -18,7 +19,7 @@ WRITES = ("POST", "PATCH", "PUT", "DELETE")
 
 @pytest.fixture
 def dataset():
-    return build_dataset(accounts=300, seed=5, now=datetime.now(UTC))
+    return build_dataset(accounts=300, seed=5, now=NOW)
 
 
 def test_setup_creates_the_missing_hubspot_properties_and_a_run_then_writes_them(dataset, tmp_path):
@@ -28,7 +29,9 @@ def test_setup_creates_the_missing_hubspot_properties_and_a_run_then_writes_them
         assert checked.exit_code == 2, checked.output
         assert "hubspot: 0 output field(s) ready, 13 missing" in checked.output
         assert "the CRM fields do not match the mappings (13 problem(s))" in checked.output
-        assert "health.yaml:228: scores.health.outputs.hubspot.status: the company property health_status does not " \
+        line = next(i for i, text in enumerate((REPO / "mappings/scores/health.yaml").read_text().splitlines(), 1)
+                    if text.strip() == "status: health_status")
+        assert f"health.yaml:{line}: scores.health.outputs.hubspot.status: the company property health_status does not " \
                "exist" in checked.output
         assert "salesforce: 14 output field(s) ready" in checked.output
         assert not [k for k in sb.calls if k[1].startswith(WRITES) and "Soap" not in k[1]]  # read only (but the login)
@@ -45,7 +48,7 @@ def test_setup_creates_the_missing_hubspot_properties_and_a_run_then_writes_them
         assert again.exit_code == 0 and "created" not in again.output  # nothing twice
 
         with Store(tmp_path / "s.db") as store:
-            result = run(store, MAPPINGS, env)
+            result = run(store, MAPPINGS, env, NOW)
             assert result.exit_code == 0 and result.pushed.failed["hubspot"] == 0
             assert result.pushed.written["hubspot"] > 100
             assert_crm_matches_scores(store, sb)
@@ -68,7 +71,7 @@ def test_a_large_push_goes_through_bulk_jobs_and_locked_rows_are_retried(dataset
                  "SALESFORCE_BULK_POLL_SECONDS": "0.01"}
     with Sandbox(dataset, faults=Faults(rate_lock=0.05, seed=4)) as sb, Store(tmp_path / "b.db") as store:
         env = {**env_of(sb), **env_extra}
-        first = run(store, MAPPINGS, env)
+        first = run(store, MAPPINGS, env, NOW)
         assert first.exit_code == 0, first.pushed
         planned = first.planned.changes["salesforce"]
         jobs = first.pushed.jobs["salesforce"]
@@ -80,5 +83,5 @@ def test_a_large_push_goes_through_bulk_jobs_and_locked_rows_are_retried(dataset
         assert store.meta("bulk_job.salesforce") == ""  # no job left in flight
         assert assert_crm_matches_scores(store, sb) > 250
 
-        second = run(store, MAPPINGS, env)
+        second = run(store, MAPPINGS, env, NOW + timedelta(hours=1))
         assert second.planned.changes["salesforce"] == 0 and second.pushed.jobs["salesforce"] == 0

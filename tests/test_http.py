@@ -18,11 +18,23 @@ from connector.http import (
     redact,
     setting,
 )
+from connector.pipeline import SOURCES
+from connector.sandbox.server import (
+    HUBSPOT_TOKEN,
+    PASSWORD,
+    SECURITY_TOKEN,
+    STRIPE_KEY,
+    USERNAME,
+    ZENDESK_TOKEN,
+)
+from connector.systems import Context
+from connector.systems.webhook import WebhookSender
 
 
 def test_secrets_from_env_or_file_are_redacted_everywhere(tmp_path, caplog):
     path = tmp_path / "secret"
     path.write_text("sk_live_from_file\n")
+    assert redact("auth sk_live_from_file and tok-123456") == "auth sk_live_from_file and tok-123456"  # none yet
     assert setting({"X_FILE": str(path)}, "X", secret=True) == "sk_live_from_file"
     assert setting({"Y": " tok-123456 "}, "Y", secret=True) == "tok-123456"
     assert redact("auth sk_live_from_file and tok-123456") == "auth *** and ***"
@@ -33,6 +45,32 @@ def test_secrets_from_env_or_file_are_redacted_everywhere(tmp_path, caplog):
     assert "sk_live_from_file" not in caplog.text and "***" in caplog.text
     error = ApiError("stripe", "GET /v1/customers", "key tok-123456 refused", 401)
     assert "tok-123456" not in str(error)
+
+
+SANDBOX_SECRETS = {"SALESFORCE_PASSWORD": PASSWORD, "SALESFORCE_SECURITY_TOKEN": SECURITY_TOKEN,
+                   "HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "STRIPE_API_KEY": STRIPE_KEY, "ZENDESK_API_TOKEN": ZENDESK_TOKEN}
+
+
+@pytest.mark.parametrize("from_files", [False, True], ids=["env", "files"])
+def test_every_credential_a_source_reads_is_registered_by_the_source(tmp_path, from_files):
+    """The sandbox's credentials, which every in-process sandbox test registers too: the registry
+    starts empty in each test (conftest), so only the reads made here can hide them."""
+    assert [redact(v) for v in SANDBOX_SECRETS.values()] == list(SANDBOX_SECRETS.values())  # none registered yet
+    local = "http://127.0.0.1:9"
+    env = {"SALESFORCE_USERNAME": USERNAME, "SALESFORCE_LOGIN_URL": local, "HUBSPOT_BASE_URL": local,
+           "STRIPE_API_BASE": local, "ZENDESK_URL": local, "ZENDESK_EMAIL": USERNAME,
+           "SLACK_URL": "https://hooks.slack.com/services/T0SANDBOX/B0SANDBOX/sandboxHookSecret"}
+    for name, value in SANDBOX_SECRETS.items():
+        if from_files:
+            (tmp_path / name).write_text(value + "\n")
+            env[f"{name}_FILE"] = str(tmp_path / name)
+        else:
+            env[name] = value
+    ctx = Context(env, CallLog(), RetryPolicy())
+    assert all(cls.from_env(ctx) is not None for cls in SOURCES.values())
+    assert WebhookSender(env, CallLog(), RetryPolicy()).url("SLACK_URL")
+    line = " ".join([*SANDBOX_SECRETS.values(), "/services/T0SANDBOX/B0SANDBOX/sandboxHookSecret"])
+    assert redact(line) == " ".join(["***"] * 6)
 
 
 def test_a_missing_secret_file_is_named():

@@ -13,18 +13,111 @@ MAPPINGS = load_mappings(REPO / "mappings")
 NS = {"m": "http://soap.sforce.com/2006/04/metadata"}
 
 
+def sf_field(name: str, type_: str, length: int = 0, precision: int = 0, scale: int = 0,
+             values: tuple[str, ...] = (), updateable: bool = True, **extra: object) -> dict:
+    """One Account field as GET /sobjects/Account/describe lists it (the keys a check reads, and a few more)."""
+    return {"name": name, "label": name.removesuffix("__c").replace("_", " "), "type": type_, "length": length,
+            "precision": precision, "scale": scale, "updateable": updateable, "createable": updateable,
+            "nillable": name != "Id", "custom": name.endswith("__c"),
+            "picklistValues": [{"active": True, "defaultValue": False, "label": v, "validFor": None, "value": v}
+                               for v in values], **extra}
+
+
+# Account as an org holds it once deploy/salesforce is deployed: written out by hand, never derived
+# from connector.outputs, so a wrong type mapping there cannot agree with itself.
+SF_DESCRIBE = [
+    sf_field("Id", "id", 18, updateable=False),
+    sf_field("Name", "string", 255),
+    sf_field("Website", "url", 255),
+    sf_field("Customer_Segment__c", "picklist", 255, values=("SMB", "Mid-Market", "Enterprise")),
+    sf_field("Lifecycle_Stage__c", "picklist", 255, values=("Onboarding", "Adoption", "Maturity", "Renewal")),
+    sf_field("CSM_Rating__c", "double", precision=2, scale=0),
+    sf_field("Seats_Purchased__c", "double", precision=8, scale=0),
+    sf_field("Active_Users_30d__c", "double", precision=8, scale=0),
+    sf_field("NPS__c", "double", precision=3, scale=0),
+    sf_field("Renewal_Date__c", "date"),
+    sf_field("Stripe_Customer_Id__c", "string", 255),
+    sf_field("Health_Score__c", "double", precision=5, scale=2),
+    sf_field("Health_Grade__c", "string", 10),
+    sf_field("Health_Status__c", "picklist", 255, values=("Red", "Yellow", "Green"), restrictedPicklist=True),
+    sf_field("Health_Trend__c", "string", 40),
+    sf_field("Health_Usage__c", "double", precision=5, scale=2),
+    sf_field("Health_Support__c", "double", precision=5, scale=2),
+    sf_field("Health_Billing__c", "double", precision=5, scale=2),
+    sf_field("Health_Relationship__c", "double", precision=5, scale=2),
+    sf_field("Health_Scored_At__c", "datetime"),
+    sf_field("Health_Drivers__c", "textarea", 1000, extraTypeInfo="plaintextarea"),
+    sf_field("Health_Coverage__c", "percent", precision=5, scale=1),
+    sf_field("Churn_Risk_Score__c", "double", precision=5, scale=2),
+    sf_field("Churn_Risk_Status__c", "picklist", 255, values=("Low", "Medium", "High"), restrictedPicklist=True),
+    sf_field("Churn_Risk_Triggers__c", "textarea", 1000, extraTypeInfo="plaintextarea"),
+]
+
+
 def sf_describe() -> dict[str, dict]:
-    """A describe in which every output field exists with the type the shipped metadata gives it."""
-    kinds = {"number": "double", "percent": "percent", "text": "string", "textarea": "textarea",
-             "picklist": "picklist", "datetime": "datetime"}
-    out = {}
-    for spec in outputs.specs(MAPPINGS, "salesforce"):
-        out[spec.name] = {"name": spec.name, "type": kinds[spec.kind], "updateable": True,
-                          "picklistValues": [{"value": o, "active": True} for o in spec.options]}
-    for name in ("Name", "Website", "Customer_Segment__c", "Lifecycle_Stage__c", "CSM_Rating__c", "Seats_Purchased__c",
-                 "Active_Users_30d__c", "NPS__c", "Renewal_Date__c", "Stripe_Customer_Id__c"):
-        out[name] = {"name": name, "type": "string", "updateable": True}
-    return out
+    """A fresh copy of SF_DESCRIBE by field name, as SalesforceSource.describe returns it."""
+    return {f["name"]: {**f, "picklistValues": [dict(v) for v in f["picklistValues"]]} for f in SF_DESCRIBE}
+
+
+def hs_property(name: str, type_: str, field_type: str, options: tuple[str, ...] = (), read_only: bool = False,
+                group: str = "healthsync") -> dict:
+    """One company property as GET /crm/v3/properties/companies lists it."""
+    return {"name": name, "label": name.replace("_", " ").capitalize(), "type": type_, "fieldType": field_type,
+            "groupName": group, "hidden": False, "formField": False, "calculated": False,
+            "hasUniqueValue": False, "displayOrder": -1,
+            "options": [{"label": o, "value": o, "displayOrder": i, "hidden": False} for i, o in enumerate(options)],
+            "modificationMetadata": {"archivable": True, "readOnlyDefinition": read_only, "readOnlyValue": read_only}}
+
+
+# The company properties `healthsync setup` must leave behind, by hand (HubSpot's own type names).
+HS_PROPERTIES = [
+    hs_property("name", "string", "text", group="companyinformation"),
+    hs_property("domain", "string", "text", group="companyinformation"),
+    hs_property("customer_segment", "enumeration", "select", ("SMB", "Mid-Market", "Enterprise"),
+                group="companyinformation"),
+    hs_property("csm_rating", "number", "number", group="companyinformation"),
+    hs_property("hs_object_id", "number", "number", read_only=True, group="companyinformation"),
+    hs_property("health_score", "number", "number"),
+    hs_property("health_grade", "string", "text"),
+    hs_property("health_status", "enumeration", "select", ("Red", "Yellow", "Green")),
+    hs_property("health_trend", "string", "text"),
+    hs_property("health_coverage", "number", "number"),
+    hs_property("health_drivers", "string", "textarea"),
+    hs_property("health_usage", "number", "number"),
+    hs_property("health_support", "number", "number"),
+    hs_property("health_billing", "number", "number"),
+    hs_property("health_relationship", "number", "number"),
+    hs_property("churn_risk_score", "number", "number"),
+    hs_property("churn_risk_status", "enumeration", "select", ("Low", "Medium", "High")),
+    hs_property("churn_risk_triggers", "string", "textarea"),
+]
+
+
+def hs_properties() -> dict[str, dict]:
+    return {p["name"]: {**p, "options": [dict(o) for o in p["options"]],
+                        "modificationMetadata": dict(p["modificationMetadata"])} for p in HS_PROPERTIES}
+
+
+class Described:
+    """A CRM source that answers only the describe calls, with literal data."""
+
+    def __init__(self, system: str, fields: dict[str, dict]):
+        self.system, self.fields = system, fields
+
+    def describe(self, _object: str) -> dict[str, dict]:
+        return self.fields
+
+    def describe_properties(self) -> dict[str, dict]:
+        return self.fields
+
+
+def test_the_live_check_passes_inputs_and_outputs_described_as_the_apis_describe_them():
+    reports = outputs.live_check(MAPPINGS, [Described("salesforce", sf_describe()), Described("hubspot", hs_properties())])
+    assert [(r.system, r.good, r.missing, r.problems) for r in reports] == [
+        ("salesforce", True, [], []), ("hubspot", True, [], [])]
+    without = {n: f for n, f in sf_describe().items() if n != "NPS__c"}
+    [report] = outputs.live_check(MAPPINGS, [Described("salesforce", without)])
+    assert ["input field NPS__c does not exist in salesforce" in p.message for p in report.problems] == [True]
 
 
 def test_the_shipped_salesforce_metadata_is_what_the_shipped_mappings_generate():
@@ -62,12 +155,16 @@ def test_salesforce_outputs_are_checked_for_presence_access_type_and_picklist_va
 
 
 def test_hubspot_outputs_are_checked_and_missing_ones_become_create_requests():
-    specs = outputs.specs(MAPPINGS, "hubspot")
-    described = {s.name: {"name": s.name, "type": outputs.HUBSPOT_NEW[s.kind][0],
-                          "options": [{"value": o} for o in s.options]} for s in specs}
-    assert outputs.check_hubspot(MAPPINGS, described).good
-    described["health_score"] = {"name": "health_score", "type": "string"}
-    described["health_grade"]["modificationMetadata"] = {"readOnlyValue": True}
+    described = hs_properties()
+    report = outputs.check_hubspot(MAPPINGS, described)
+    assert report.good and len(report.ok) == 13
+    # what setup creates is what HubSpot is expected to hold, property by property
+    created = {s.name: outputs.hubspot_property(s) for s in outputs.specs(MAPPINGS, "hubspot")}
+    assert {n: (b["type"], b["fieldType"], [o["value"] for o in b.get("options", [])]) for n, b in created.items()} == {
+        n: (p["type"], p["fieldType"], [o["value"] for o in p["options"]]) for n, p in described.items()
+        if p["groupName"] == "healthsync"}
+    described["health_score"] = {**described["health_score"], "type": "string", "fieldType": "text"}
+    described["health_grade"]["modificationMetadata"]["readOnlyValue"] = True
     del described["health_status"]
     report = outputs.check_hubspot(MAPPINGS, described)
     assert [s.name for s in report.missing] == ["health_status"]
