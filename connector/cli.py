@@ -204,7 +204,9 @@ def _fields(mappings: Any, create: bool, metadata: str | None, ping: bool = Fals
         problems += report.problems
         problems += [outputs.missing_problem(mappings, spec) for spec in report.missing]
     if problems:
-        raise ConfigError(problems, "the CRM fields do not match the mappings")
+        rejected = any(p.file == "environment" for p in problems)
+        raise ConfigError(problems, "credentials were rejected or the CRM fields do not match the mappings"
+                          if rejected else "the CRM fields do not match the mappings")
 
 
 @cli.command()

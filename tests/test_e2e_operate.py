@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -46,22 +45,6 @@ def wait_until(condition, seconds: float, what: str) -> None:
         time.sleep(0.01)
 
 
-def signal_taken(pid: int, signum: int) -> bool:
-    """The process has taken the signal (it is no longer pending for any of its threads): its
-    handler runs before that thread goes on with its work."""
-    bit = 1 << (signum - 1)
-    pending = 0
-    for status in [Path(f"/proc/{pid}/status"), *Path(f"/proc/{pid}/task").glob("*/status")]:
-        try:
-            text = status.read_text()
-        except FileNotFoundError:  # a thread that just ended
-            continue
-        for line in text.splitlines():
-            if line.startswith(("SigPnd:", "ShdPnd:")):
-                pending |= int(line.split()[1], 16)
-    return not pending & bit
-
-
 class Lines:
     """A child's pipe read line by line on a thread, so each wait for a line has a deadline."""
 
@@ -83,6 +66,14 @@ class Lines:
         assert line is not None, "the pipe closed before the line came"
         return line
 
+    def until(self, text: str, seconds: float) -> str:
+        """The first line holding `text`, within `seconds` in all."""
+        deadline = time.monotonic() + seconds
+        while True:
+            line = self.next(max(0.01, deadline - time.monotonic()))
+            if text in line:
+                return line
+
     def rest(self, seconds: float) -> list[str]:
         """Every line until the pipe closes (the child has exited)."""
         self._thread.join(seconds)
@@ -102,23 +93,23 @@ def test_sigterm_during_a_push_finishes_the_batch_in_flight_and_keeps_the_rest(d
     sent, holding, release = record_patches(monkeypatch, hold_at=2)
     db = tmp_path / "term.db"
     with Sandbox(dataset) as sb:
-        if not Path(f"/proc/{os.getpid()}/status").exists():
-            pytest.skip("needs /proc to see the signal taken before the answer is released")
-        proc = healthsync(db, env_of(sb), "run", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = healthsync(db, env_of(sb), "run", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        errors = Lines(proc.stderr)
         try:
             assert holding.wait(180), "no second batch"
             with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:  # read, never written
                 in_flight = conn.execute("SELECT count(*) FROM outbox WHERE status = 'sent'").fetchone()[0]
             assert in_flight == 200  # the second batch: marked sent before its request, not yet settled
             proc.send_signal(signal.SIGTERM)  # while the second batch's answer is on its way
-            wait_until(lambda: signal_taken(proc.pid, signal.SIGTERM), 30, "the run to take the SIGTERM")
+            errors.until("SIGTERM received", 30)  # the run has taken the signal (it says so at once)
             release.set()  # the answer arrives after the signal
-            _, stderr = proc.communicate(timeout=60)
+            stderr = "".join(errors.rest(60))
+            proc.wait(30)
         finally:
             release.set()
             if proc.poll() is None:
                 proc.kill()
-        assert proc.returncode == 6, stderr.decode()
+        assert proc.returncode == 6, stderr
         assert len(sent) == 2  # no batch was started after the signal
         with Store(db) as store:
             rows = [r for r in store.outbox() if r["system"] == "salesforce"]

@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO
 from test_e2e_crash import record_patches
+from test_e2e_operate import Lines
 
 from connector.cli import cli
 from connector.sandbox.dataset import build_dataset
@@ -225,12 +226,14 @@ def _bad_paths(tmp_path: Path) -> dict[str, Path]:
     return {"missing": tmp_path / "typo.db", "folder": folder, "not sqlite": text, "another app": other}
 
 
-@pytest.mark.parametrize("case", ["missing", "folder", "not sqlite", "another app"])
-@pytest.mark.parametrize("command", [("scores",), ("runs",), ("plan",), ("score",), ("override", "list")], ids=" ".join)
+BAD_PATH_CASES = [(case, command) for case in ("missing", "folder", "not sqlite", "another app")
+                  for command in (("scores",), ("runs",), ("plan",), ("score",), ("override", "list"))
+                  if (case, command) != ("missing", ("score",))]  # score is a writing command: it creates the store
+
+
+@pytest.mark.parametrize(("case", "command"), BAD_PATH_CASES, ids=lambda v: v if isinstance(v, str) else " ".join(v))
 def test_a_bad_store_path_is_exit_2_with_one_line_and_nothing_written(tmp_path, case, command):
     path = _bad_paths(tmp_path)[case]
-    if case == "missing" and command == ("score",):
-        pytest.skip("score on a new path creates the store: it is a writing command")
     before = sorted(p.name for p in tmp_path.rglob("*")), (path.read_bytes() if path.is_file() else None)
     result = hs(path, *command)
     assert result.exit_code == 2, result.output
@@ -298,19 +301,20 @@ def test_a_second_sigterm_still_records_the_run_as_interrupted(sandbox, tmp_path
     sent, holding, release = record_patches(monkeypatch, hold_at=1)
     env = {**os.environ, **env_of(sandbox), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "connector", "--db", str(db), "--mappings", str(MAPPINGS), "run"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    errors = Lines(proc.stderr)
     try:
         assert holding.wait(120), "no batch in flight"
         proc.send_signal(signal.SIGTERM)
-        first = _line_with(proc.stderr, "SIGTERM received", timeout=30)  # the first signal was taken
-        assert first, "the first SIGTERM was not acknowledged"
+        errors.until("SIGTERM received", 30)  # the first signal was taken
         proc.send_signal(signal.SIGTERM)  # the impatient operator
-        _, stderr = proc.communicate(timeout=60)
+        stderr = "".join(errors.rest(60))
+        proc.wait(30)
     finally:
         release.set()
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 6, stderr.decode()
+    assert proc.returncode == 6, stderr
     with Store(db, readonly=True) as store:
         last = store.last_run()
         assert (last["status"], last["exit_code"]) == ("interrupted", 6)
@@ -388,23 +392,6 @@ def test_the_sandbox_command_serves_until_stopped_and_prints_the_environment(tmp
             proc.kill()
 
 
-def _line_with(stream, text: str, timeout: float) -> str | None:
-    """The first line of `stream` holding `text`, read in a thread so a silent process cannot hang the test."""
-    found: list[str] = []
-
-    def read() -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace")
-            if text in line:
-                found.append(line)
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return found[0] if found else None
-
-
 def _exports(lines) -> dict[str, str]:
     import shlex
 
@@ -415,3 +402,32 @@ def _exports(lines) -> dict[str, str]:
         key, _, value = line[len("export "):].strip().partition("=")
         found[key] = shlex.split(value)[0] if value else ""
     return found
+
+
+def test_validate_live_checks_every_systems_credentials_with_one_call_each(sandbox, tmp_path):
+    ok = hs(tmp_path / "v.db", "validate", "--live", env=env_of(sandbox))
+    assert ok.exit_code == 0, ok.output
+    for system in ("salesforce", "hubspot", "stripe", "zendesk"):
+        assert f"{system}: credentials accepted" in ok.output
+    sandbox.reset_counts()
+    bad = hs(tmp_path / "v.db", "validate", "--live", env={**env_of(sandbox), "STRIPE_API_KEY": "sk_test_revoked"})
+    assert bad.exit_code == 2, bad.output
+    assert "stripe" in bad.output and "STRIPE_API_KEY" in bad.output and "sk_test_revoked" not in bad.output
+    assert sum(n for (family, _route), n in sandbox.calls.items() if family == "stripe") == 1
+    assert not (tmp_path / "v.db").exists()  # validate never makes a store
+
+
+def test_the_demo_names_a_program_that_can_be_run(monkeypatch, tmp_path):
+    from connector import cli as cli_module
+
+    monkeypatch.setattr(cli_module.shutil, "which", lambda name: None)
+    program = tmp_path / ".venv" / "bin" / "healthsync"
+    program.parent.mkdir(parents=True)
+    program.write_text("#!/bin/sh\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_module.sys, "argv", [str(program), "demo"])
+    assert cli_module._program() == ".venv/bin/healthsync"
+    monkeypatch.setattr(cli_module.sys, "argv", ["-m"])
+    assert cli_module._program().endswith("-m connector")
+    monkeypatch.setattr(cli_module.shutil, "which", lambda name: "/usr/local/bin/healthsync")
+    assert cli_module._program() == "healthsync"
