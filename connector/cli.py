@@ -24,7 +24,7 @@ from rich.table import Table
 from . import logs, outputs, pipeline
 from .config.mappings import check_mappings, load_mappings
 from .errors import ConfigError, HealthsyncError, NotFound, Problem, StoreError
-from .http import CallLog
+from .http import AuthError, CallLog
 from .progress import RunProgress
 from .runlock import RunLock
 from .schedule import Schedule, run_forever
@@ -47,9 +47,9 @@ class Context:
         self.db_given = False  # --db on the command line (not HEALTHSYNC_DB): demo uses only such a path
         self.mappings_path = Path(mappings or os.environ.get("HEALTHSYNC_MAPPINGS") or "mappings")
 
-    def store(self) -> Store:
-        """The store, to write (created where nothing is yet)."""
-        return Store(self.db_path)
+    def store(self, create: bool = False) -> Store:
+        """The store, to write; only `create` (pull, run) makes a new one where nothing is yet."""
+        return Store(self.db_path, create=create)
 
     def reader(self) -> Store:
         """The store, to read only: it must exist, and its bytes never change."""
@@ -176,10 +176,10 @@ def _fields(mappings: Any, create: bool, metadata: str | None, ping: bool = Fals
     if ping:  # every system's credentials, one cheap authenticated call each
         for source in list(found):
             try:
-                source.ping()  # type: ignore[attr-defined]
+                source.ping()
             except HealthsyncError as exc:
-                problems.append(Problem("environment", None, source.system, str(exc),
-                                        hint=f"set {pipeline.CREDENTIALS[source.system]} to working credentials"))
+                hint = f"set {source.CREDENTIALS} to working credentials" if isinstance(exc, AuthError) else ""
+                problems.append(Problem("environment", None, source.system, str(exc), hint=hint))
                 found.remove(source)
                 continue
             out.print(f"{source.system}: credentials accepted", markup=False)
@@ -489,7 +489,7 @@ SKIP = click.option("--skip", "skip", multiple=True, type=click.Choice(list(pipe
 def pull(obj: Context, full: bool, systems: tuple[str, ...], skip: tuple[str, ...]) -> None:
     """Read what changed in Salesforce, HubSpot, Stripe and Zendesk; match and measure."""
     mappings = obj.mappings()
-    with Shutdown().on_signals() as shutdown, obj.store() as store, _tracked(store, "pull") as run_id, \
+    with Shutdown().on_signals() as shutdown, obj.store(create=True) as store, _tracked(store, "pull") as run_id, \
             logs.bound(run_id=run_id):
         summary = pipeline.pull(store, mappings, os.environ, full=full, only=systems or None, shutdown=shutdown,
                                 skip=skip)
@@ -798,7 +798,7 @@ def _one_run(obj: Context, shutdown: Shutdown, full: bool = False, skip: tuple[s
              command: str = "run") -> int:
     """One tracked run (the lock, its row in `runs`, logs and progress); returns its exit code."""
     mappings = obj.mappings()
-    with obj.store() as store, _tracked(store, command) as run_id, logs.bound(run_id=run_id):
+    with obj.store(create=True) as store, _tracked(store, command) as run_id, logs.bound(run_id=run_id):
         logs.event(f"run {run_id} started: {command}", step="run", command=command)
         calls = CallLog()
         with RunProgress(calls, store.path, run_id, enabled=obj.log_format == "human" and err.is_terminal):
@@ -858,9 +858,10 @@ def _scheduled_run(obj: Context, shutdown: Shutdown) -> int:
     """One scheduled run; whatever goes wrong is reported and becomes an exit code, never a crash."""
     try:
         return _one_run(obj, shutdown, command="schedule run")
-    except KeyboardInterrupt:  # a second signal while a scheduled run was going: recorded, then the loop ends
+    except Interrupted as exc:  # stopped at once by a second signal (recorded by _tracked): the loop ends
+        logs.event(f"run interrupted: {exc}", logging.WARNING, step="run", exit_code=exc.exit_code)
         shutdown.request("a second stop signal")
-        return Interrupted.exit_code
+        return exc.exit_code
     except ConfigError as exc:
         logs.event(f"{exc.title}: the run did not start", logging.ERROR, step="run", exit_code=exc.exit_code,
                    problems=[p.render() for p in exc.problems])
@@ -878,9 +879,8 @@ def _run_counts(result: pipeline.RunSummary) -> dict[str, Any]:
     if result.failed:
         counts["failed_systems"] = result.failed
     if result.scored:
-        counts["no_verdict"] = result.scored.no_verdict
-    if result.scored:
         counts["scored"] = result.scored.scored
+        counts["no_verdict"] = result.scored.no_verdict
     if result.planned:
         counts["planned"] = result.planned.changes
         counts["drift"] = result.planned.drift
@@ -1124,12 +1124,12 @@ def demo(obj: Context, accounts: int, faults: bool) -> None:
         out.print(f"sandbox: Salesforce {sb.urls['salesforce']} (TLS), HubSpot {sb.urls['hubspot']}, "
                   f"Stripe {sb.urls['stripe']}, Zendesk {sb.urls['zendesk']}", markup=False)
         env = {**sb.env(), "ZENDESK_EXPORT_PER_MINUTE": "0", "HEALTHSYNC_RETRY_BASE": "0.05"}
-        run_id = store.start_run("demo")
-        calls = CallLog()
-        with RunProgress(calls, store.path, run_id, enabled=obj.log_format == "human" and err.is_terminal):
-            result = pipeline.run(store, mappings, env, now, run_id=run_id, calls=calls)
-        store.finish_run(run_id, RUN_STATUS[result.exit_code], result.exit_code, _run_counts(result),
-                         api_calls=result.pulled.calls.as_dict())
+        with _tracked(store, "demo") as run_id:
+            calls = CallLog()
+            with RunProgress(calls, store.path, run_id, enabled=obj.log_format == "human" and err.is_terminal):
+                result = pipeline.run(store, mappings, env, now, run_id=run_id, calls=calls)
+            store.finish_run(run_id, RUN_STATUS[result.exit_code], result.exit_code, _run_counts(result),
+                             error=_run_error(result), api_calls=result.pulled.calls.as_dict())
         records = [r for r in store.current_scores("health") if r["value"] is not None]
         crm = _crm_view(store, sb.dataset)
     _print_run(result, mappings)

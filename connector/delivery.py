@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import HealthsyncError
-from .http import ApiError, CallLog, QuotaStop, RetryPolicy
+from .http import ApiError, AuthError, CallLog, QuotaStop, RetryPolicy
 from .logs import event
 from .shutdown import Interrupted, Shutdown
 from .store import Store
@@ -59,8 +59,13 @@ class DeliverySummary:
 
 
 def deliver(store: Store, env: Mapping[str, str], sources: Iterable[Any], calls: CallLog,
-            shutdown: Shutdown | None = None, policy: RetryPolicy | None = None) -> DeliverySummary:
-    """Send every pending delivery (new ones and those left to retry)."""
+            shutdown: Shutdown | None = None, policy: RetryPolicy | None = None,
+            unavailable: Mapping[str, str] | None = None) -> DeliverySummary:
+    """Send every pending delivery (new ones and those left to retry).
+
+    `unavailable`: systems this run left out after an error (system -> why): their deliveries
+    wait, pending, for a run in which the system works; only a system without any credentials
+    has its deliveries skipped."""
     summary = DeliverySummary()
     requeued = store.requeue_unconfirmed_deliveries(MAX_ATTEMPTS)
     if requeued:
@@ -76,6 +81,9 @@ def deliver(store: Store, env: Mapping[str, str], sources: Iterable[Any], calls:
         if not store.open_deliveries(kind):
             continue
         system = SYSTEM_OF.get(kind)
+        if system is not None and unavailable and system in unavailable:
+            summary.notes.append(f"{kind}: waiting, {system} failed in this run ({unavailable[system]})")
+            continue
         if system is not None and system not in clients:
             summary.skipped[kind] += store.skip_deliveries(kind, f"no {system} credentials in the environment")
             summary.notes.append(f"{kind}: skipped, no {system} credentials")
@@ -119,7 +127,7 @@ def _send_kind(store: Store, kind: str, client: Any, webhooks: WebhookSender, su
                 results = _send(kind, batch, client, webhooks)
             summary.requests[kind] += 1
         except ApiError as exc:
-            if exc.status == 401:  # the credential, not these deliveries: untouched, for the next run
+            if isinstance(exc, AuthError) and exc.status != 403:  # the credential, not these deliveries: untouched
                 store.release_deliveries([row["id"] for row in batch])
                 raise
             summary.requests[kind] += 1

@@ -31,7 +31,7 @@ from .logs import event
 from .metrics import MeasureSummary, measure
 from .runlock import RunLock
 from .scoring.changes import ScoreChanges, compare
-from .scoring.engine import ScoreResult, score_all
+from .scoring.engine import ScoreResult, coverage_percent, score_all
 from .scoring.frame import Frame, from_store, iso
 from .scoring.overrides import sync_crm_overrides
 from .shutdown import Interrupted, Shutdown
@@ -45,16 +45,6 @@ from .writeback import OBJECT as CRM_OBJECTS
 from .writeback import PlanSummary, PushSummary, plan, push
 
 SOURCES = {"salesforce": SalesforceSource, "hubspot": HubSpotSource, "stripe": StripeSource, "zendesk": ZendeskSource}
-# what each system's credentials are, for the message when an expected one has none
-CREDENTIALS = {
-    "salesforce": "SALESFORCE_INSTANCE_URL + SALESFORCE_ACCESS_TOKEN, SALESFORCE_USERNAME + SALESFORCE_PASSWORD "
-                  "(+ SALESFORCE_SECURITY_TOKEN), or SALESFORCE_CLIENT_ID + SALESFORCE_PRIVATE_KEY_FILE",
-    "hubspot": "HUBSPOT_ACCESS_TOKEN",
-    "stripe": "STRIPE_API_KEY",
-    "zendesk": "ZENDESK_URL, ZENDESK_EMAIL and ZENDESK_API_TOKEN",
-}
-
-
 @dataclass
 class PullSummary:
     systems: dict[str, PullStats] = field(default_factory=dict)
@@ -116,7 +106,7 @@ def sources(
             found.append(source)
         elif expected and system in expected:
             missing.append(f"{system}: the mappings use it ({expected[system]}) but it has no credentials: "
-                           f"set {CREDENTIALS[system]}, or leave it out with --skip {system}")
+                           f"set {cls.CREDENTIALS}, or leave it out with --skip {system}")
         else:
             skipped[system] = f"no {system} credentials in the environment, and the mappings do not use it: skipped"
     if missing:
@@ -296,7 +286,8 @@ def _run(
         writers = {s.system: s for s in result.pulled.sources if s.system in CRM_OBJECTS}
         result.pushed = push(store, mappings, writers, shutdown=shutdown)
         if not result.pushed.interrupted:
-            result.delivered = deliver(store, env, result.pulled.sources, result.pulled.calls, shutdown)
+            result.delivered = deliver(store, env, result.pulled.sources, result.pulled.calls, shutdown,
+                                       unavailable=result.pulled.failed)
     result.seconds = round(time.perf_counter() - clock, 2)
     return result
 
@@ -369,7 +360,7 @@ def score_rows(result: ScoreResult, version: str) -> Iterator[tuple[object, ...]
             [None if o < 0 else o for o in result.override_id.tolist()],
             _floats(result.trend),
             result.trend_direction.tolist(),
-            _floats(np.round(100 * result.coverage, 1)),  # percent 0-100, as engine.coverage_percent
+            _floats(coverage_percent(result.coverage)),
             _floats(result.points_to_next),
             result.drivers.tolist(),
             groups_json,
@@ -410,7 +401,9 @@ def preview_run(store: Store, mappings: Mappings, env: Mapping[str, str], now: d
                 full: bool = False, shutdown: Shutdown | None = None, calls: CallLog | None = None,
                 skip: Iterable[str] = ()) -> Preview:
     """`run --dry-run`: the whole run up to the push (pull, match, measure, score, plan, alerts) in a
-    private copy of the store (`store` is a preview copy already): nothing is sent or recorded."""
+    private copy of the store (`store` is one: Store.preview_of): nothing is sent or recorded."""
+    if store.scratch is None:
+        raise ValueError("preview_run works in a preview copy (Store.preview_of), never in the store itself")
     before = {name: store.current_scores(name) for name in mappings.scores}
     result = run(store, mappings, env, now, dry_run=True, full=full, shutdown=shutdown, calls=calls, skip=skip)
     preview = _preview(store, mappings, before, result.planned or PlanSummary(), result.alerts or AlertPlan(""))

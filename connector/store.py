@@ -31,7 +31,7 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -285,13 +285,13 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path:
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def _check_path(path: Path, readonly: bool) -> bool:
-    """Refuse what cannot be a store; True when there is nothing there yet (a new store)."""
+def _check_path(path: Path, create: bool) -> bool:
+    """Refuse what cannot be a store; True when there is nothing there yet (a new store, if `create`)."""
     if path.is_dir():
         raise StoreError(f"the store {path} is a folder: give --db (or HEALTHSYNC_DB) a file path, "
                          f"e.g. {path / DEFAULT_PATH}")
     if not path.exists() or path.stat().st_size == 0:
-        if readonly:
+        if not create:
             raise StoreError(f"there is no healthsync store at {path}: check --db (or HEALTHSYNC_DB), "
                              "or create it with `healthsync pull` or `healthsync run`")
         if not path.parent.exists():
@@ -309,18 +309,26 @@ def _check_path(path: Path, readonly: bool) -> bool:
 
 
 def _check_healthsync(conn: sqlite3.Connection, path: Path) -> None:
-    """A SQLite file is a healthsync store when its meta table records a schema version (or it is empty)."""
+    """A SQLite file is a healthsync store when its meta table records a schema version (every
+    migration writes it), of a schema this healthsync knows (PRAGMA user_version); an empty one is new."""
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        marked = "meta" in tables and (
-            conn.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
-            or int(conn.execute("PRAGMA user_version").fetchone()[0]) > 0)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path} cannot be read as a SQLite database ({exc}): give --db another path") from exc
-    if tables and not marked:
+    if not tables:
+        return
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in tables else None
+    except sqlite3.DatabaseError:  # a table named meta of another shape
+        row = None
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if row is None:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(f"{path} is a SQLite database of another application (tables {shown}), not a "
                          "healthsync store: it was left untouched; give --db another path")
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{path} has schema version {version}, newer than this healthsync understands "
+                         f"({SCHEMA_VERSION}); upgrade healthsync or use another --db")
 
 
 @dataclass
@@ -335,19 +343,20 @@ class Column:
 class Store:
     """A healthsync SQLite database, migrated to the current schema on open.
 
-    `Store(path)` opens a store to write, creating it where nothing is yet;
-    `Store(path, readonly=True)` opens an existing one for reading only: its
-    bytes are never changed (an older schema is migrated in a private copy).
-    Either refuses, with a StoreError naming the path, a folder, a file that is
-    not SQLite, and a SQLite file that another application made.
+    `Store(path)` opens a store to write, creating it where nothing is yet
+    (`create=False`: it must exist); `Store(path, readonly=True)` opens an
+    existing one for reading only: its bytes are never changed (an older
+    schema is read through a migrated private copy). Every mode refuses, with
+    a StoreError naming the path and untouched, a folder, a file that is not
+    SQLite, a SQLite file another application made, and a newer schema.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, readonly: bool = False):
+    def __init__(self, path: str | os.PathLike[str] | None = None, readonly: bool = False, create: bool = True):
         self.path = self.origin = resolve_path(path)  # origin: the store a preview copy was made of
         self.readonly = readonly
         self.locked = False  # set by RunLock while this process holds the store's run lock
         self.scratch: tempfile.TemporaryDirectory[str] | None = None  # a preview copy's folder
-        fresh = _check_path(self.path, readonly)
+        fresh = _check_path(self.path, create and not readonly)
         if readonly:
             self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
                                         isolation_level=None, timeout=30)
@@ -359,25 +368,25 @@ class Store:
                 _check_healthsync(self.conn, self.path)
             if readonly and self.schema_version < SCHEMA_VERSION:
                 original = self.conn  # an older store is read through a migrated private copy
-                self._scratch(original)
-                original.close()
+                try:
+                    self._copy_of(original)
+                finally:
+                    original.close()
+            elif not readonly:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.execute("PRAGMA foreign_keys=ON")
+                self._migrate()
         except BaseException:
-            self.conn.close()
+            self.close()
             raise
-        if not self.readonly:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
 
     def preview(self) -> Store:
         """A private copy of this store, in a temporary folder removed on close, that a preview
         (`plan`, `run --dry-run`) may pull, score and plan into: this store never changes."""
         copy = Store.__new__(Store)
-        copy.origin, copy.readonly, copy.locked = self.origin, False, True
-        copy._scratch(self.conn)
-        copy.conn.execute("PRAGMA foreign_keys=ON")
-        copy._migrate()
+        copy.origin = self.origin
+        copy._copy_of(self.conn)
         return copy
 
     @classmethod
@@ -387,24 +396,27 @@ class Store:
         if target.exists() and not target.is_dir() and target.stat().st_size:
             with cls(target, readonly=True) as store:
                 return store.preview()
-        _check_path(target, readonly=False)  # a folder, or a missing folder, is still refused
+        _check_path(target, create=True)  # a folder, or a missing folder, is still refused
         copy = cls.__new__(cls)
-        copy.origin, copy.readonly, copy.locked = target, False, True
-        empty = sqlite3.connect(":memory:")
-        copy._scratch(empty)
-        empty.close()
-        copy.conn.execute("PRAGMA foreign_keys=ON")
-        copy._migrate()
+        copy.origin = target
+        with closing(sqlite3.connect(":memory:")) as empty:
+            copy._copy_of(empty)
         return copy
 
-    def _scratch(self, source: sqlite3.Connection) -> None:
-        """Become a copy of `source` in a temporary folder (nobody else sees it: no lock to take)."""
+    def _copy_of(self, source: sqlite3.Connection) -> None:
+        """Become a migrated copy of `source` in a temporary folder (nobody else sees it: no lock to take)."""
         self.scratch = tempfile.TemporaryDirectory(prefix="healthsync-preview-")
         self.path = Path(self.scratch.name) / "preview.db"
         self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        source.backup(self.conn)
         self.db = sqlite_utils.Database(self.conn)
         self.readonly, self.locked = False, True
+        try:
+            source.backup(self.conn)
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -428,7 +440,7 @@ class Store:
         current = self.schema_version
         if current > SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path} has schema version {current}, newer than this healthsync "
+                f"{self.origin} has schema version {current}, newer than this healthsync "
                 f"understands ({SCHEMA_VERSION}); upgrade healthsync or use another --db"
             )
         for version in range(current, SCHEMA_VERSION):

@@ -237,3 +237,11 @@ def test_a_delivery_a_crashed_run_left_sent_is_sent_again(store):
         assert len(mock.calls) == 1
     assert delivery(store, did)["status"] == "done" and delivery(store, did)["attempts"] == 2
     assert summary.notes == ["1 delivery(ies) a stopped run left unconfirmed are sent again"]
+
+
+def test_the_tasks_of_a_system_that_failed_in_this_run_wait_pending_not_skipped(store):
+    did = one_delivery(store, "salesforce_task", "001A", TASK)
+    summary = deliver(store, {}, [], CallLog(), unavailable={"salesforce": "credentials rejected"})
+    assert (delivery(store, did)["status"], delivery(store, did)["attempts"]) == ("pending", 0)
+    assert summary.skipped["salesforce_task"] == 0
+    assert any("waiting, salesforce failed" in note for note in summary.notes)

@@ -269,6 +269,7 @@ def test_migrating_to_alerts_re_reads_the_crm_records_once_for_their_owners(tmp_
             conn.execute(statement)
     conn.executemany("INSERT INTO cursors VALUES (?, ?, ?, '2026-11-01T00:00:00Z')",
                      [("salesforce", "Account", "x"), ("hubspot", "companies", "{}"), ("stripe", "events", "1")])
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', '4')")  # as a real v4 store has it
     conn.execute("PRAGMA user_version = 4")
     conn.commit()
     conn.close()

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -244,8 +245,9 @@ def test_a_bad_store_path_is_exit_2_with_one_line_and_nothing_written(tmp_path, 
 
 
 def test_a_new_store_folder_that_does_not_exist_is_named(tmp_path):
-    result = hs(tmp_path / "nowhere" / "h.db", "score")
+    result = hs(tmp_path / "nowhere" / "h.db", "pull")
     assert result.exit_code == 2 and "does not exist" in result.output
+    assert not (tmp_path / "nowhere").exists()
 
 
 # ------------------------------------------------------------------ 5. systems fail loudly
@@ -431,3 +433,41 @@ def test_the_demo_names_a_program_that_can_be_run(monkeypatch, tmp_path):
     assert cli_module._program().endswith("-m connector")
     monkeypatch.setattr(cli_module.shutil, "which", lambda name: "/usr/local/bin/healthsync")
     assert cli_module._program() == "healthsync"
+
+
+def test_a_sqlite_file_with_a_meta_table_of_its_own_is_not_taken_for_a_store(tmp_path):
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT, value TEXT)")
+        conn.execute("PRAGMA user_version = 3")
+        conn.commit()
+    before = path.read_bytes()
+    for command in (("scores",), ("run",)):
+        result = hs(path, *command)
+        assert result.exit_code == 2 and "another application" in result.output, result.output
+    assert path.read_bytes() == before
+
+
+def test_a_store_from_a_newer_healthsync_is_refused_by_reads_too(busy_store):
+    with closing(sqlite3.connect(busy_store)) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        conn.execute("PRAGMA user_version = 99")
+        conn.commit()
+    for command in (("scores",), ("plan",), ("run", "--dry-run"), ("score",)):
+        result = hs(busy_store, *command)
+        assert result.exit_code == 2 and f"{busy_store} has schema version 99" in result.output, result.output
+
+
+def test_writing_commands_other_than_pull_and_run_need_an_existing_store(tmp_path):
+    for command in (("score",), ("override", "clear", "1", "--reason", "x")):
+        result = hs(tmp_path / "typo.db", *command)
+        assert result.exit_code == 2 and "no healthsync store" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_preview_run_refuses_the_store_itself(tmp_path):
+    from connector.config.mappings import load_mappings
+    from connector.pipeline import preview_run
+
+    with Store(tmp_path / "s.db") as store, pytest.raises(ValueError, match="preview copy"):
+        preview_run(store, load_mappings(MAPPINGS), {})

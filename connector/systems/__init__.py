@@ -55,6 +55,11 @@ class CreateResult:
 
 class Source(Protocol):
     system: str
+    CREDENTIALS: str  # the settings to give it (named when an expected system has none)
+
+    def ping(self) -> None:
+        """One cheap authenticated request: AuthError (exit 2) when the credentials are refused."""
+        ...
 
     def check(self, mappings: Mappings) -> list[Problem]:
         """Problems with the mapped fields as this system describes them (no data read)."""

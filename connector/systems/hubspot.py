@@ -84,6 +84,7 @@ WORDS = FieldWords(
 
 
 class HubSpotSource:
+    CREDENTIALS = "HUBSPOT_ACCESS_TOKEN"  # what to set, for the message when it is missing
     system = SYSTEM
 
     def __init__(self, ctx: Context, token: str, base_url: str, daily_reserve: int, overlap: timedelta):

@@ -158,6 +158,8 @@ class BulkSettings:
 
 
 class SalesforceSource:
+    CREDENTIALS = ("SALESFORCE_INSTANCE_URL + SALESFORCE_ACCESS_TOKEN, SALESFORCE_USERNAME + SALESFORCE_PASSWORD "
+                   "(+ SALESFORCE_SECURITY_TOKEN), or SALESFORCE_CLIENT_ID + SALESFORCE_PRIVATE_KEY_FILE")
     system = SYSTEM
 
     def __init__(self, ctx: Context, credentials: dict[str, str], reserve_percent: float, overlap: timedelta,

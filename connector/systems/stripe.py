@@ -56,6 +56,7 @@ OBJECTS = {"customer": "customers", "subscription": "subscriptions", "invoice": 
 
 
 class StripeSource:
+    CREDENTIALS = "STRIPE_API_KEY"  # what to set, for the message when it is missing
     system = SYSTEM
 
     def __init__(self, ctx: Context, api_key: str, base_url: str):

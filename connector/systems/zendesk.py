@@ -56,6 +56,7 @@ def endpoint_of(method: str, url: str) -> str:
 
 
 class ZendeskSource:
+    CREDENTIALS = "ZENDESK_URL, ZENDESK_EMAIL and ZENDESK_API_TOKEN"  # what to set when they are missing
     system = SYSTEM
 
     def __init__(self, ctx: Context, base_url: str, email: str, token: str, per_minute: float, start_time: int):
