@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO
 from test_e2e_crash import record_patches
-from test_e2e_operate import Lines
+from test_e2e_operate import Lines, healthsync
 
 from connector.cli import cli
 from connector.sandbox.dataset import build_dataset
@@ -179,10 +179,7 @@ def test_plan_after_a_threshold_edit_shows_the_transitions_and_equals_what_the_n
 def test_plan_and_score_during_a_push_in_flight_lose_no_change(sandbox, tmp_path, monkeypatch):
     db = tmp_path / "flight.db"
     sent, holding, release = record_patches(monkeypatch, hold_at=1)
-    sandbox.dataset  # noqa: B018 - the dataset the subprocess writes into
-    env = {**os.environ, **env_of(sandbox), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "connector", "--db", str(db), "--mappings", str(MAPPINGS), "run"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = healthsync(db, env_of(sandbox), "run", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         assert holding.wait(120), "no batch in flight"
         planned = hs(db, "plan")
@@ -301,9 +298,7 @@ def test_a_revoked_token_fails_that_system_only_and_the_run_is_recorded(sandbox,
 def test_a_second_sigterm_still_records_the_run_as_interrupted(sandbox, tmp_path, monkeypatch):
     db = tmp_path / "twice.db"
     sent, holding, release = record_patches(monkeypatch, hold_at=1)
-    env = {**os.environ, **env_of(sandbox), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "connector", "--db", str(db), "--mappings", str(MAPPINGS), "run"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = healthsync(db, env_of(sandbox), "run", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     errors = Lines(proc.stderr)
     try:
         assert holding.wait(120), "no batch in flight"
