@@ -10,6 +10,8 @@
 # No Docker engine runs in CI: scripts/check-container-install replays the
 # build stage's COPY and RUN steps in a clean virtual environment instead, so
 # keep each step on the lines below in that simple form.
+# The runtime only: connector/ without the API sandbox (sandbox/ and the
+# `sandbox` extra, trustme) and without the test tools; the check asserts it.
 
 FROM python:3.11-slim AS build
 WORKDIR /src

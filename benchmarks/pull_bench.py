@@ -32,8 +32,8 @@ OUT = Path(__file__).parent / "out"
 
 def serve(accounts: int, conn: Any) -> None:
     """Child process: one sandbox, driven by (command, arg) messages."""
-    from connector.sandbox.dataset import build_dataset
-    from connector.sandbox.server import Sandbox
+    from sandbox.dataset import build_dataset
+    from sandbox.server import Sandbox
 
     dataset = build_dataset(accounts=accounts, seed=7, now=datetime.now(UTC))
     sizes = {

@@ -53,8 +53,8 @@ WRITE_ENDPOINTS = ("PATCH", "POST jobs", "PUT jobs", "GET jobs", "POST /crm/v3/o
 
 def serve(accounts: int, conn: Any) -> None:
     """Child process: one sandbox, driven by (command, arg) messages."""
-    from connector.sandbox.dataset import HS_OUTPUTS, SF_OUTPUTS, build_dataset
-    from connector.sandbox.server import Sandbox
+    from sandbox.dataset import HS_OUTPUTS, SF_OUTPUTS, build_dataset
+    from sandbox.server import Sandbox
 
     dataset = build_dataset(accounts=accounts, seed=7, now=datetime.now(UTC))
     with Sandbox(dataset) as sb:

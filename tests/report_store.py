@@ -14,10 +14,10 @@ from conftest import NOW, REPO
 
 from connector import pipeline
 from connector.config.mappings import Mappings, load_mappings
-from connector.sandbox.dataset import build_dataset
-from connector.sandbox.server import Sandbox
 from connector.scoring.frame import iso
 from connector.store import Store
+from sandbox.dataset import build_dataset
+from sandbox.server import Sandbox
 
 MAPPINGS = load_mappings(REPO / "mappings")
 

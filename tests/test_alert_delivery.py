@@ -12,12 +12,12 @@ from conftest import NOW
 
 from connector.delivery import MAX_ATTEMPTS, deliver
 from connector.http import CallLog, QuotaStop, RetryPolicy, SettingsError
-from connector.sandbox.dataset import SF_INACTIVE_USER, SF_OWNERS, build_dataset
-from connector.sandbox.server import Sandbox
 from connector.systems import Context
 from connector.systems.hubspot import HubSpotSource
 from connector.systems.salesforce import SalesforceSource
 from connector.systems.webhook import WebhookSender
+from sandbox.dataset import SF_INACTIVE_USER, SF_OWNERS, build_dataset
+from sandbox.server import Sandbox
 
 BASE = "https://acme.my.salesforce.com"
 DATA = f"{BASE}/services/data/v59.0"

@@ -19,8 +19,8 @@ MAPPINGS = str(REPO / "mappings")
 def demo_db(tmp_path):
     from datetime import UTC, datetime
 
-    from connector.sandbox.sample import seed
     from connector.store import Store
+    from sandbox.sample import seed
 
     db = str(tmp_path / "demo.db")
     with Store(db) as store:

@@ -14,9 +14,9 @@ import pytest
 from conftest import NOW
 from test_cli_pull import run as cli
 
-from connector.sandbox.dataset import build_dataset, sf_time
-from connector.sandbox.server import Sandbox, _Salesforce
 from connector.store import Store
+from sandbox.dataset import build_dataset, sf_time
+from sandbox.server import Sandbox, _Salesforce
 
 ACCOUNTS = 200
 

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from conftest import REPO
 
 from connector.cli import cli
-from connector.sandbox.dataset import build_dataset
-from connector.sandbox.server import Sandbox
 from connector.store import Store
+from sandbox.dataset import build_dataset
+from sandbox.server import Sandbox
 
 MAPPINGS = str(REPO / "mappings")
 CLEAR = {name: "" for name in (

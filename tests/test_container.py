@@ -37,6 +37,9 @@ def test_the_dockerfiles_install_steps_work_from_a_clean_venv_and_answer_help():
     for command in ("healthsync --help", "healthsync run --help", "healthsync schedule --help", "healthsync validate"):
         assert f"$ {command}  -> exit 0" in result.stdout
     assert "Usage: healthsync run [OPTIONS]" in result.stdout
+    for module in ("trustme", "sandbox"):  # the API sandbox and its extra stay out of the image
+        assert f"$ python -c 'import {module}'  -> ModuleNotFoundError" in result.stdout
+    assert "$ healthsync demo  -> exit 2" in result.stdout and "healthsync[sandbox]" in result.stdout
     assert "ok: the Dockerfile's install answers from a clean virtual environment" in result.stdout
 
 
@@ -52,7 +55,10 @@ def test_the_image_runs_as_a_non_root_user_with_state_on_a_volume_and_the_schedu
     Schedule.parse(env["HEALTHSYNC_CRON"])
     assert words["ENTRYPOINT"] == '["healthsync"]' and words["CMD"] == '["schedule"]'
     installs = [rest for word, rest in steps if word == "RUN" and "pip install" in rest]
-    assert installs and all("[test]" not in r and "pytest" not in r for r in installs)  # runtime only
+    assert installs and all("[" not in r and "pytest" not in r and "trustme" not in r for r in installs)  # no extras
+    copied = [source for word, rest in steps if word == "COPY" and not rest.startswith("--from")
+              for source in shlex.split(rest)[:-1]]
+    assert "connector/" in copied and not any(s.rstrip("/").split("/")[0] in ("sandbox", ".") for s in copied)
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ignored[ignored.index("*") + 1:][:5] == ["!pyproject.toml", "!README.md", "!connector/", "!mappings/",
                                                    "**/__pycache__"]

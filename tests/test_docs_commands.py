@@ -20,8 +20,8 @@ import pytest
 from conftest import REPO
 
 from connector.cli import cli
-from connector.sandbox.dataset import build_dataset
-from connector.sandbox.server import Sandbox
+from sandbox.dataset import build_dataset
+from sandbox.server import Sandbox
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PROGRAM = re.compile(r"^(?:\.venv/bin/)?healthsync\s")

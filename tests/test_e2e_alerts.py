@@ -12,9 +12,9 @@ from conftest import REPO
 from connector.cli import cli
 from connector.config.mappings import load_mappings
 from connector.pipeline import pull, run, score
-from connector.sandbox.dataset import build_dataset, sf_time
-from connector.sandbox.server import Sandbox
 from connector.store import Store
+from sandbox.dataset import build_dataset, sf_time
+from sandbox.server import Sandbox
 
 MAPPINGS = load_mappings(REPO / "mappings")
 

@@ -14,9 +14,9 @@ from conftest import NOW, REPO
 from test_e2e_push import MAPPINGS, assert_crm_matches_scores, env_of
 
 from connector.pipeline import run
-from connector.sandbox.dataset import build_dataset
-from connector.sandbox.server import Sandbox, _Salesforce
 from connector.store import Store
+from sandbox.dataset import build_dataset
+from sandbox.server import Sandbox, _Salesforce
 
 
 @pytest.fixture

@@ -22,9 +22,9 @@ from test_e2e_push import MAPPINGS, assert_crm_matches_scores, env_of
 from connector import pipeline
 from connector.cli import cli
 from connector.pipeline import run
-from connector.sandbox.dataset import build_dataset
-from connector.sandbox.server import Faults, Sandbox
 from connector.store import Store
+from sandbox.dataset import build_dataset
+from sandbox.server import Faults, Sandbox
 
 SECRET_SETTINGS = ("SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN", "HUBSPOT_ACCESS_TOKEN", "STRIPE_API_KEY",
                    "ZENDESK_API_TOKEN")

@@ -12,11 +12,11 @@ from conftest import NOW, REPO
 from connector.config.mappings import load_mappings
 from connector.pipeline import run
 from connector.runlock import RunLock
-from connector.sandbox.dataset import HS_OUTPUTS, SF_OUTPUTS, build_dataset, sf_time
-from connector.sandbox.server import Faults, Sandbox
 from connector.store import Store
 from connector.systems import InputFieldWrite
 from connector.writeback import push
+from sandbox.dataset import HS_OUTPUTS, SF_OUTPUTS, build_dataset, sf_time
+from sandbox.server import Faults, Sandbox
 
 MAPPINGS = load_mappings(REPO / "mappings")
 

@@ -10,9 +10,9 @@ from test_cli_pull import run as cli
 from test_e2e_push import MAPPINGS, assert_crm_matches_scores, env_of
 
 from connector.pipeline import run
-from connector.sandbox.dataset import build_dataset
-from connector.sandbox.server import Faults, Sandbox
 from connector.store import Store
+from sandbox.dataset import build_dataset
+from sandbox.server import Faults, Sandbox
 
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 

@@ -19,7 +19,9 @@ from connector.http import (
     setting,
 )
 from connector.pipeline import SOURCES
-from connector.sandbox.server import (
+from connector.systems import Context
+from connector.systems.webhook import WebhookSender
+from sandbox.server import (
     HUBSPOT_TOKEN,
     PASSWORD,
     SECURITY_TOKEN,
@@ -27,8 +29,6 @@ from connector.sandbox.server import (
     USERNAME,
     ZENDESK_TOKEN,
 )
-from connector.systems import Context
-from connector.systems.webhook import WebhookSender
 
 
 def test_secrets_from_env_or_file_are_redacted_everywhere(tmp_path, caplog):

@@ -10,9 +10,9 @@ from conftest import NOW, REPO
 from connector.config.mappings import load_mappings
 from connector.errors import ConfigError
 from connector.pipeline import pull
-from connector.sandbox.dataset import build_dataset
-from connector.sandbox.server import Faults, Sandbox
 from connector.store import Store
+from sandbox.dataset import build_dataset
+from sandbox.server import Faults, Sandbox
 
 MAPPINGS = load_mappings(REPO / "mappings")
 

@@ -24,12 +24,12 @@ from connector.config.mappings import load_mappings
 from connector.delivery import MAX_ATTEMPTS, deliver
 from connector.http import AuthError, CallLog, RetryPolicy
 from connector.pipeline import SOURCES, PullSummary, RunSummary, pull, run
-from connector.sandbox.dataset import SF_OWNERS, build_dataset
-from connector.sandbox.server import Faults, Sandbox
 from connector.store import Store
 from connector.systems import Context
 from connector.systems.salesforce import SalesforceSource
 from connector.systems.zendesk import ZendeskSource
+from sandbox.dataset import SF_OWNERS, build_dataset
+from sandbox.server import Faults, Sandbox
 
 MAPPINGS = load_mappings(REPO / "mappings")
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

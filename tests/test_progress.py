@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from conftest import REPO
 from rich.console import Console
 
-from connector import cli as cli_module
+from connector import pipeline
+from connector.cli import cli
 from connector.http import CallLog
 from connector.progress import RunProgress
 from connector.runlock import RunLock
@@ -52,7 +53,7 @@ def test_no_bars_and_no_polling_when_not_at_a_terminal(tmp_path, monkeypatch):
         made.append(self)
 
     monkeypatch.setattr(RunProgress, "__init__", spy)
-    monkeypatch.setattr(cli_module.pipeline, "run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop here")))
-    result = CliRunner().invoke(cli_module.cli, ["--db", str(tmp_path / "x.db"), "--mappings", str(REPO / "mappings"), "run"])
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop here")))
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "x.db"), "--mappings", str(REPO / "mappings"), "run"])
     assert isinstance(result.exception, RuntimeError)
     assert made and not made[0].enabled and made[0]._thread is None  # CliRunner's stderr is not a terminal

@@ -18,13 +18,13 @@ from connector import outputs
 from connector.config.mappings import load_mappings
 from connector.http import CallLog, RetryPolicy
 from connector.pipeline import run
-from connector.sandbox.dataset import build_dataset
-from connector.sandbox.server import Sandbox
 from connector.store import Store
 from connector.systems import Context
 from connector.systems.hubspot import STRING_LENGTH, HubSpotSource
 from connector.systems.salesforce import SalesforceSource
 from connector.writeback import field_lengths, field_types
+from sandbox.dataset import build_dataset
+from sandbox.server import Sandbox
 
 MAPPINGS = load_mappings(REPO / "mappings")
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

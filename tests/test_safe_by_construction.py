@@ -27,9 +27,9 @@ from test_e2e_crash import record_patches
 from test_e2e_operate import Lines, healthsync
 
 from connector.cli import cli
-from connector.sandbox.dataset import build_dataset
-from connector.sandbox.server import Sandbox
 from connector.store import Store
+from sandbox.dataset import build_dataset
+from sandbox.server import Sandbox
 
 MAPPINGS = REPO / "mappings"
 
@@ -415,7 +415,7 @@ def test_validate_live_checks_every_systems_credentials_with_one_call_each(sandb
 
 
 def test_the_demo_names_a_program_that_can_be_run(monkeypatch, tmp_path):
-    from connector import cli as cli_module
+    from connector.cli import demo as cli_module
 
     monkeypatch.setattr(cli_module.shutil, "which", lambda name: None)
     program = tmp_path / ".venv" / "bin" / "healthsync"

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from connector.sandbox.dataset import HS_OUTPUTS, Dataset, build_dataset
-from connector.sandbox.server import Faults, Sandbox
+from sandbox.dataset import HS_OUTPUTS, Dataset, build_dataset
+from sandbox.server import Faults, Sandbox
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 HS = {"Authorization": "Bearer pat-sandbox-0000"}

@@ -1,7 +1,7 @@
 """What alerts create in the sandbox: Salesforce Tasks, HubSpot tasks, and webhook messages.
 
-The request checks and records of server.py's alert endpoints, kept apart from
-its 1,800 lines: each function takes the parsed JSON body and the dataset and
+The request checks and records of the alert endpoints (salesforce.py, hubspot.py,
+hooks.py): each function takes the parsed JSON body and the dataset and
 answers (HTTP status, JSON body) in the API's own format.
 
 * Salesforce: POST /services/data/vXX.X/composite/sobjects creates up to 200

@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from ..scoring.frame import iso
-from ..store import Store
+from connector.scoring.frame import iso
+from connector.store import Store
 
 SEGMENTS = ["SMB", "SMB", "SMB", "Mid-Market", "Mid-Market", "Enterprise", None]
 STAGES = ["Onboarding", "Adoption", "Adoption", "Maturity", "Maturity", "Renewal"]

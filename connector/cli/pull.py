@@ -1,0 +1,98 @@
+"""`pull` and `matches`: reading the systems, and the records that matched no account."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+from rich.table import Table
+
+from .. import logs, pipeline, runs
+from ..shutdown import Shutdown
+from .base import SKIP, Context, cli, handled
+from .output import emit, err, one_format, out
+
+
+@cli.command()
+@click.option("--full", is_flag=True, help="Ignore the cursors: read everything again.")
+@click.option("--system", "systems", multiple=True, type=click.Choice(list(pipeline.SOURCES)),
+              help="Only this system (repeatable).")
+@SKIP
+@click.pass_obj
+@handled
+def pull(obj: Context, full: bool, systems: tuple[str, ...], skip: tuple[str, ...]) -> None:
+    """Read what changed in Salesforce, HubSpot, Stripe and Zendesk; match and measure."""
+    mappings = obj.mappings()
+    with Shutdown().on_signals() as shutdown, obj.store(create=True) as store, runs.tracked(store, "pull") as run_id, \
+            logs.bound(run_id=run_id):
+        summary = pipeline.pull(store, mappings, os.environ, full=full, only=systems or None, shutdown=shutdown,
+                                skip=skip)
+        result = pipeline.RunSummary(summary)
+        code = result.exit_code
+        store.finish_run(run_id, runs.RUN_STATUS[code], code, runs.pull_counts(summary),
+                         error=runs.run_error(result), api_calls=summary.calls.as_dict())
+    _print_pull(summary)
+    _print_failed(result)
+    for stop in filter(None, [summary.stopped, summary.interrupted]):
+        err.print(f"stopped: {stop}", markup=False)
+    if code:
+        sys.exit(code)
+
+
+def _print_pull(summary: pipeline.PullSummary) -> None:
+    for system, why in summary.skipped.items():
+        out.print(f"{system}: {why}", markup=False)
+    table = Table(title="Pulled")
+    for column in ("system", "records", "mode", "API calls", "retries", "notes"):
+        table.add_column(column)
+    for system, stats in summary.systems.items():
+        records = ", ".join(f"{n:,} {obj}" for obj, n in stats.records.items()) or "nothing new"
+        mode = "full" if any(stats.full.values()) else "incremental"
+        retries = sum(n for (s, _k), n in summary.calls.retries.items() if s == system)
+        table.add_row(system, records, mode, f"{summary.calls.total(system):,}", str(retries), "; ".join(stats.notes))
+    out.print(table)
+    if summary.match:
+        m = summary.match
+        accounts = " + ".join(f"{n:,} from {s}" for s, n in m.accounts.items())
+        linked = "; ".join(
+            f"{system}: " + ", ".join(f"{n:,} by {how}" for how, n in kinds.items())
+            for system, kinds in m.linked.items() if system in ("stripe", "zendesk", "hubspot")
+        )
+        out.print(f"accounts: {accounts}", markup=False)
+        out.print(f"matched: {linked or 'nothing'}", markup=False)
+        issues = {s: (m.unmatched.get(s, 0), m.conflicts.get(s, 0)) for s in set(m.unmatched) | set(m.conflicts)}
+        if issues:
+            out.print("not matched: " + "; ".join(f"{s} {u:,} unmatched, {c:,} conflicts" for s, (u, c) in sorted(issues.items()))
+                      + "  (healthsync matches)", markup=False)
+    if summary.measure:
+        me = summary.measure
+        out.print(f"measured: {me.values:,} values for {me.accounts:,} accounts, {me.changed:,} changed", markup=False)
+        if me.mrr_by_currency:
+            out.print("MRR: " + ", ".join(f"{c.upper()} {v:,.2f}" for c, v in sorted(me.mrr_by_currency.items())), markup=False)
+
+
+@cli.command()
+@click.option("--unmatched", is_flag=True, help="Only records that matched no account.")
+@click.option("--conflicts", is_flag=True, help="Only records claimed by several accounts.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handled
+def matches(obj: Context, unmatched: bool, conflicts: bool, as_json: bool) -> None:
+    """Records of Stripe, Zendesk and the CRMs that could not be matched to one account."""
+    one_format(unmatched=unmatched, conflicts=conflicts)
+    kind = "unmatched" if unmatched else "conflict" if conflicts else None
+    with obj.reader() as store:
+        rows = store.match_issues(kind)
+    for row in rows:
+        row["candidates"] = json.loads(row["candidates"]) if row["candidates"] else []
+    emit(rows, as_json, empty="no unmatched or conflicting records", title=f"{len(rows):,} match issue(s)",
+         columns=("kind", "system", "record", "why", "candidates"),
+         row=lambda r: (r["kind"], f"{r['system']} {r['object']}", r["external_id"], r["detail"],
+                        ", ".join(r["candidates"][:4])))
+
+
+def _print_failed(result: pipeline.RunSummary) -> None:
+    for what, why in result.failed.items():
+        err.print(f"error: {what} failed, left out of this run (the rest went on): {why}", markup=False)

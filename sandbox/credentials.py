@@ -1,0 +1,10 @@
+"""The sandbox's one user and its secrets, the same for every API (Sandbox.env exports them)."""
+
+USERNAME = "demo@healthsync.sandbox"
+PASSWORD = "sandbox-password"
+SECURITY_TOKEN = "sandbox-token"
+HUBSPOT_TOKEN = "pat-sandbox-0000"
+STRIPE_KEY = "rk_test_sandbox"
+ZENDESK_TOKEN = "sandbox-zendesk-token"
+ORG_ID = "00D000000000001"
+USER_ID = "005000000000001AAA"
