@@ -26,13 +26,13 @@ import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import HealthsyncError
 from .http import ApiError, AuthError, CallLog, QuotaStop, RetryPolicy
 from .logs import event
+from .outbox import MAX_ATTEMPTS, send_all, verdict
 from .shutdown import Interrupted, Shutdown
 from .store import Store
 from .systems import CreateResult
@@ -41,7 +41,6 @@ from .systems.webhook import WebhookSender
 KINDS = ("salesforce_task", "hubspot_task", "webhook")
 BATCH = {"salesforce_task": 200, "hubspot_task": 100, "webhook": 1}
 SYSTEM_OF = {"salesforce_task": "salesforce", "hubspot_task": "hubspot"}
-MAX_ATTEMPTS = 3
 
 
 @dataclass
@@ -114,30 +113,28 @@ def _send_kind(store: Store, kind: str, client: Any, webhooks: WebhookSender, su
     if kind == "webhook":
         _check_webhook_urls(store, webhooks, summary)
     tried: set[int] = set()  # a delivery that fails waits for the next run: its receiver is likely still down
-    while True:
-        if shutdown is not None and shutdown.requested:
-            summary.interrupted = f"{shutdown.reason}: alert deliveries stopped after the request in flight"
-            return
+
+    def take() -> list[dict[str, Any]]:
         batch = store.take_deliveries(kind, BATCH[kind], tried)
-        if not batch:
-            return
-        tried |= {row["id"] for row in batch}
+        tried.update(row["id"] for row in batch)
+        return batch
+
+    def send(batch: list[dict[str, Any]]) -> list[CreateResult]:
         try:
-            with shutdown.writing() if shutdown is not None else nullcontext():
-                results = _send(kind, batch, client, webhooks)
-            summary.requests[kind] += 1
+            results = _send(kind, batch, client, webhooks)
         except ApiError as exc:
             if isinstance(exc, AuthError) and exc.status != 403:  # the credential, not these deliveries: untouched
-                store.release_deliveries([row["id"] for row in batch])
                 raise
-            summary.requests[kind] += 1
             results = refused(batch, exc)  # the whole request refused: one attempt for each delivery in it
             event(f"alert deliveries ({kind}): the request was refused: {exc}", logging.WARNING, step="deliver",
                   kind=kind, deliveries=len(batch))
-        except BaseException:
-            store.release_deliveries([row["id"] for row in batch])
-            raise
-        _settle(store, kind, batch, results, summary)
+        summary.requests[kind] += 1
+        return results
+
+    stopped = send_all(take, send, lambda batch, results: _settle(store, kind, batch, results, summary),
+                       store.release_deliveries, shutdown)
+    if stopped:
+        summary.interrupted = f"{stopped}: alert deliveries stopped after the request in flight"
 
 
 def refused(batch: list[dict[str, Any]], exc: ApiError) -> list[CreateResult]:
@@ -178,17 +175,11 @@ def _settle(store: Store, kind: str, batch: list[dict[str, Any]], results: list[
             summary: DeliverySummary) -> None:
     by_key = {r.key: r for r in results}
     outcome: list[tuple[int, str, str | None, str | None]] = []
+    counters = {"done": summary.done, "retry": summary.retry, "failed": summary.failed}
     for row in batch:
         result = by_key.get(str(row["id"]))
-        if result is not None and result.ok:
-            outcome.append((row["id"], "done", None, result.created_id))
-            summary.done[kind] += 1
-        elif (result is None or result.transient) and row["attempts"] < MAX_ATTEMPTS:
-            why = result.error if result else "not in the answer: unconfirmed, sent again next run"
-            outcome.append((row["id"], "retry", why, None))
-            summary.retry[kind] += 1
-        else:
-            why = result.error if result else "never confirmed"
-            outcome.append((row["id"], "failed", why, None))
-            summary.failed[kind] += 1
+        status, why = verdict(row, result, unconfirmed="not in the answer: unconfirmed, sent again next run",
+                              never="never confirmed")
+        outcome.append((row["id"], status, why, result.created_id if status == "done" and result else None))
+        counters[status][kind] += 1
     store.settle_deliveries(outcome)

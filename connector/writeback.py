@@ -27,8 +27,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +36,7 @@ from .config.mappings import Mappings
 from .errors import HealthsyncError
 from .http import QuotaStop
 from .logs import event
+from .outbox import send_all, verdict
 from .outputs import fit
 from .shutdown import Interrupted, Shutdown
 from .store import Store, utcnow
@@ -44,7 +44,6 @@ from .systems import WriteResult
 
 OBJECT = {"salesforce": "Account", "hubspot": "companies"}
 BATCH = {"salesforce": 200, "hubspot": 100}
-MAX_ATTEMPTS = 3
 NUMBER_TYPES = {"double", "percent", "currency", "int", "long", "number"}
 DATETIME_TYPES = {"datetime"}
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
@@ -241,34 +240,14 @@ def push(store: Store, mappings: Mappings, writers: Mapping[str, Any], run_id: i
     """
     summary = PushSummary()
     for system, writer in writers.items():
-        allowed = output_fields(mappings, system)
-        types = field_types(store, system)
         for counter in (summary.written, summary.failed, summary.retried, summary.calls, summary.jobs):
             counter[system] = 0
         try:
             _abort_stale_job(store, system, writer)
-            while True:
-                if shutdown is not None and shutdown.requested:
-                    summary.interrupted = f"{shutdown.reason}: the push stopped after the batch in flight"
-                    return summary
-                bulk = _bulk_settings(writer)
-                use_bulk = bulk is not None and store.open_changes(system) > bulk.threshold
-                batch = store.take_batch(system, bulk.job_records if use_bulk and bulk else BATCH[system])
-                if not batch:
-                    break
-                updates = [(row["record_id"], json.loads(row["fields"])) for row in batch]
-                try:
-                    with shutdown.writing() if shutdown is not None else nullcontext():
-                        if use_bulk:
-                            results = writer.write_bulk(updates, allowed, journal=_journal(store, system))
-                            summary.jobs[system] += 1
-                        else:
-                            results = writer.write(updates, allowed)
-                            summary.calls[system] += 1
-                except BaseException:
-                    store.release_batch([row["id"] for row in batch])
-                    raise
-                _settle(store, system, batch, results, types, summary)
+            stopped = _push_system(store, mappings, system, writer, summary, shutdown)
+            if stopped:
+                summary.interrupted = f"{stopped}: the push stopped after the batch in flight"
+                return summary
         except QuotaStop as stop:
             summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
             event(f"push to {system} stopped: {stop}", logging.WARNING, step="push", system=system)
@@ -282,6 +261,36 @@ def push(store: Store, mappings: Mappings, writers: Mapping[str, Any], run_id: i
         finally:
             _log_push(summary, system)
     return summary
+
+
+def _push_system(store: Store, mappings: Mappings, system: str, writer: Any, summary: PushSummary,
+                 shutdown: Shutdown | None) -> str | None:
+    """One CRM's open changes through the shared sender (outbox.send_all): Bulk API jobs while more
+    changes are open than the writer's threshold, batches at the API's maximum otherwise."""
+    allowed = output_fields(mappings, system)
+    types = field_types(store, system)
+    bulk = _bulk_settings(writer)
+    use_bulk = False
+
+    def take() -> list[dict[str, Any]]:
+        nonlocal use_bulk
+        use_bulk = bulk is not None and store.open_changes(system) > bulk.threshold
+        return store.take_batch(system, bulk.job_records if use_bulk else BATCH[system])
+
+    def send(batch: list[dict[str, Any]]) -> list[WriteResult]:
+        updates = [(row["record_id"], json.loads(row["fields"])) for row in batch]
+        if use_bulk:
+            results = list(writer.write_bulk(updates, allowed, journal=_journal(store, system)))
+            summary.jobs[system] += 1
+        else:
+            results = list(writer.write(updates, allowed))
+            summary.calls[system] += 1
+        return results
+
+    def settle(batch: list[dict[str, Any]], results: Sequence[WriteResult]) -> None:
+        _settle(store, system, batch, results, types, summary)
+
+    return send_all(take, send, settle, store.release_batch, shutdown)
 
 
 def _log_push(summary: PushSummary, system: str) -> None:
@@ -306,25 +315,20 @@ def _abort_stale_job(store: Store, system: str, writer: Any) -> None:
         store.set_meta(f"bulk_job.{system}", "")
 
 
-def _settle(store: Store, system: str, batch: list[dict[str, Any]], results: list[WriteResult],
+def _settle(store: Store, system: str, batch: list[dict[str, Any]], results: Sequence[WriteResult],
             types: Mapping[str, str], summary: PushSummary) -> None:
     by_id = {r.record_id: r for r in results}
     outcome: list[tuple[int, str, str | None]] = []
     written: list[tuple[str, dict[str, Any]]] = []
+    counters = {"done": summary.written, "retry": summary.retried, "failed": summary.failed}
     for row in batch:
-        result = by_id.get(row["record_id"])
-        if result is not None and result.ok:
-            outcome.append((row["id"], "done", None))
+        status, why = verdict(row, by_id.get(row["record_id"]),
+                              unconfirmed="not in the CRM's answer: unconfirmed, checked again",
+                              never="never confirmed by the CRM")
+        outcome.append((row["id"], status, why))
+        counters[status][system] += 1
+        if status == "done":
             written.append((row["record_id"], json.loads(row["fields"])))
-            summary.written[system] += 1
-        elif (result is None or result.transient) and row["attempts"] < MAX_ATTEMPTS:
-            why = result.error if result else "not in the CRM's answer: unconfirmed, checked again"
-            outcome.append((row["id"], "retry", why))
-            summary.retried[system] += 1
-        else:
-            why = result.error if result else "never confirmed by the CRM"
-            outcome.append((row["id"], "failed", why))
-            summary.failed[system] += 1
     store.settle_batch(system, OBJECT[system], outcome,
                        [(rid, {f: canonical(v, types.get(f, "string")) for f, v in fields.items()}, fields)
                         for rid, fields in written])
