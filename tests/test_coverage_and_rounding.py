@@ -21,7 +21,6 @@ from connector.config.mappings import load_mappings
 from connector.outputs import specs
 from connector.report import render_report
 from connector.report.scores import segments, unscored
-from connector.scoring import schemes
 from connector.scoring.engine import score_all
 from connector.scoring.explain import explain
 from connector.scoring.frame import from_values
@@ -324,5 +323,5 @@ def test_the_percentile_formula_is_documented_and_is_the_one_used():
 
     higher = PercentileScheme(type="percentile")
     values = np.array([10.0, 20.0, 20.0, 40.0])
-    assert schemes.percentile(higher, values, values).tolist() == [0, 50, 50, 100]
-    assert schemes.percentile(higher, np.array([7.0]), np.array([7.0])).tolist() == [50]
+    assert higher.score(values, values).tolist() == [0, 50, 50, 100]
+    assert higher.score(np.array([7.0]), np.array([7.0])).tolist() == [50]

@@ -167,17 +167,29 @@ def test_a_segments_bands_differ_by_model(body):
 
 
 def _na_expected(store: Store, model: str, metric: str) -> int:
-    """Accounts of the model with no stored value (or, per seat, no usable divisor)."""
+    """Accounts of the model with no stored value (or, per seat, no usable divisor), or outside `applies_when`.
+
+    The report reads the engine's results, so an account the metric does not apply
+    to (days_to_renewal: only when lifecycle_stage == "Renewal") is N/A there too.
+    """
     slot = next(s for m in MAPPINGS.scores["health"].models if m.name == model for s in m.slots() if s.name == metric)
     source = MAPPINGS.source_of(metric)
     per_join = ("LEFT JOIN metric_values d ON d.name = :per AND d.account_id = s.account_id"
                 if slot.use.per else "")
     per_test = "OR d.num IS NULL OR d.num = 0" if slot.use.per else ""
+    applies = re.fullmatch(r'(\w+) == "([^"]*)"', slot.use.applies_when or "")
+    assert applies or slot.use.applies_when is None, slot.use.applies_when
+    applies_join = ("LEFT JOIN metric_values w ON w.name = :when_name AND w.account_id = s.account_id"
+                    if applies else "")
+    applies_test = "OR w.text IS NOT :when_value" if applies else ""
     return store.conn.execute(
         f"""SELECT count(*) FROM scores s
-            LEFT JOIN metric_values v ON v.name = :name AND v.account_id = s.account_id {per_join}
-            WHERE s.score = 'health' AND s.model = :model AND ((v.num IS NULL AND v.text IS NULL) {per_test})""",
-        {"name": source, "model": model, "per": slot.use.per}).fetchone()[0]
+            LEFT JOIN metric_values v ON v.name = :name AND v.account_id = s.account_id {per_join} {applies_join}
+            WHERE s.score = 'health' AND s.model = :model
+              AND ((v.num IS NULL AND v.text IS NULL) {per_test} {applies_test})""",
+        {"name": source, "model": model, "per": slot.use.per,
+         "when_name": MAPPINGS.source_of(applies.group(1)) if applies else None,
+         "when_value": applies.group(2) if applies else None}).fetchone()[0]
 
 
 def test_na_rates_per_metric_and_segment_match_a_sql_count(store, body):

@@ -19,16 +19,14 @@ from ..errors import ConfigError, ExpressionError, Problem
 from ..expressions import ANY, BOOL, NUM, Expression, infer_type, parse
 from .alerts import CompiledAlert, check_alerts
 from .models import (
-    BandsScheme,
     InputField,
-    LinearScheme,
-    MapScheme,
     MetricDef,
     ScoreDef,
     ScoreModel,
     parse_weight,
 )
 from .reach import analyse
+from .schemes import SCHEME_TYPES, BaseScheme
 from .source import KeyPath, Located, load_file
 
 TOP_LEVEL = {"inputs", "metrics", "scores", "alerts"}
@@ -537,50 +535,14 @@ class _Checker:
             return None
         return MetricSlot(name, group, use, weights[name], applies)
 
-    def _scheme(self, scheme: Any, path: KeyPath, kind: str | None) -> bool:
-        before = len(self.problems)
-        if isinstance(scheme, BandsScheme):
-            bounds = [b.upto for b in scheme.bands]
-            for index, band in enumerate(scheme.bands):
-                if not 0 <= band.score <= 100:
-                    self.add((*path, "bands", index, "score"), f"score {band.score:g} is outside 0..100")
-                last = index == len(scheme.bands) - 1
-                if last and band.upto is not None:
-                    self.add((*path, "bands", index), "the last band takes no 'upto': it holds every value above")
-                if not last and band.upto is None:
-                    self.add((*path, "bands", index), "every band but the last needs 'upto'")
-            numbers = [b for b in bounds if b is not None]
-            for index in range(1, len(numbers)):
-                if numbers[index] <= numbers[index - 1]:
-                    self.add(
-                        (*path, "bands", index, "upto"),
-                        f"thresholds must increase: {numbers[index]:g} after {numbers[index - 1]:g}",
-                        "list bands from the lowest raw value to the highest",
-                    )
-            scores = [b.score for b in scheme.bands]
-            rising = scheme.direction == "higher_is_better"
-            for index in range(1, len(scores)):
-                if (scores[index] < scores[index - 1]) if rising else (scores[index] > scores[index - 1]):
-                    self.add(
-                        (*path, "bands", index, "score"),
-                        f"with direction {scheme.direction}, band scores must "
-                        f"{'rise' if rising else 'fall'}: {scores[index]:g} after {scores[index - 1]:g}",
-                        "flip 'direction' or reorder the scores",
-                    )
-        elif isinstance(scheme, LinearScheme):
-            if scheme.worst == scheme.best:
-                self.add(path, "worst and best are equal: every value would score the same")
-        elif isinstance(scheme, MapScheme):
-            for key, value in scheme.values.items():
-                if not 0 <= value <= 100:
-                    self.add((*path, "values", key), f"score {value:g} is outside 0..100")
-        elif hasattr(scheme, "if_true"):
-            for key in ("if_true", "if_false"):
-                if not 0 <= getattr(scheme, key) <= 100:
-                    self.add((*path, key), f"score {getattr(scheme, key):g} is outside 0..100")
-        if kind == "text" and not isinstance(scheme, MapScheme):
+    def _scheme(self, scheme: BaseScheme, path: KeyPath, kind: str | None) -> bool:
+        problems = scheme.check()
+        for where, message, hint in problems:
+            self.add((*path, *where), message, hint)
+        if kind == "text" and not scheme.takes_text:
             self.add((*path, "type"), "a text metric can only be scored with a map scheme")
-        return len(self.problems) == before
+            return False
+        return not problems
 
     def _reach(self, score: CompiledScore, path: KeyPath, inputs: dict[str, InputField], types: dict[str, str]) -> None:
         declared = {name: field.values for name, field in inputs.items()}
@@ -663,7 +625,7 @@ def _is_identifier(name: Any) -> bool:
     return isinstance(name, str) and name.isidentifier()
 
 
-_SCHEME_TAGS = {"bands", "linear", "boolean", "map", "percentile"}
+_SCHEME_TAGS = set(SCHEME_TYPES)
 
 
 def _without_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -8,16 +8,23 @@ whole picture (references, weights, monotonic bands, reachable segments) live in
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from .schemes import (  # noqa: F401  (re-exported: the scheme models are part of the mappings' models)
+    Band,
+    BandsScheme,
+    BooleanScheme,
+    LinearScheme,
+    MapScheme,
+    PercentileScheme,
+    Scheme,
+    Strict,
+)
 
 WEIGHT_LEVELS = {"none": 0, "low": 1, "medium": 2, "high": 3}
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 WeightSpec = str | int | float
@@ -76,46 +83,6 @@ class MetricDef(Strict):
     input: str | None = None
     catalogue: str | None = None
     expr: str | None = None
-
-
-class Band(Strict):
-    upto: float | None = None  # inclusive upper bound of the raw value; none on the last band
-    score: float
-
-
-class BandsScheme(Strict):
-    type: Literal["bands"]
-    direction: Literal["higher_is_better", "lower_is_better"] = "higher_is_better"
-    bands: list[Band] = Field(min_length=1)
-
-
-class LinearScheme(Strict):
-    type: Literal["linear"]
-    worst: float  # raw value scoring 0
-    best: float  # raw value scoring 100; below worst when lower is better
-
-
-class BooleanScheme(Strict):
-    type: Literal["boolean"]
-    if_true: float = 100
-    if_false: float = 0
-
-
-class MapScheme(Strict):
-    type: Literal["map"]
-    values: dict[str, float] = Field(min_length=1)
-
-
-class PercentileScheme(Strict):
-    type: Literal["percentile"]
-    direction: Literal["higher_is_better", "lower_is_better"] = "higher_is_better"
-    within: Literal["model", "all"] = "model"
-
-
-Scheme = Annotated[
-    BandsScheme | LinearScheme | BooleanScheme | MapScheme | PercentileScheme,
-    Field(discriminator="type"),
-]
 
 
 class MetricUse(Strict):

@@ -117,9 +117,10 @@ def _version_warning(header: Header) -> str:
 
 NO_SCORES = ('<p class="note">No scores in the store yet: <code>healthsync run</code> or '
              "<code>healthsync score</code> computes them.</p>")
-METRICS_NOTE = ('<p class="note">Raw values as stored (per-seat metrics divided by seats), with the segment’s '
-                "scheme thresholds; bar colours are the status each value’s points would have. N/A: no value "
-                "in the store.</p>")
+METRICS_NOTE = ('<p class="note">Values as the score used them (per-seat metrics divided by seats, age limits '
+                "and carry-forward applied), with the segment’s scheme thresholds; bar colours are the status each "
+                "value’s points would have. N/A: the score had no value for the account, or the metric does not "
+                "apply to it.</p>")
 
 
 def _score_section(view: ScoreView) -> str:

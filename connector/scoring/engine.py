@@ -14,8 +14,6 @@ from typing import Any
 import numpy as np
 
 from ..config.mappings import CompiledModel, CompiledScore, Mappings, MetricSlot
-from ..config.models import PercentileScheme
-from . import schemes
 from .bands import band_names, points_to_next, round_score
 from .frame import Frame, iso
 
@@ -40,6 +38,11 @@ class SlotResult:
     applicable: np.ndarray  # bool
     share: np.ndarray = field(default_factory=lambda: np.zeros(0))  # weight share among available
     filled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # scored by a neutral/worst policy
+
+    @property
+    def no_value(self) -> np.ndarray:
+        """Rows with no usable value: none stored, too old, not carried forward, or no per-seat divisor."""
+        return _missing(self.value)
 
 
 @dataclass
@@ -232,21 +235,13 @@ def _score_slot(slot: MetricSlot, frame: Frame, rows: np.ndarray) -> SlotResult:
     if slot.applies is not None:
         applicable = slot.applies.evaluate(frame)[rows] == 1.0
         reason[~applicable] = f"not applicable: {slot.applies.source} is not true"
-    if isinstance(use.scheme, PercentileScheme):
-        # population normalization: rank among this model's accounts, or among all
-        if use.scheme.within == "model":
-            population = value[applicable & ~missing]
-        else:
-            population = raw_all.astype(float)
-            if use.per is not None:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    population = population / frame.column(use.per)
-        scored = schemes.percentile(use.scheme, value, population)
-    else:
-        scored, why = schemes.apply(use.scheme, value)
-        if why is not None:
-            unscorable = ~missing & np.isnan(scored) & (why != None)  # noqa: E711
-            reason[unscorable] = why[unscorable]
+    scheme = use.scheme
+    population = _population(slot, frame, value, applicable & ~missing) if scheme.relative else None
+    scored = scheme.score(value, population)
+    why = scheme.why_not(value)
+    if why is not None:
+        unscorable = ~missing & np.isnan(scored) & (why != None)  # noqa: E711
+        reason[unscorable] = why[unscorable]
     scored = np.where(applicable & ~missing, scored, np.nan)
     filled = np.zeros(len(rows), dtype=bool)
     if use.missing in ("neutral", "worst"):
@@ -257,6 +252,18 @@ def _score_slot(slot: MetricSlot, frame: Frame, rows: np.ndarray) -> SlotResult:
             reason[gap] = [f"{r or 'no data'}; scored {use.missing} ({fill:g})" for r in reason[gap]]
             filled = gap
     return SlotResult(slot, raw, value, scored, reason, applicable, filled=filled)
+
+
+def _population(slot: MetricSlot, frame: Frame, value: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """What a relative scheme ranks against: this model's accounts with a value, or every account."""
+    use = slot.use
+    if use.scheme.within == "model":
+        return value[known]
+    population = frame.column(slot.name).astype(float)
+    if use.per is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            population = population / frame.column(use.per)
+    return population
 
 
 def _missing(values: np.ndarray) -> np.ndarray:

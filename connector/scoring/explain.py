@@ -62,6 +62,7 @@ def explain(result: ScoreResult, account_id: int) -> dict[str, Any]:
                     "normalized": _plain(s.value[row]) if s.slot.use.per else None,
                     "per": s.slot.use.per,
                     "scheme": s.slot.use.scheme.type,
+                    "scheme_rule": s.slot.use.scheme.describe(),
                     "score": _num(score, 2),
                     "weight": s.slot.weight,
                     "share": _num(s.share[row], 4),
