@@ -120,8 +120,7 @@ def evaluate(store: Store, mappings: Mappings, now: datetime) -> AlertPlan:
     if not mappings.alerts:
         return plan
     rules = store.alert_rules()
-    accounts = {r[0]: (r[1], r[2]) for r in store.conn.execute(
-        "SELECT id, key, name FROM accounts WHERE deleted_at IS NULL")}
+    accounts = store.live_accounts()
     scores: dict[str, dict[int, dict[str, Any]]] = {}
     frame: list[Frame] = []
 
@@ -141,8 +140,7 @@ def evaluate(store: Store, mappings: Mappings, now: datetime) -> AlertPlan:
             plan.first.append(alert.name)
         state = {} if baseline else store.alert_state(alert.name)
         if alert.score not in scores:
-            scores[alert.score] = {r["account_id"]: r for r in store.db.query(
-                "SELECT account_id, value, status, model, groups, drivers FROM scores WHERE score = ?", [alert.score])}
+            scores[alert.score] = store.score_results(alert.score)
         rows = scores[alert.score]
         seen = _observe(store, mappings, alert, rows, accounts, now, frame_now)
         counts = {"holding": 0, "baseline": 0, "rearmed": 0, "unknown": 0}

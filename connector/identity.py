@@ -17,7 +17,6 @@ record that needed it is reported, never merged into one of them.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -200,15 +199,7 @@ def _save(store: Store, m: _Matcher, summary: MatchSummary) -> None:
     now = utcnow()
     store.upsert_accounts(m.accounts.values(), now)
     ids = store.account_keys()
-    with store.transaction():
-        store.conn.execute(
-            "UPDATE accounts SET deleted_at = ? WHERE deleted_at IS NULL AND key NOT IN (SELECT value FROM json_each(?))",
-            (now, _json_list(m.accounts)),
-        )
-        store.conn.execute(
-            "UPDATE accounts SET deleted_at = NULL WHERE deleted_at IS NOT NULL AND key IN (SELECT value FROM json_each(?))",
-            (_json_list(m.accounts),),
-        )
+    store.keep_accounts(m.accounts, now)
     store.replace_links([(s, o, e, ids[k], by) for s, o, e, k, by in m.links], now)
     store.replace_match_issues(m.issues)
     for system, _obj, _ext, _key, by in m.links:
@@ -218,7 +209,3 @@ def _save(store: Store, m: _Matcher, summary: MatchSummary) -> None:
     for system, _obj, _ext, kind, _d, _c in m.issues:
         target = summary.unmatched if kind == "unmatched" else summary.conflicts
         target[system] = target.get(system, 0) + 1
-
-
-def _json_list(keys: Iterable[str]) -> str:
-    return json.dumps(list(keys))

@@ -9,7 +9,6 @@ is drawn and nothing is polled.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +25,7 @@ from rich.progress import (
 
 from .http import CallLog
 from .pipeline import SOURCES
+from .store import ReadConnection, Store
 
 REFRESH_SECONDS = 0.25
 _SETTLED = ("done", "failed", "retry")
@@ -60,25 +60,17 @@ class RunProgress:
             self._bars.stop()
 
     def _watch(self) -> None:
-        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=1, check_same_thread=False)
-        try:
+        with Store.watch(self.db_path) as conn:
             while not self._stop.wait(REFRESH_SECONDS):
                 self.refresh(conn)
-        finally:
-            conn.close()
 
-    def refresh(self, conn: sqlite3.Connection) -> None:
+    def refresh(self, conn: ReadConnection) -> None:
         """One update of every bar from the call counts and the outbox (also called by tests)."""
         requests = {system: self.calls.total(system) for system in {s for s, _ in list(self.calls.calls)}}
         for system, n in requests.items():
             if system in self.sources and system not in self._pull and system not in self._push:
                 self._pull[system] = self._bars.add_task(f"pull {system}", total=None, requests=n, records="")
-        try:
-            rows = conn.execute(
-                "SELECT system, status, count(*) FROM outbox WHERE run_id = ? GROUP BY system, status", (self.run_id,)
-            ).fetchall()
-        except sqlite3.Error:  # busy or not yet migrated: try again at the next tick
-            rows = []
+        rows = Store.run_outbox_counts(conn, self.run_id)  # none when busy or not yet migrated: the next tick
         planned: dict[str, int] = {}
         settled: dict[str, int] = {}
         for system, status, count in rows:

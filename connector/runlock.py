@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import threading
 import uuid
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 from .errors import HealthsyncError
-from .store import Store, utcnow
+from .store import Store
+from .times import parse_iso
 
 NAME = "run"
 HEARTBEAT_SECONDS = 30.0
@@ -72,14 +72,13 @@ class RunLock:
         self._thread: threading.Thread | None = None
 
     def holder(self) -> Holder | None:
-        row = self.store.conn.execute(
-            "SELECT host, pid, run_id, acquired_at, heartbeat_at FROM locks WHERE name = ?", (NAME,)).fetchone()
+        row = self.store.lock_holder(NAME)
         return Holder(*row) if row else None
 
     def _alive(self, holder: Holder) -> bool:
         if holder.host == self.host and not _pid_alive(holder.pid):
             return False
-        beat = datetime.fromisoformat(holder.heartbeat_at.replace("Z", "+00:00"))
+        beat = parse_iso(holder.heartbeat_at)
         return datetime.now(UTC) - beat < self.stale
 
     def acquire(self) -> None:
@@ -91,15 +90,8 @@ class RunLock:
             if holder is not None:
                 self.taken_over = holder
                 if holder.run_id is not None:
-                    self.store.conn.execute(
-                        "UPDATE runs SET status = 'abandoned', finished_at = coalesce(finished_at, ?), "
-                        "error = coalesce(error, 'the process ended without finishing (crash or kill); "
-                        "its lock was taken over') WHERE id = ? AND status = 'running'",
-                        (utcnow(), holder.run_id))
-            now = utcnow()
-            self.store.conn.execute(
-                "INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (NAME, self.token, self.host, os.getpid(), self.run_id, now, now))
+                    self.store.abandon_run(holder.run_id)
+            self.store.take_lock(NAME, self.token, self.host, os.getpid(), self.run_id)
         self.store.locked = True
         self._thread = threading.Thread(target=self._beat, name="healthsync-heartbeat", daemon=True)
         self._thread.start()
@@ -107,24 +99,19 @@ class RunLock:
     def attach(self, run_id: int) -> None:
         """Name the run (its row in `runs`) that holds the lock, once it has one."""
         self.run_id = run_id
-        self.store.conn.execute("UPDATE locks SET run_id = ? WHERE name = ? AND token = ?", (run_id, NAME, self.token))
+        self.store.attach_lock(NAME, self.token, run_id)
 
     def _beat(self) -> None:
-        conn = sqlite3.connect(self.store.path, timeout=30)  # its own connection: threads do not share one
-        try:
+        with self.store.heartbeat(NAME, self.token) as beat:  # its own connection: threads do not share one
             while not self._stop.wait(self.every):
-                conn.execute("UPDATE locks SET heartbeat_at = ? WHERE name = ? AND token = ?",
-                             (utcnow(), NAME, self.token))
-                conn.commit()
-        finally:
-            conn.close()
+                beat()
 
     def release(self) -> None:
         self.store.locked = False
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self.store.conn.execute("DELETE FROM locks WHERE name = ? AND token = ?", (NAME, self.token))
+        self.store.drop_lock(NAME, self.token)
 
     def __enter__(self) -> RunLock:
         self.acquire()

@@ -1,6 +1,6 @@
 """What the report says about the store itself: its facts, its last runs, its match issues.
 
-Read with a few small SQL queries; nothing here looks at the environment, so no
+Read through a few small store queries; nothing here looks at the environment, so no
 credential can reach the report.
 """
 
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from ..config.mappings import Mappings
 from ..store import Store
+from ..times import parse_iso
 
 ISSUE_ROWS = 20
 RUN_ROWS = 10
@@ -54,10 +54,8 @@ class MatchIssues:
 
 
 def header(store: Store, mappings: Mappings, generated_at: str) -> Header:
-    accounts = store.conn.execute("SELECT count(*) FROM accounts WHERE deleted_at IS NULL").fetchone()[0]
-    versions = dict(store.conn.execute(
-        "SELECT model_version, count(*) FROM scores GROUP BY model_version ORDER BY count(*) DESC"
-    ).fetchall())
+    accounts = store.live_account_count()
+    versions = store.score_versions()
     last = store.last_run()
     return Header(generated_at, store.path.name, mappings.version, int(accounts),
                   run_row(last) if last else None, versions)
@@ -79,15 +77,8 @@ def run_row(row: dict[str, Any]) -> RunRow:
 
 
 def match_issues(store: Store, limit: int = ISSUE_ROWS) -> MatchIssues:
-    counts = [
-        (system, obj, kind, int(n)) for system, obj, kind, n in store.conn.execute(
-            "SELECT system, object, kind, count(*) FROM match_issues GROUP BY system, object, kind "
-            "ORDER BY system, object, kind"
-        )
-    ]
-    first = list(store.db.query(
-        "SELECT * FROM match_issues ORDER BY kind, system, object, external_id LIMIT ?", [limit]
-    ))
+    counts = store.match_issue_counts()
+    first = store.match_issues(limit=limit)
     for row in first:
         row["candidates"] = json.loads(row["candidates"]) if row["candidates"] else []
     return MatchIssues(counts, sum(c[3] for c in counts), first)
@@ -96,7 +87,7 @@ def match_issues(store: Store, limit: int = ISSUE_ROWS) -> MatchIssues:
 def _seconds(started: str, finished: str | None) -> float | None:
     if not finished:
         return None
-    start, end = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (started, finished))
+    start, end = (parse_iso(t) for t in (started, finished))
     return (end - start).total_seconds()
 
 

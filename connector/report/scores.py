@@ -8,8 +8,6 @@ numpy arrays.
 
 from __future__ import annotations
 
-import itertools
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -110,12 +108,7 @@ def model_labels(score: CompiledScore) -> dict[str, str]:
 
 def segments(store: Store, score: CompiledScore) -> list[Segment]:
     """Per model found in the store: accounts per SCORE_BIN-wide bar and status, mean, median."""
-    rows = store.conn.execute(
-        """SELECT model, value, status, count(*), sum(coverage), count(coverage),
-                  sum(value IS NULL AND na_reason LIKE ? || '%') FROM scores
-           WHERE score = ? AND model IS NOT NULL GROUP BY model, value, status""",
-        (INSUFFICIENT, score.name),
-    ).fetchall()
+    rows = store.score_spread(score.name, INSUFFICIENT)
     edges = np.arange(0, 100 + SCORE_BIN, SCORE_BIN, dtype=float)
     # a status without a value (the insufficient_label, a status override on an unscored account) is no band
     statuses = status_order(score, {r[2] for r in rows if r[2] is not None and r[1] is not None})
@@ -173,12 +166,7 @@ def unscored(store: Store, score: CompiledScore) -> dict[str, int]:
     """
     minimum = score.definition.min_coverage
     thin = f"{INSUFFICIENT} (below {minimum:g}%)" if minimum is not None else INSUFFICIENT
-    rows = store.conn.execute(
-        """SELECT CASE WHEN na_reason LIKE ? || '%' THEN ? ELSE coalesce(na_reason, 'no value') END, count(*)
-           FROM scores WHERE score = ? AND value IS NULL GROUP BY 1 ORDER BY 2 DESC""",
-        (INSUFFICIENT, thin, score.name),
-    )
-    return {reason: int(n) for reason, n in rows}
+    return store.unscored_reasons(score.name, INSUFFICIENT, thin)
 
 
 # ---------------------------------------------------------------- sub-scores
@@ -189,11 +177,7 @@ def sub_scores(store: Store, score: CompiledScore) -> list[SegmentSubScores]:
     names = score.group_names()
     if not names:
         return []
-    columns = ", ".join("json_extract(groups, ?)" for _ in names)
-    rows = store.conn.execute(
-        f"SELECT model, {columns} FROM scores WHERE score = ? AND model IS NOT NULL",
-        [*(f'$."{name}"' for name in names), score.name],
-    ).fetchall()
+    rows = store.group_values(score.name, names)
     if not rows:
         return []
     models = np.array([r[0] for r in rows], dtype=object)
@@ -221,7 +205,7 @@ def _sub_score(name: str, label: str, values: np.ndarray, edges: np.ndarray) -> 
 def movers(store: Store, score: CompiledScore, now: datetime, days: int, top: int = MOVERS) -> Movers:
     """The accounts whose value moved most since `days` before `now` (score_history)."""
     since = iso(now - timedelta(days=days))
-    ids, after = _current_values(store, score.name)
+    ids, after = store.score_values(score.name)
     change = after - store.score_as_of(score.name, ids, since)
     known = np.flatnonzero(~np.isnan(change))
     moved = known[change[known] != 0]
@@ -237,31 +221,8 @@ def movers(store: Store, score: CompiledScore, now: datetime, days: int, top: in
     return Movers(since, days, len(known), len(moved), [mover(i) for i in down], [mover(i) for i in up])
 
 
-def _current_values(store: Store, score: str) -> tuple[np.ndarray, np.ndarray]:
-    """(account ids ascending, value) of the accounts that have a value for this score."""
-    cursor = store.conn.execute(
-        "SELECT account_id, value FROM scores WHERE score = ? AND value IS NOT NULL ORDER BY account_id",
-        (score,),
-    )
-    flat = np.fromiter(itertools.chain.from_iterable(cursor), dtype=float)
-    return flat[0::2].astype(np.int64), flat[1::2]
-
-
 def _mover_details(store: Store, score: str, ids: list[int], since: str) -> dict[int, tuple[str, str | None, str | None, str | None, str | None]]:
     """account id -> (key, name, model, status then, status now), for a handful of accounts."""
-    chosen = json.dumps(ids)
-    then = dict(
-        (account_id, status) for account_id, status, _ in store.conn.execute(
-            """SELECT account_id, status, max(scored_at) FROM score_history
-               WHERE score = ? AND scored_at <= ? AND account_id IN (SELECT value FROM json_each(?))
-               GROUP BY account_id""",
-            (score, since, chosen),
-        )
-    )
-    rows = store.conn.execute(
-        """SELECT s.account_id, a.key, a.name, s.model, s.status FROM scores s
-           JOIN accounts a ON a.id = s.account_id
-           WHERE s.score = ? AND s.account_id IN (SELECT value FROM json_each(?))""",
-        (score, chosen),
-    )
+    then = {account_id: status for account_id, (_value, status) in store.scores_before(score, ids, since).items()}
+    rows = store.score_accounts(score, ids)
     return {aid: (key, name, model, then.get(aid), status) for aid, key, name, model, status in rows}

@@ -1,0 +1,225 @@
+"""Accounts and what belongs to them: links to external records, the raw records, cursors, match issues."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ..errors import NotFound
+from .base import Area, utcnow
+
+
+class Accounts(Area):
+    def upsert_accounts(self, rows: Iterable[dict[str, Any]], now: str | None = None) -> None:
+        """Insert or update accounts by key (name, domain)."""
+        now = now or utcnow()
+        with self.transaction():
+            self.conn.executemany(
+                """INSERT INTO accounts (key, name, domain, created_at, updated_at)
+                   VALUES (:key, :name, :domain, :now, :now)
+                   ON CONFLICT(key) DO UPDATE SET name = excluded.name,
+                     domain = excluded.domain, updated_at = excluded.updated_at""",
+                ({"key": r["key"], "name": r.get("name"), "domain": r.get("domain"), "now": now} for r in rows),
+            )
+
+    def keep_accounts(self, keys: Iterable[str], now: str | None = None) -> None:
+        """The accounts with these keys are live (again, where they were deleted); every other is deleted at `now`."""
+        now = now or utcnow()
+        live = json.dumps(list(keys))
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE accounts SET deleted_at = ? WHERE deleted_at IS NULL AND key NOT IN (SELECT value FROM json_each(?))",
+                (now, live),
+            )
+            self.conn.execute(
+                "UPDATE accounts SET deleted_at = NULL WHERE deleted_at IS NOT NULL AND key IN (SELECT value FROM json_each(?))",
+                (live,),
+            )
+
+    def live_accounts(self) -> dict[int, tuple[str, str | None]]:
+        """id -> (key, name) of every live account."""
+        return {r[0]: (r[1], r[2]) for r in self.conn.execute("SELECT id, key, name FROM accounts WHERE deleted_at IS NULL")}
+
+    def live_account_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM accounts WHERE deleted_at IS NULL").fetchone()[0])
+
+    def account_ids(self) -> np.ndarray:
+        """Ids of live accounts, ascending: the row order of every scoring column."""
+        rows = self.conn.execute("SELECT id FROM accounts WHERE deleted_at IS NULL ORDER BY id")
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def account_keys(self) -> dict[str, int]:
+        return {k: i for i, k in self.conn.execute("SELECT id, key FROM accounts")}
+
+    def find_account(self, ref: str) -> dict[str, Any]:
+        """An account by id, key, external id or exact name."""
+        queries = [
+            ("SELECT * FROM accounts WHERE key = ?", ref),
+            ("SELECT a.* FROM accounts a JOIN account_links l ON l.account_id = a.id WHERE l.external_id = ?", ref),
+            ("SELECT * FROM accounts WHERE name = ? COLLATE NOCASE", ref),
+        ]
+        if ref.isdigit():
+            queries.insert(0, ("SELECT * FROM accounts WHERE id = ?", int(ref)))
+        for sql, arg in queries:
+            rows = list(self.db.query(sql, [arg]))
+            if len(rows) == 1:
+                return rows[0]
+            if len(rows) > 1:
+                raise NotFound(f"'{ref}' names {len(rows)} accounts; use the account key or id")
+        raise NotFound(f"no account '{ref}' (tried id, key, external id and name)")
+
+    def links(self, account_id: int) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT system, object, external_id, matched_by FROM account_links WHERE account_id = ? ORDER BY system", [account_id]))
+
+    def link(self, rows: Iterable[tuple[str, str, str, int, str]], now: str | None = None) -> None:
+        """Record (system, object, external_id, account_id, matched_by) links."""
+        now = now or utcnow()
+        with self.transaction():
+            self.conn.executemany(
+                """INSERT INTO account_links VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(system, object, external_id) DO UPDATE SET
+                     account_id = excluded.account_id, matched_by = excluded.matched_by,
+                     linked_at = excluded.linked_at""",
+                ((*r, now) for r in rows),
+            )
+
+    def replace_links(self, rows: Iterable[tuple[str, str, str, int, str]], now: str | None = None) -> int:
+        """Make (system, object, external_id, account_id, matched_by) the complete set of links.
+
+        Unchanged links keep their linked_at; returns how many links are new or changed.
+        """
+        now = now or utcnow()
+        with self.transaction():
+            self.conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS incoming_links (system TEXT, object TEXT, external_id TEXT, "
+                "account_id INTEGER, matched_by TEXT, PRIMARY KEY (system, object, external_id))"
+            )
+            self.conn.execute("DELETE FROM incoming_links")
+            self.conn.executemany("INSERT OR REPLACE INTO incoming_links VALUES (?, ?, ?, ?, ?)", rows)
+            self.conn.execute(
+                """DELETE FROM account_links WHERE NOT EXISTS (SELECT 1 FROM incoming_links i
+                   WHERE i.system = account_links.system AND i.object = account_links.object
+                     AND i.external_id = account_links.external_id)"""
+            )
+            changed = self.conn.execute(
+                """INSERT INTO account_links SELECT i.*, ? FROM incoming_links i
+                   LEFT JOIN account_links l USING (system, object, external_id)
+                   WHERE l.account_id IS NULL OR l.account_id != i.account_id OR l.matched_by != i.matched_by
+                   ON CONFLICT (system, object, external_id) DO UPDATE SET account_id = excluded.account_id,
+                     matched_by = excluded.matched_by, linked_at = excluded.linked_at""",
+                (now,),
+            ).rowcount
+            self.conn.execute("DELETE FROM incoming_links")
+        return changed
+
+    def linked(self, system: str, obj: str) -> dict[str, int]:
+        """external_id -> account_id for one system object."""
+        rows = self.conn.execute(
+            "SELECT external_id, account_id FROM account_links WHERE system = ? AND object = ?", (system, obj)
+        )
+        return dict(rows)
+
+    def external_ids(self) -> dict[int, dict[str, str]]:
+        out: dict[int, dict[str, str]] = {}
+        for account_id, system, obj, ext in self.conn.execute(
+            "SELECT account_id, system, object, external_id FROM account_links ORDER BY linked_at"
+        ):
+            out.setdefault(account_id, {})[f"{system}_{obj}".lower()] = ext
+        return out
+
+    def crm_targets(self, system: str, obj: str, account_ids: list[int]) -> dict[int, tuple[str, dict[str, Any]]]:
+        """account_id -> (external id, stored data) of the live CRM record linked to it (the first linked)."""
+        out: dict[int, tuple[str, dict[str, Any]]] = {}
+        rows = self.conn.execute(
+            """SELECT l.account_id, l.external_id, r.data FROM account_links l
+               JOIN records r ON r.system = l.system AND r.object = l.object AND r.id = l.external_id AND r.deleted = 0
+               WHERE l.system = ? AND l.object = ? AND l.account_id IN (SELECT value FROM json_each(?))
+               ORDER BY l.linked_at, l.external_id""",
+            (system, obj, json.dumps(account_ids)),
+        )
+        for account_id, external_id, data in rows:
+            out.setdefault(account_id, (external_id, json.loads(data)))
+        return out
+
+    def put_records(
+        self, system: str, obj: str, rows: Iterable[tuple[str, dict[str, Any], str | None, bool]],
+        now: str | None = None, cursor: tuple[str, str | None] | None = None,
+    ) -> int:
+        """Upsert (id, data, modified, deleted) records of one system object; returns the count.
+
+        `cursor` (stream, value) is saved in the same transaction: a cursor never
+        moves past data that is not committed.
+        """
+        now = now or utcnow()
+        with self.transaction():
+            if cursor is not None:
+                self.set_cursor(system, cursor[0], cursor[1], now)
+            cur = self.conn.executemany(
+                """INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (system, object, id) DO UPDATE SET data = excluded.data,
+                     modified = excluded.modified, deleted = excluded.deleted,
+                     pulled_at = excluded.pulled_at""",
+                (
+                    (system, obj, rid, json.dumps(data, sort_keys=True, ensure_ascii=False), modified, int(deleted), now)
+                    for rid, data, modified, deleted in rows
+                ),
+            )
+        return cur.rowcount
+
+    def records(self, system: str, obj: str, include_deleted: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, data) of one system object's stored records, in id order."""
+        sql = "SELECT id, data FROM records WHERE system = ? AND object = ?"
+        if not include_deleted:
+            sql += " AND deleted = 0"
+        for rid, data in self.conn.execute(sql + " ORDER BY id", (system, obj)):
+            yield rid, json.loads(data)
+
+    def record_counts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(system, object) -> (live records, deleted records)."""
+        rows = self.conn.execute(
+            "SELECT system, object, sum(deleted = 0), sum(deleted) FROM records GROUP BY system, object"
+        )
+        return {(s, o): (int(live), int(dead)) for s, o, live, dead in rows}
+
+    def cursor(self, system: str, stream: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM cursors WHERE system = ? AND stream = ?", (system, stream)).fetchone()
+        return row[0] if row else None
+
+    def set_cursor(self, system: str, stream: str, value: str | None, now: str | None = None) -> None:
+        """Called inside the transaction that committed the data the cursor covers."""
+        self.conn.execute(
+            """INSERT INTO cursors VALUES (?, ?, ?, ?)
+               ON CONFLICT (system, stream) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
+            (system, stream, value, now or utcnow()),
+        )
+
+    def replace_match_issues(self, rows: Iterable[tuple[str, str, str, str, str, list[str] | None]]) -> None:
+        """Replace all (system, object, external_id, kind, detail, candidates) match issues."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM match_issues")
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO match_issues VALUES (?, ?, ?, ?, ?, ?)",
+                ((s, o, e, k, d, json.dumps(c) if c is not None else None) for s, o, e, k, d, c in rows),
+            )
+
+    def match_issues(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM match_issues"
+        args: list[Any] = []
+        if kind:
+            sql += " WHERE kind = ?"
+            args.append(kind)
+        sql += " ORDER BY kind, system, object, external_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return list(self.db.query(sql, args))
+
+    def match_issue_counts(self) -> list[tuple[str, str, str, int]]:
+        """(system, object, kind, records) of the match issues."""
+        return [(s, o, k, int(n)) for s, o, k, n in self.conn.execute(
+            "SELECT system, object, kind, count(*) FROM match_issues GROUP BY system, object, kind "
+            "ORDER BY system, object, kind"
+        )]

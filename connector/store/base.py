@@ -1,0 +1,40 @@
+"""What every area of the store stands on: the connection and all-or-nothing transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+from ..times import now_iso
+
+
+def utcnow() -> str:
+    return now_iso()
+
+
+class Area:
+    """The state each area's methods use; `Store` (connector/store/__init__.py) sets it on open."""
+
+    path: Path
+    origin: Path  # the store a preview copy was made of
+    readonly: bool
+    locked: bool  # set by RunLock while this process holds the store's run lock
+    scratch: tempfile.TemporaryDirectory[str] | None  # a preview copy's folder
+    conn: sqlite3.Connection
+    db: sqlite_utils.Database
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing: a crash inside leaves the store as it was before."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")

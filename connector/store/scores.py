@@ -1,0 +1,261 @@
+"""Scores: the current results, their history, CSM overrides and the overrides' audit trail."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ..errors import NotFound
+from .base import Area, utcnow
+from .values import _positions
+
+
+class Scores(Area):
+    def write_scores(self, score: str, rows: Iterable[tuple[Any, ...]], scored_at: str) -> int:
+        """Save one named score's results; only rows that differ are written. Returns how many.
+
+        rows: (account_id, model, model_version, computed, value, status_computed,
+        status, grade, override_id, trend, trend_direction, coverage,
+        points_to_next, drivers, groups_json, na_reason). `scored_at` is kept
+        from the previous row when nothing in it changed, so it says when the
+        result last changed; changed values and statuses go to score_history.
+        """
+        compared = " OR ".join(f"s.{c} IS NOT n.{c}" for c in _SCORE_COLUMNS)
+        # a new mappings version that leaves the result as it was is recorded, but is no new result:
+        # the row keeps its scored_at (else every record's scored-at field would be rewritten)
+        result_moved = " OR ".join(f"s.{c} IS NOT n.{c}" for c in _SCORE_COLUMNS if c != "model_version")
+        columns = ", ".join(f"n.{c}" for c in ("score", "account_id", *_SCORE_COLUMNS))
+        with self.transaction():
+            self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS new_scores AS SELECT * FROM scores WHERE 0")
+            self.conn.execute("DELETE FROM new_scores")
+            self.conn.executemany(
+                "INSERT INTO new_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((score, *r, scored_at) for r in rows),
+            )
+            self.conn.execute(
+                """INSERT OR REPLACE INTO score_history (score, account_id, scored_at, value, status, model_version)
+                   SELECT n.score, n.account_id, n.scored_at, n.value, n.status, n.model_version
+                   FROM new_scores n LEFT JOIN scores s ON s.score = n.score AND s.account_id = n.account_id
+                   WHERE s.account_id IS NULL OR s.value IS NOT n.value OR s.status IS NOT n.status"""
+            )
+            changed = self.conn.execute(
+                f"""INSERT OR REPLACE INTO scores
+                    SELECT {columns},
+                           CASE WHEN s.account_id IS NULL OR {result_moved} THEN n.scored_at ELSE s.scored_at END
+                    FROM new_scores n LEFT JOIN scores s ON s.score = n.score AND s.account_id = n.account_id
+                    WHERE s.account_id IS NULL OR {compared}"""
+            ).rowcount
+            self.conn.execute(
+                """DELETE FROM scores WHERE score = ? AND account_id NOT IN (SELECT account_id FROM new_scores)""",
+                (score,),
+            )
+            self.conn.execute("DELETE FROM new_scores")
+        return changed
+
+    def score_as_of(self, score: str, ids: np.ndarray, before: str) -> np.ndarray:
+        """Each account's score value as it stood at `before` (NaN when unknown)."""
+        out = np.full(len(ids), np.nan)
+        rows = self.conn.execute(
+            """SELECT account_id, value, max(scored_at) FROM score_history
+               WHERE score = ? AND scored_at <= ? GROUP BY account_id""",
+            (score, before),
+        ).fetchall()
+        if rows:
+            at, keep = _positions(ids, np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+            vals = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=float)
+            out[at] = vals[keep]
+        return out
+
+    def score_names(self) -> list[str]:
+        """The named scores the store holds current scores of."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT score FROM scores ORDER BY score")]
+
+    def current_scores(self, score: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE s.score = ?", [score]) if score else ("", [])
+        return list(
+            self.db.query(
+                f"""SELECT a.key AS account_key, a.name AS account_name, s.*
+                    FROM scores s JOIN accounts a ON a.id = s.account_id {where}
+                    ORDER BY s.score, a.key""",
+                args,
+            )
+        )
+
+    def score_of(self, score: str, account_id: int) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM scores WHERE score = ? AND account_id = ?", [score, account_id]))
+        return rows[0] if rows else None
+
+    def score_peaks(self, score: str, start: str, end: str) -> dict[int, tuple[float, str]]:
+        """account_id -> (the highest value held between start and end, since when): the value held
+        at `start` and every value taken after it."""
+        rows = self.conn.execute(
+            """SELECT account_id, max(value), scored_at FROM (
+                 SELECT account_id, value, max(scored_at) AS scored_at FROM score_history
+                   WHERE score = :score AND scored_at <= :start GROUP BY account_id
+                 UNION ALL
+                 SELECT account_id, value, scored_at FROM score_history
+                   WHERE score = :score AND scored_at > :start AND scored_at <= :end)
+               WHERE value IS NOT NULL GROUP BY account_id""",
+            {"score": score, "start": start, "end": end},
+        )
+        return {a: (float(v), at) for a, v, at in rows}
+
+    def scores_before(self, score: str, account_ids: list[int], at: str) -> dict[int, tuple[float | None, str | None]]:
+        """account_id -> (value, status) each account's score held at `at`, from the score history."""
+        rows = self.conn.execute(
+            """SELECT account_id, value, status, max(scored_at) FROM score_history
+               WHERE score = ? AND scored_at <= ? AND account_id IN (SELECT value FROM json_each(?))
+               GROUP BY account_id""",
+            (score, at, json.dumps(account_ids)),
+        )
+        return {a: (v, st) for a, v, st, _at in rows}
+
+    def score_results(self, score: str) -> dict[int, dict[str, Any]]:
+        """account_id -> the value, status, model, groups and drivers of its current result for `score`."""
+        return {r["account_id"]: r for r in self.db.query(
+            "SELECT account_id, value, status, model, groups, drivers FROM scores WHERE score = ?", [score])}
+
+    # what the report shows of each score
+
+    def score_versions(self) -> dict[str, int]:
+        """model_version of the stored scores -> rows, most rows first."""
+        return dict(self.conn.execute(
+            "SELECT model_version, count(*) FROM scores GROUP BY model_version ORDER BY count(*) DESC"
+        ).fetchall())
+
+    def score_spread(self, score: str, insufficient: str) -> list[tuple[Any, ...]]:
+        """(model, value, status, accounts, sum of coverage, accounts with a coverage, accounts with no value
+        because of too little coverage: an na_reason starting with `insufficient`) per model, value and status."""
+        return self.conn.execute(
+            """SELECT model, value, status, count(*), sum(coverage), count(coverage),
+                      sum(value IS NULL AND na_reason LIKE ? || '%') FROM scores
+               WHERE score = ? AND model IS NOT NULL GROUP BY model, value, status""",
+            (insufficient, score),
+        ).fetchall()
+
+    def unscored_reasons(self, score: str, insufficient: str, thin: str) -> dict[str, int]:
+        """Why accounts have no value for `score`: reason -> accounts, every na_reason starting with
+        `insufficient` counted as the one reason `thin`; most accounts first."""
+        rows = self.conn.execute(
+            """SELECT CASE WHEN na_reason LIKE ? || '%' THEN ? ELSE coalesce(na_reason, 'no value') END, count(*)
+               FROM scores WHERE score = ? AND value IS NULL GROUP BY 1 ORDER BY 2 DESC""",
+            (insufficient, thin, score),
+        )
+        return {reason: int(n) for reason, n in rows}
+
+    def group_values(self, score: str, names: list[str]) -> list[tuple[Any, ...]]:
+        """(model, each named group's sub-score) of every scored account with a model."""
+        columns = ", ".join("json_extract(groups, ?)" for _ in names)
+        return self.conn.execute(
+            f"SELECT model, {columns} FROM scores WHERE score = ? AND model IS NOT NULL",
+            [*(f'$."{name}"' for name in names), score],
+        ).fetchall()
+
+    def score_values(self, score: str) -> tuple[np.ndarray, np.ndarray]:
+        """(account ids ascending, value) of the accounts that have a value for this score."""
+        cursor = self.conn.execute(
+            "SELECT account_id, value FROM scores WHERE score = ? AND value IS NOT NULL ORDER BY account_id",
+            (score,),
+        )
+        flat = np.fromiter(itertools.chain.from_iterable(cursor), dtype=float)
+        return flat[0::2].astype(np.int64), flat[1::2]
+
+    def score_accounts(self, score: str, account_ids: list[int]) -> list[tuple[int, str, str | None, str | None, str | None]]:
+        """(account_id, key, name, model, status now) of a handful of accounts' current `score` results."""
+        return self.conn.execute(
+            """SELECT s.account_id, a.key, a.name, s.model, s.status FROM scores s
+               JOIN accounts a ON a.id = s.account_id
+               WHERE s.score = ? AND s.account_id IN (SELECT value FROM json_each(?))""",
+            (score, json.dumps(account_ids)),
+        ).fetchall()
+
+    def active_overrides(self, score: str, at: str) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT * FROM overrides WHERE score = ? AND ended_at IS NULL AND expires_at > ? ORDER BY id",
+                [score, at],
+            )
+        )
+
+    def overrides(self, include_ended: bool = False) -> list[dict[str, Any]]:
+        where = "" if include_ended else "WHERE o.ended_at IS NULL"
+        return list(
+            self.db.query(
+                f"SELECT o.*, a.key AS account_key, a.name AS account_name FROM overrides o JOIN accounts a ON a.id = o.account_id {where} ORDER BY o.id"
+            )
+        )
+
+    def audit(self, override_id: int | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE override_id = ?", [override_id]) if override_id else ("", [])
+        return list(self.db.query(f"SELECT * FROM override_audit {where} ORDER BY id", args))
+
+    def set_override(
+        self,
+        account_id: int,
+        score: str,
+        kind: str,
+        value: str,
+        reason: str,
+        expires_at: str,
+        source: str,
+        actor: str,
+        now: str | None = None,
+    ) -> int:
+        """Start an override, ending (and auditing) any active one for the same score."""
+        now = now or utcnow()
+        with self.transaction():
+            for (old_id,) in self.conn.execute(
+                "SELECT id FROM overrides WHERE account_id = ? AND score = ? AND ended_at IS NULL",
+                (account_id, score),
+            ).fetchall():
+                self._end_override(old_id, now, "superseded", actor, {"by": "new override"})
+            cur = self.conn.execute(
+                """INSERT INTO overrides (account_id, score, kind, value, reason, source, set_by, set_at, expires_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (account_id, score, kind, value, reason, source, actor, now, expires_at),
+            )
+            new_id = int(cur.lastrowid or 0)
+            self._audit(new_id, now, "set", actor, {"kind": kind, "value": value, "reason": reason, "expires_at": expires_at, "source": source})
+        return new_id
+
+    def end_override(self, override_id: int, why: str, actor: str, now: str | None = None) -> None:
+        now = now or utcnow()
+        with self.transaction():
+            row = self.conn.execute("SELECT ended_at FROM overrides WHERE id = ?", (override_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no override #{override_id}")
+            if row[0] is not None:
+                raise NotFound(f"override #{override_id} already ended at {row[0]}")
+            self._end_override(override_id, now, why, actor, {})
+
+    def expire_overrides(self, now: str) -> int:
+        """End overrides whose expiry has passed, with an audit entry each."""
+        with self.transaction():
+            ids = [r[0] for r in self.conn.execute(
+                "SELECT id FROM overrides WHERE ended_at IS NULL AND expires_at <= ?", (now,)
+            ).fetchall()]
+            for override_id in ids:
+                self._end_override(override_id, now, "expired", "healthsync", {})
+        return len(ids)
+
+    def _end_override(self, override_id: int, now: str, why: str, actor: str, detail: dict[str, Any]) -> None:
+        self.conn.execute(
+            "UPDATE overrides SET ended_at = ?, ended_reason = ? WHERE id = ?", (now, why, override_id)
+        )
+        self._audit(override_id, now, why, actor, detail)
+
+    def _audit(self, override_id: int, now: str, action: str, actor: str, detail: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT INTO override_audit (override_id, at, action, actor, detail) VALUES (?, ?, ?, ?, ?)",
+            (override_id, now, action, actor, json.dumps(detail, sort_keys=True)),
+        )
+
+
+_SCORE_COLUMNS = (
+    "model", "model_version", "computed", "value", "status_computed", "status", "grade", "override_id",
+    "trend", "trend_direction", "coverage", "points_to_next", "drivers", "groups", "na_reason",
+)

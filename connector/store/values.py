@@ -1,0 +1,193 @@
+"""Metric values: the current value of every name per account, its history, and columns of them."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .base import Area, utcnow
+
+
+@dataclass
+class Column:
+    """One stored name's current values, aligned to the store's account order."""
+
+    values: np.ndarray  # float64 (NaN = N/A) or object (None = N/A)
+    since: np.ndarray  # object: ISO timestamp the value took effect, None when absent
+    na_reason: np.ndarray  # object: why the source had no value, None when it had one
+
+
+class Values(Area):
+    def set_values(
+        self, rows: Iterable[tuple[int, str, Any] | tuple[int, str, Any, str | None]], now: str | None = None
+    ) -> int:
+        """Record (account_id, name, value[, na_reason]) observations; returns how many changed.
+
+        A value equal to the stored one only refreshes seen_at; a changed value
+        (None included) starts a new `since` and is appended to metric_history.
+        """
+        now = now or utcnow()
+        by_name: dict[str, list[tuple[str, int, float | None, str | None, str | None]]] = {}
+        for row in rows:
+            value_row = _value_row(row)
+            by_name.setdefault(value_row[0], []).append(value_row)
+        fresh: list[tuple[str, int, float | None, str | None, str | None]] = []
+        with self.transaction():
+            for name, observed in by_name.items():  # one name at a time: memory stays one column wide
+                current = self._current_values(name)
+                fresh += [r for r in observed if current.get(r[1]) != r[2:]]
+                seen = [r[1] for r in observed if r[1] in current]
+                if len(set(seen)) == len(current):  # the whole column was observed (the measure step's case)
+                    self.conn.execute("UPDATE metric_values SET seen_at = ? WHERE name = ?", (now, name))
+                else:
+                    self.conn.executemany(
+                        "UPDATE metric_values SET seen_at = ? WHERE name = ? AND account_id = ?",
+                        ((now, name, account_id) for account_id in seen),
+                    )
+            if not fresh:
+                return 0
+            self.conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS incoming (name TEXT, account_id INTEGER, num REAL, text TEXT, na_reason TEXT, PRIMARY KEY (name, account_id))"
+            )
+            self.conn.execute("DELETE FROM incoming")
+            self.conn.executemany("INSERT OR REPLACE INTO incoming VALUES (?, ?, ?, ?, ?)", fresh)
+            changed = self.conn.execute(
+                """INSERT INTO metric_history (name, account_id, since, num, text)
+                   SELECT i.name, i.account_id, ?, i.num, i.text FROM incoming i
+                   LEFT JOIN metric_values v ON v.name = i.name AND v.account_id = i.account_id
+                   WHERE v.account_id IS NULL OR v.num IS NOT i.num OR v.text IS NOT i.text
+                   ON CONFLICT DO UPDATE SET num = excluded.num, text = excluded.text""",
+                (now,),
+            ).rowcount
+            self.conn.execute(
+                """INSERT INTO metric_values (name, account_id, num, text, since, seen_at, na_reason)
+                   SELECT name, account_id, num, text, :now, :now, na_reason FROM incoming WHERE true
+                   ON CONFLICT (name, account_id) DO UPDATE SET
+                     since = CASE WHEN metric_values.num IS excluded.num AND metric_values.text IS excluded.text
+                                  THEN metric_values.since ELSE excluded.since END,
+                     num = excluded.num, text = excluded.text,
+                     seen_at = excluded.seen_at, na_reason = excluded.na_reason""",
+                {"now": now},
+            )
+            self.conn.execute("DELETE FROM incoming")
+        return changed
+
+    def _current_values(self, name: str) -> dict[int, tuple[float | None, str | None, str | None]]:
+        rows = self.conn.execute("SELECT account_id, num, text, na_reason FROM metric_values WHERE name = ?", (name,))
+        return {a: (num, text, reason) for a, num, text, reason in rows}
+
+    def load_column(self, name: str, ids: np.ndarray, text: bool, with_since: bool = True) -> Column:
+        """The current values of one stored name for the given accounts (N/A where absent).
+
+        `since` (when each value took effect) is read only when asked for: age
+        rules need it, and for other names it would double the load time.
+        """
+        n = len(ids)
+        values = np.full(n, None, dtype=object) if text else np.full(n, np.nan)
+        since = np.full(n, None, dtype=object)
+        reasons = np.full(n, None, dtype=object)
+        if not text:
+            # the hot path: plain numbers straight into a float array, no per-row Python calls
+            cur = self.conn.execute(
+                "SELECT account_id, num FROM metric_values WHERE name = ? AND num IS NOT NULL", (name,)
+            )
+            flat = np.fromiter(itertools.chain.from_iterable(cur), dtype=float)
+            at, keep = _positions(ids, flat[0::2].astype(np.int64))
+            values[at] = flat[1::2][keep]
+        rows = self.conn.execute(
+            "SELECT account_id, num, text, na_reason FROM metric_values WHERE name = ?"
+            + ("" if text else " AND num IS NULL"),
+            (name,),
+        ).fetchall()
+        if rows:
+            at, kept = _aligned(ids, rows)
+            _fill(values, at, kept, text)
+            if text:
+                reasons[at] = [r[3] for r in kept]
+            else:
+                reasons[at] = [r[3] or (f"not a number: {r[2]!r}" if r[2] is not None else None) for r in kept]
+        found = (
+            self.conn.execute("SELECT account_id, since FROM metric_values WHERE name = ?", (name,)).fetchall()
+            if with_since
+            else []
+        )
+        if found:
+            at, keep = _positions(ids, np.fromiter((r[0] for r in found), np.int64, len(found)))
+            since[at] = np.array([r[1] for r in found], dtype=object)[keep]
+        return Column(values, since, reasons)
+
+    def history_column(
+        self, name: str, ids: np.ndarray, text: bool, before: str, non_null: bool = False
+    ) -> Column:
+        """Each account's value as it stood at `before` (or its last non-N/A one, if asked)."""
+        n = len(ids)
+        values = np.full(n, None, dtype=object) if text else np.full(n, np.nan)
+        since = np.full(n, None, dtype=object)
+        condition = "AND (num IS NOT NULL OR text IS NOT NULL)" if non_null else ""
+        rows = self.conn.execute(
+            f"""SELECT account_id, num, text, max(since) FROM metric_history
+                WHERE name = ? AND since <= ? {condition} GROUP BY account_id""",
+            (name, before),
+        ).fetchall()
+        if rows:
+            at, kept = _aligned(ids, rows)
+            _fill(values, at, kept, text)
+            since[at] = [r[3] for r in kept]
+        return Column(values, since, np.full(n, None, dtype=object))
+
+
+def _positions(ids: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions in `ids` (sorted) of `found`, and which of `found` are there at all."""
+    at = np.searchsorted(ids, found)
+    at_clipped = np.minimum(at, max(len(ids) - 1, 0))
+    keep = (at < len(ids)) & (ids[at_clipped] == found) if len(ids) else np.zeros(len(found), bool)
+    return at[keep], keep
+
+
+def _aligned(ids: np.ndarray, rows: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Positions in `ids` of rows keyed by account id (first column), and those rows."""
+    at, keep = _positions(ids, np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+    return at, (rows if keep.all() else [rows[i] for i in np.flatnonzero(keep)])
+
+
+def _fill(values: np.ndarray, at: np.ndarray, rows: list[Any], text: bool) -> None:
+    """Put (account_id, num, text, ...) rows' values into a column, as text or as numbers."""
+    if text:
+        values[at] = [r[2] if r[2] is not None else _text_of(r[1]) for r in rows]
+    else:
+        values[at] = np.array([_num_of(r[1], r[2]) for r in rows], dtype=float)
+
+
+def _value_row(row: tuple[Any, ...]) -> tuple[str, int, float | None, str | None, str | None]:
+    account_id, name, value = row[0], row[1], row[2]
+    reason = row[3] if len(row) > 3 else None
+    if value is None:
+        return name, account_id, None, None, reason or None
+    if isinstance(value, bool):
+        return name, account_id, float(value), None, None
+    if isinstance(value, int | float):
+        if value != value:  # NaN
+            return name, account_id, None, None, reason or "not a number"
+        return name, account_id, float(value), None, None
+    return name, account_id, None, str(value), None
+
+
+def _num_of(num: float | None, text: str | None) -> float:
+    if num is not None:
+        return float(num)
+    if text is None:
+        return np.nan
+    try:
+        return float(text)
+    except ValueError:
+        return np.nan
+
+
+def _text_of(num: float | None) -> str | None:
+    if num is None:
+        return None
+    return str(int(num)) if float(num).is_integer() else repr(float(num))
