@@ -44,7 +44,7 @@ from connector.http import CallLog
 from connector.pipeline import pull, score, sources
 from connector.runlock import RunLock
 from connector.store import Store
-from connector.writeback import BATCH, OBJECT, output_fields, plan, push
+from connector.writeback import BATCH, CRM_OBJECT, output_fields, plan, push
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).parent / "out"
@@ -128,7 +128,7 @@ def bench(accounts: int, mappings: Any, naive_limit: int | None) -> None:
         parent.send(("clear", None))
         parent.recv()
         calls = CallLog()
-        found, _ = sources({**env, **extra}, calls, only=list(OBJECT))
+        found, _ = sources({**env, **extra}, calls, only=list(CRM_OBJECT))
         writers = {s.system: s for s in found}
         with Store(path) as store:
             start = time.perf_counter()

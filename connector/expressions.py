@@ -27,7 +27,7 @@ Column = Any  # np.ndarray (float64 or object) or a Python scalar that broadcast
 NUM, TEXT, BOOL, DATE, ANY = "number", "text", "boolean", "date", "any"
 
 
-class Context(Protocol):
+class Scope(Protocol):
     """What an expression needs from the data it runs over."""
 
     @property
@@ -47,7 +47,7 @@ class Context(Protocol):
 class Node:
     """One node of a parsed expression."""
 
-    def eval(self, ctx: Context) -> Column:
+    def eval(self, ctx: Scope) -> Column:
         raise NotImplementedError
 
     def children(self) -> Sequence[Node]:
@@ -63,7 +63,7 @@ class Node:
 class Const(Node):
     value: float | str | None | tuple[float | str | None, ...]
 
-    def eval(self, ctx: Context) -> Column:
+    def eval(self, ctx: Scope) -> Column:
         return self.value
 
 
@@ -71,7 +71,7 @@ class Const(Node):
 class Name(Node):
     name: str
 
-    def eval(self, ctx: Context) -> Column:
+    def eval(self, ctx: Scope) -> Column:
         return ctx.column(self.name)
 
 
@@ -83,7 +83,7 @@ class Unary(Node):
     def children(self) -> Sequence[Node]:
         return (self.operand,)
 
-    def eval(self, ctx: Context) -> Column:
+    def eval(self, ctx: Scope) -> Column:
         value = self.operand.eval(ctx)
         if self.op == "not":
             t = _truth(value)
@@ -103,7 +103,7 @@ class Binary(Node):
 
 @dataclass
 class Arith(Binary):
-    def eval(self, ctx: Context) -> Column:
+    def eval(self, ctx: Scope) -> Column:
         a, b = _num(self.left.eval(ctx)), _num(self.right.eval(ctx))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if self.op == "+":
@@ -125,7 +125,7 @@ class Logic(Node):
     def children(self) -> Sequence[Node]:
         return self.operands
 
-    def eval(self, ctx: Context) -> Column:
+    def eval(self, ctx: Scope) -> Column:
         result = _truth(self.operands[0].eval(ctx))
         for operand in self.operands[1:]:
             other = _truth(operand.eval(ctx))
@@ -141,7 +141,7 @@ class Logic(Node):
 
 @dataclass
 class Compare(Binary):
-    def eval(self, ctx: Context) -> Column:
+    def eval(self, ctx: Scope) -> Column:
         a, b = self.left.eval(ctx), self.right.eval(ctx)
         if self.op in ("in", "not in"):
             return _membership(a, b, negate=self.op == "not in", n=ctx.n)
@@ -156,7 +156,7 @@ class Call(Node):
     def children(self) -> Sequence[Node]:
         return self.args
 
-    def eval(self, ctx: Context) -> Column:
+    def eval(self, ctx: Scope) -> Column:
         return FUNCTIONS[self.func].run(self, ctx)
 
 
@@ -263,16 +263,16 @@ class Function:
     min_args: int
     max_args: int | None
     result: str
-    run: Callable[[Call, Context], Column]
+    run: Callable[[Call, Scope], Column]
     doc: str
     history: bool = False  # first argument is a stored name read as of N days ago
 
 
-def _args(call: Call, ctx: Context) -> list[Column]:
+def _args(call: Call, ctx: Scope) -> list[Column]:
     return [a.eval(ctx) for a in call.args]
 
 
-def _fold(call: Call, ctx: Context, fn: Callable[[Any, Any], Any]) -> Column:
+def _fold(call: Call, ctx: Scope, fn: Callable[[Any, Any], Any]) -> Column:
     values = [_num(v) for v in _args(call, ctx)]
     out = values[0]
     for v in values[1:]:
@@ -280,7 +280,7 @@ def _fold(call: Call, ctx: Context, fn: Callable[[Any, Any], Any]) -> Column:
     return out
 
 
-def _coalesce(call: Call, ctx: Context) -> Column:
+def _coalesce(call: Call, ctx: Scope) -> Column:
     values = _args(call, ctx)
     out = values[-1]
     for v in reversed(values[:-1]):
@@ -294,7 +294,7 @@ def _history_days(call: Call) -> int:
     return int(arg.value)
 
 
-def _change(call: Call, ctx: Context) -> Column:
+def _change(call: Call, ctx: Scope) -> Column:
     name = call.args[0]
     assert isinstance(name, Name)
     now = _num(ctx.column(name.name))
@@ -302,7 +302,7 @@ def _change(call: Call, ctx: Context) -> Column:
     return now - then
 
 
-def _pct_change(call: Call, ctx: Context) -> Column:
+def _pct_change(call: Call, ctx: Scope) -> Column:
     name = call.args[0]
     assert isinstance(name, Name)
     now = _num(ctx.column(name.name))
@@ -312,7 +312,7 @@ def _pct_change(call: Call, ctx: Context) -> Column:
     return np.where(np.isfinite(out), out, np.nan)
 
 
-def _days_between(call: Call, ctx: Context, sign: int) -> Column:
+def _days_between(call: Call, ctx: Scope, sign: int) -> Column:
     value = call.args[0].eval(ctx)
     arr = np.asarray(value, dtype=object).reshape(-1)
     days = np.array([_iso_days(v) for v in arr], dtype=float)
@@ -372,7 +372,7 @@ class Expression:
     root: Node
     names: set[str] = field(default_factory=set)
 
-    def evaluate(self, ctx: Context) -> Column:
+    def evaluate(self, ctx: Scope) -> Column:
         value = self.root.eval(ctx)
         if isinstance(value, np.ndarray) and value.shape == (ctx.n,):
             return value

@@ -18,6 +18,7 @@ from typing import Any
 from .catalogue import CATALOGUE
 from .config.mappings import Mappings
 from .store import Store
+from .times import iso, parse_iso
 
 NA = None
 OPEN_TICKET = {"new", "open", "pending", "hold"}
@@ -87,7 +88,7 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None) -> Me
                     total = summary.mrr_by_currency.get(currency[0], 0.0) + mrr[0]
                     summary.mrr_by_currency[currency[0]] = round(total, 2)
 
-    summary.changed = store.set_values(rows(), now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    summary.changed = store.set_values(rows(), iso(now))
     return summary
 
 
@@ -335,7 +336,7 @@ def _failed_payments_30d(acct: AccountData, now: datetime) -> Value:
 
 def _ticket_time(value: Any) -> datetime | None:
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parse_iso(str(value))
     except ValueError:
         return None
 

@@ -36,13 +36,12 @@ from .scoring.frame import Frame, from_store, iso
 from .scoring.overrides import sync_crm_overrides
 from .shutdown import Interrupted, Shutdown
 from .store import Store
-from .systems import Context, PullStats, Source
+from .systems import PullStats, Source, SourceSetup
 from .systems.hubspot import HubSpotSource
 from .systems.salesforce import SalesforceSource
 from .systems.stripe import StripeSource
 from .systems.zendesk import ZendeskSource
-from .writeback import OBJECT as CRM_OBJECTS
-from .writeback import PlanSummary, PushSummary, plan, push
+from .writeback import CRM_OBJECT, PlanSummary, PushSummary, plan, push
 
 SOURCES = {"salesforce": SalesforceSource, "hubspot": HubSpotSource, "stripe": StripeSource, "zendesk": ZendeskSource}
 @dataclass
@@ -63,7 +62,7 @@ def expected_systems(mappings: Mappings) -> dict[str, str]:
     """The systems the mappings read or write, each with the first place that names it."""
     found: dict[str, str] = {}
     for name, spec in mappings.inputs.items():
-        for system in CRM_OBJECTS:
+        for system in CRM_OBJECT:
             if getattr(spec, system, None):
                 found.setdefault(system, f"input '{name}' reads {getattr(spec, system)}")
     for name, compiled in mappings.scores.items():
@@ -86,7 +85,7 @@ def sources(
     naming its variables: a run never quietly goes without a system it needs; `skip` names the
     systems to leave out on purpose (`--skip`, HEALTHSYNC_SKIP).
     """
-    ctx = Context(env, calls, dataclasses.replace(RetryPolicy.from_env(env), shutdown=shutdown))
+    ctx = SourceSetup(env, calls, dataclasses.replace(RetryPolicy.from_env(env), shutdown=shutdown))
     skip = {s.strip() for s in skip if s.strip()} | {s.strip() for s in env.get("HEALTHSYNC_SKIP", "").split(",") if s.strip()}
     unknown = sorted(skip - set(SOURCES))
     if unknown:
@@ -283,7 +282,7 @@ def _run(
     event("alerts", step="alerts", fired=result.alerts.fired(), baseline=result.alerts.baseline or None,
           recorded=result.alerts.saved)
     if not dry_run:
-        writers = {s.system: s for s in result.pulled.sources if s.system in CRM_OBJECTS}
+        writers = {s.system: s for s in result.pulled.sources if s.system in CRM_OBJECT}
         result.pushed = push(store, mappings, writers, shutdown=shutdown)
         if not result.pushed.interrupted:
             result.delivered = deliver(store, env, result.pulled.sources, result.pulled.calls, shutdown,

@@ -41,8 +41,9 @@ from .outputs import fit
 from .shutdown import Interrupted, Shutdown
 from .store import Store, utcnow
 from .systems import WriteResult
+from .times import iso, parse_iso
 
-OBJECT = {"salesforce": "Account", "hubspot": "companies"}
+CRM_OBJECT = {"salesforce": "Account", "hubspot": "companies"}
 BATCH = {"salesforce": 200, "hubspot": 100}
 NUMBER_TYPES = {"double", "percent", "currency", "int", "long", "number"}
 DATETIME_TYPES = {"datetime"}
@@ -89,7 +90,7 @@ def canonical(value: Any, kind: str) -> str | None:
     if kind in DATETIME_TYPES or (isinstance(value, str) and _ISO.match(value)):
         moment = _moment(value)
         if moment is not None:
-            return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+            return iso(moment)
     return str(value).strip()
 
 
@@ -98,7 +99,7 @@ def _moment(value: Any) -> datetime | None:
     try:
         if text.isdigit():
             return datetime.fromtimestamp(int(text) / 1000, UTC)
-        return datetime.fromisoformat(text.replace("Z", "+00:00").replace("+0000", "+00:00")).astimezone(UTC)
+        return parse_iso(text)
     except ValueError:
         return None
 
@@ -118,7 +119,7 @@ def desired_values(store: Store, mappings: Mappings, system: str, types: Mapping
                    lengths: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
     """CRM record id -> output field -> the value it should hold (text cut to the field's length)."""
     lengths = field_lengths(store, system) if lengths is None else lengths
-    owner = store.linked(system, OBJECT[system])
+    owner = store.linked(system, CRM_OBJECT[system])
     by_account: dict[int, list[str]] = {}
     for record_id, account_id in owner.items():
         by_account.setdefault(account_id, []).append(record_id)
@@ -167,13 +168,13 @@ def plan(store: Store, mappings: Mappings, run_id: int | None = None, systems: l
     summary = PlanSummary()
     now = utcnow()
     rows: list[tuple[Any, ...]] = []
-    for system in systems or list(OBJECT):
+    for system in systems or list(CRM_OBJECT):
         types = field_types(store, system)
         if not types:
             continue  # this CRM was never pulled: nothing known to compare with
-        held = dict(store.records(system, OBJECT[system]))
-        owner = store.linked(system, OBJECT[system])
-        written = store.written(system, OBJECT[system])
+        held = dict(store.records(system, CRM_OBJECT[system]))
+        owner = store.linked(system, CRM_OBJECT[system])
+        written = store.written(system, CRM_OBJECT[system])
         summary.changes[system] = summary.drift[system] = summary.unchanged[system] = 0
         counts = summary.fields.setdefault(system, {})
         for record_id, desired in desired_values(store, mappings, system, types).items():
@@ -198,7 +199,7 @@ def plan(store: Store, mappings: Mappings, run_id: int | None = None, systems: l
                 continue
             summary.changes[system] += 1
             summary.drift[system] += len(drift)
-            rows.append((run_id, system, OBJECT[system], record_id, owner[record_id], json.dumps(changes, sort_keys=True),
+            rows.append((run_id, system, CRM_OBJECT[system], record_id, owner[record_id], json.dumps(changes, sort_keys=True),
                          json.dumps(before, sort_keys=True, default=str), json.dumps(drift), now))
             if len(summary.samples) < sample_size:
                 summary.samples.append({"system": system, "record": record_id, "before": before, "after": changes})
@@ -329,7 +330,7 @@ def _settle(store: Store, system: str, batch: list[dict[str, Any]], results: Seq
         counters[status][system] += 1
         if status == "done":
             written.append((row["record_id"], json.loads(row["fields"])))
-    store.settle_batch(system, OBJECT[system], outcome,
+    store.settle_batch(system, CRM_OBJECT[system], outcome,
                        [(rid, {f: canonical(v, types.get(f, "string")) for f, v in fields.items()}, fields)
                         for rid, fields in written])
 

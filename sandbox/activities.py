@@ -19,8 +19,10 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
+
+from connector.times import parse_iso
 
 from .dataset import HS_OWNERS, Dataset, hs_time, sf_id, sf_time
 
@@ -133,7 +135,7 @@ def _hs_time(text: str) -> float | None:
     if re.fullmatch(r"\d+", text):
         return int(text) / 1000
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = parse_iso(text)
     except ValueError:
         return None
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

@@ -12,7 +12,7 @@ from conftest import NOW
 
 from connector.delivery import MAX_ATTEMPTS, deliver
 from connector.http import CallLog, QuotaStop, RetryPolicy, SettingsError
-from connector.systems import Context
+from connector.systems import SourceSetup
 from connector.systems.hubspot import HubSpotSource
 from connector.systems.salesforce import SalesforceSource
 from connector.systems.webhook import WebhookSender
@@ -27,7 +27,7 @@ FAST = RetryPolicy(attempts=4, base=0.001)
 
 
 def salesforce(env: dict[str, str] | None = None, calls: CallLog | None = None) -> SalesforceSource:
-    source = SalesforceSource.from_env(Context(env or SF_ENV, calls or CallLog(), FAST))
+    source = SalesforceSource.from_env(SourceSetup(env or SF_ENV, calls or CallLog(), FAST))
     assert source is not None
     return source
 
@@ -138,7 +138,7 @@ def sandbox():
 
 def sandbox_client(sb: Sandbox, cls: type) -> object:
     env = {**sb.env(), "HEALTHSYNC_RETRY_BASE": "0.01"}
-    source = cls.from_env(Context(env, CallLog(), RetryPolicy.from_env(env)))
+    source = cls.from_env(SourceSetup(env, CallLog(), RetryPolicy.from_env(env)))
     assert source is not None
     return source
 

@@ -19,7 +19,7 @@ from connector.http import (
     setting,
 )
 from connector.pipeline import SOURCES
-from connector.systems import Context
+from connector.systems import SourceSetup
 from connector.systems.webhook import WebhookSender
 from sandbox.server import (
     HUBSPOT_TOKEN,
@@ -66,7 +66,7 @@ def test_every_credential_a_source_reads_is_registered_by_the_source(tmp_path, f
             env[f"{name}_FILE"] = str(tmp_path / name)
         else:
             env[name] = value
-    ctx = Context(env, CallLog(), RetryPolicy())
+    ctx = SourceSetup(env, CallLog(), RetryPolicy())
     assert all(cls.from_env(ctx) is not None for cls in SOURCES.values())
     assert WebhookSender(env, CallLog(), RetryPolicy()).url("SLACK_URL")
     line = " ".join([*SANDBOX_SECRETS.values(), "/services/T0SANDBOX/B0SANDBOX/sandboxHookSecret"])

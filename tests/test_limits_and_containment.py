@@ -25,7 +25,7 @@ from connector.delivery import MAX_ATTEMPTS, deliver
 from connector.http import AuthError, CallLog, RetryPolicy
 from connector.pipeline import SOURCES, PullSummary, RunSummary, pull, run
 from connector.store import Store
-from connector.systems import Context
+from connector.systems import SourceSetup
 from connector.systems.salesforce import SalesforceSource
 from connector.systems.zendesk import ZendeskSource
 from sandbox.dataset import SF_OWNERS, build_dataset
@@ -45,7 +45,7 @@ def env_of(sb: Sandbox, **extra: str) -> dict[str, str]:
 
 
 def client(cls: type, env: dict[str, str], calls: CallLog | None = None):
-    source = cls.from_env(Context(env, calls or CallLog(), RetryPolicy.from_env(env)))
+    source = cls.from_env(SourceSetup(env, calls or CallLog(), RetryPolicy.from_env(env)))
     assert source is not None
     return source
 

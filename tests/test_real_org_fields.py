@@ -19,7 +19,7 @@ from connector.config.mappings import load_mappings
 from connector.http import CallLog, RetryPolicy
 from connector.pipeline import run
 from connector.store import Store
-from connector.systems import Context
+from connector.systems import SourceSetup
 from connector.systems.hubspot import STRING_LENGTH, HubSpotSource
 from connector.systems.salesforce import SalesforceSource
 from connector.writeback import field_lengths, field_types
@@ -37,14 +37,14 @@ def env_of(sb: Sandbox) -> dict[str, str]:
 
 def salesforce(sb: Sandbox) -> SalesforceSource:
     env = env_of(sb)
-    source = SalesforceSource.from_env(Context(env, CallLog(), RetryPolicy.from_env(env)))
+    source = SalesforceSource.from_env(SourceSetup(env, CallLog(), RetryPolicy.from_env(env)))
     assert source is not None
     return source
 
 
 def hubspot(sb: Sandbox) -> HubSpotSource:
     env = env_of(sb)
-    source = HubSpotSource.from_env(Context(env, CallLog(), RetryPolicy.from_env(env)))
+    source = HubSpotSource.from_env(SourceSetup(env, CallLog(), RetryPolicy.from_env(env)))
     assert source is not None
     return source
 

@@ -14,7 +14,7 @@ from connector.config.mappings import load_mappings
 from connector.errors import ConfigError
 from connector.http import CallLog, RetryPolicy, SettingsError
 from connector.pipeline import pull
-from connector.systems import Context
+from connector.systems import SourceSetup
 from connector.systems.salesforce import SalesforceSource
 
 BASE = "https://acme.my.salesforce.com"
@@ -37,7 +37,7 @@ def describe(fields: list[str]) -> dict:
 
 
 def all_fields() -> list[str]:
-    source = SalesforceSource.from_env(Context(ENV, CallLog(), RetryPolicy()))
+    source = SalesforceSource.from_env(SourceSetup(ENV, CallLog(), RetryPolicy()))
     assert source is not None
     return source.account_fields(MAPPINGS)
 
@@ -165,10 +165,10 @@ def test_password_login_renews_an_expired_session(store):
 
 def test_plain_http_and_incomplete_settings_are_refused():
     with pytest.raises(SettingsError, match="plain http is refused"):
-        SalesforceSource.from_env(Context({**ENV, "SALESFORCE_INSTANCE_URL": "http://acme.my.salesforce.com"}, CallLog(), RetryPolicy()))
+        SalesforceSource.from_env(SourceSetup({**ENV, "SALESFORCE_INSTANCE_URL": "http://acme.my.salesforce.com"}, CallLog(), RetryPolicy()))
     with pytest.raises(SettingsError, match="incomplete"):
-        SalesforceSource.from_env(Context({"SALESFORCE_USERNAME": "ops@acme.com"}, CallLog(), RetryPolicy()))
-    assert SalesforceSource.from_env(Context({}, CallLog(), RetryPolicy())) is None
+        SalesforceSource.from_env(SourceSetup({"SALESFORCE_USERNAME": "ops@acme.com"}, CallLog(), RetryPolicy()))
+    assert SalesforceSource.from_env(SourceSetup({}, CallLog(), RetryPolicy())) is None
 
 
 def test_secrets_can_come_from_files(tmp_path, sf, store):
@@ -185,7 +185,7 @@ def test_secrets_can_come_from_files(tmp_path, sf, store):
 
 
 def writer(**env: str) -> SalesforceSource:
-    source = SalesforceSource.from_env(Context({**ENV, "SALESFORCE_BULK_POLL_SECONDS": "0", **env}, CallLog(), RetryPolicy()))
+    source = SalesforceSource.from_env(SourceSetup({**ENV, "SALESFORCE_BULK_POLL_SECONDS": "0", **env}, CallLog(), RetryPolicy()))
     assert source is not None
     return source
 

@@ -21,7 +21,9 @@ from .output import err, out
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Context:
+class Invocation:
+    """One command's invocation: the store and mappings it names, and how it logs."""
+
     def __init__(self, db: str | None, mappings: str | None, log_format: str = "human"):
         self.log_format = log_format
         self.db_path = db
@@ -107,7 +109,7 @@ def cli(ctx: click.Context, db: str | None, mappings: str | None, verbose: bool,
     default = "INFO" if verbose or log_format == "json" else "WARNING"
     logs.setup(os.environ.get("HEALTHSYNC_LOG_LEVEL", default) if not verbose else "INFO", log_format)
     out.quiet = log_format == "json"
-    ctx.obj = Context(db, mappings, log_format)
+    ctx.obj = Invocation(db, mappings, log_format)
     ctx.obj.db_given = ctx.get_parameter_source("db") is click.core.ParameterSource.COMMANDLINE
 
 

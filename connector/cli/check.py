@@ -12,8 +12,8 @@ from .. import outputs, pipeline
 from ..config.mappings import check_mappings
 from ..errors import ConfigError, HealthsyncError, Problem
 from ..http import AuthError, CallLog
-from ..writeback import OBJECT as CRM_OBJECTS
-from .base import Context, cli, handled
+from ..writeback import CRM_OBJECT
+from .base import Invocation, cli, handled
 from .output import err, out
 
 
@@ -21,7 +21,7 @@ from .output import err, out
 @click.option("--live", is_flag=True, help="Also check every mapped field in the configured CRMs (reads only).")
 @click.pass_obj
 @handled
-def validate(obj: Context, live: bool) -> None:
+def validate(obj: Invocation, live: bool) -> None:
     """Check the mappings; list every problem with file:line (exit 2 if any)."""
     mappings, problems = check_mappings(obj.mappings_path)
     if problems:
@@ -42,7 +42,7 @@ def validate(obj: Context, live: bool) -> None:
               help="Write the Salesforce DX project (CustomField + permission set XML) for these mappings to DIR.")
 @click.pass_obj
 @handled
-def setup(obj: Context, metadata: str | None) -> None:
+def setup(obj: Invocation, metadata: str | None) -> None:
     """Create missing HubSpot output properties; check Salesforce output fields and print what is missing."""
     _fields(obj.mappings(), create=True, metadata=metadata)
 
@@ -55,7 +55,7 @@ def _fields(mappings: Any, create: bool, metadata: str | None, ping: bool = Fals
             target.write_text(text, encoding="utf-8")
         out.print(f"wrote the Salesforce DX project for these mappings to {metadata}", markup=False)
     expected = pipeline.expected_systems(mappings)
-    found, skipped = pipeline.sources(os.environ, CallLog(), only=None if ping else list(CRM_OBJECTS),
+    found, skipped = pipeline.sources(os.environ, CallLog(), only=None if ping else list(CRM_OBJECT),
                                       expected=expected)
     for system, why in skipped.items():
         out.print(f"{system}: {why}", markup=False)
@@ -70,7 +70,7 @@ def _fields(mappings: Any, create: bool, metadata: str | None, ping: bool = Fals
                 found.remove(source)
                 continue
             out.print(f"{source.system}: credentials accepted", markup=False)
-    reports = outputs.live_check(mappings, [s for s in found if s.system in CRM_OBJECTS], create=create)
+    reports = outputs.live_check(mappings, [s for s in found if s.system in CRM_OBJECT], create=create)
     for report in reports:
         if report.created:
             out.print(f"{report.system}: created {', '.join(report.created)}", markup=False)

@@ -20,7 +20,7 @@ from ..errors import StoreError
 from ..http import SettingsError
 from ..shutdown import Shutdown
 from ..store import Store
-from .base import Context, cli, handled
+from .base import Invocation, cli, handled
 from .output import out
 from .run import _print_run, _progress
 from .scores import _print_scores
@@ -33,7 +33,7 @@ DEMO_DB = "healthsync-demo.db"
 @click.option("--faults", is_flag=True, help="Inject 429s, 5xx, dropped connections and a session expiry.")
 @click.pass_obj
 @handled
-def demo(obj: Context, accounts: int, faults: bool) -> None:
+def demo(obj: Invocation, accounts: int, faults: bool) -> None:
     """Start the bundled API sandbox, pull from it over real HTTP, score, show the result.
 
     It uses its own store, ./healthsync-demo.db (never HEALTHSYNC_DB), made anew
@@ -121,7 +121,7 @@ def _program() -> str:
               help="Also write the environment to this file (KEY=value lines, for --env-file / `set -a; .`).")
 @click.pass_obj
 @handled
-def sandbox_command(obj: Context, accounts: int, faults: bool, env_file: Path | None) -> None:
+def sandbox_command(obj: Invocation, accounts: int, faults: bool, env_file: Path | None) -> None:
     """Start the bundled API sandbox alone, print the environment to export, serve until Ctrl-C / SIGTERM.
 
     In another shell, `export` the printed lines (or source --env-file) and run

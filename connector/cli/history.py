@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 import click
 
 from ..errors import NotFound
-from .base import Context, cli, handled
+from ..times import parse_iso
+from .base import Invocation, cli, handled
 from .output import emit, out, show
 
 
@@ -18,7 +18,7 @@ from .output import emit, out, show
 @click.option("--limit", default=50, show_default=True, help="How many of the latest alerts.")
 @click.pass_obj
 @handled
-def alerts_command(obj: Context, as_json: bool, limit: int) -> None:
+def alerts_command(obj: Invocation, as_json: bool, limit: int) -> None:
     """Alerts that fired, newest first: the account, what triggered it, and where each action stands."""
     with obj.reader() as store:
         rows = store.fired_alerts(limit)
@@ -78,7 +78,7 @@ def runs(ctx: click.Context, as_json: bool, limit: int) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @handled
-def runs_show(obj: Context, run_id: int, as_json: bool) -> None:
+def runs_show(obj: Invocation, run_id: int, as_json: bool) -> None:
     """One run's details: counts, API calls per endpoint, error, and the writes that failed in it."""
     with obj.reader() as store:
         row = store.run(run_id)
@@ -108,7 +108,7 @@ def _run_row(row: dict[str, Any]) -> dict[str, Any]:
         out_row[key] = json.loads(row[key]) if row.get(key) else None
     seconds = None
     if row["finished_at"]:
-        start, end = (datetime.fromisoformat(row[k].replace("Z", "+00:00")) for k in ("started_at", "finished_at"))
+        start, end = (parse_iso(row[k]) for k in ("started_at", "finished_at"))
         seconds = (end - start).total_seconds()
     out_row["seconds"] = seconds
     return out_row
@@ -124,7 +124,7 @@ def _per_system(value: Any) -> str:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @handled
-def failures(obj: Context, as_json: bool) -> None:
+def failures(obj: Invocation, as_json: bool) -> None:
     """CRM records the last push could not write, with the CRM's reason."""
     with obj.reader() as store:
         rows = store.outbox("failed")

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .. import logs, pipeline, runs
 from ..shutdown import Shutdown
-from .base import SKIP, Context, cli, handled
+from .base import SKIP, Invocation, cli, handled
 from .output import emit, err, one_format, out
 
 
@@ -22,7 +22,7 @@ from .output import emit, err, one_format, out
 @SKIP
 @click.pass_obj
 @handled
-def pull(obj: Context, full: bool, systems: tuple[str, ...], skip: tuple[str, ...]) -> None:
+def pull(obj: Invocation, full: bool, systems: tuple[str, ...], skip: tuple[str, ...]) -> None:
     """Read what changed in Salesforce, HubSpot, Stripe and Zendesk; match and measure."""
     mappings = obj.mappings()
     with Shutdown().on_signals() as shutdown, obj.store(create=True) as store, runs.tracked(store, "pull") as run_id, \
@@ -79,7 +79,7 @@ def _print_pull(summary: pipeline.PullSummary) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @handled
-def matches(obj: Context, unmatched: bool, conflicts: bool, as_json: bool) -> None:
+def matches(obj: Invocation, unmatched: bool, conflicts: bool, as_json: bool) -> None:
     """Records of Stripe, Zendesk and the CRMs that could not be matched to one account."""
     one_format(unmatched=unmatched, conflicts=conflicts)
     kind = "unmatched" if unmatched else "conflict" if conflicts else None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .base import Context, cli, handled
+from .base import Invocation, cli, handled
 from .output import out
 
 
@@ -17,7 +17,7 @@ from .output import out
               help="Movers: compare each score with its value this many days ago.")
 @click.pass_obj
 @handled
-def report(obj: Context, out_path: Path, days: int) -> None:
+def report(obj: Invocation, out_path: Path, days: int) -> None:
     """Write one self-contained HTML page: distributions, statuses, metrics, movers, matching, runs."""
     from ..report import write_report
 

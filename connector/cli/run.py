@@ -14,7 +14,7 @@ from rich.table import Table
 from .. import pipeline, runs
 from ..schedule import Schedule, run_forever
 from ..shutdown import Shutdown
-from .base import SKIP, Context, cli, handled
+from .base import SKIP, Invocation, cli, handled
 from .output import emit, err, out, show
 from .pull import _print_failed, _print_pull
 from .scores import _print_summary
@@ -25,7 +25,7 @@ from .scores import _print_summary
               help='Every planned change, score change and alert, as JSON: {"changes", "scores", "alerts", ...}.')
 @click.pass_obj
 @handled
-def plan_command(obj: Context, as_json: bool) -> None:
+def plan_command(obj: Invocation, as_json: bool) -> None:
     """What a run would write now, from the stored pull scored with the mappings as they are; changes nothing.
 
     The scores are recomputed in a private copy of the store, so an edited
@@ -121,7 +121,7 @@ def _print_plan(summary: Any, mappings: Any) -> None:
 @SKIP
 @click.pass_obj
 @handled
-def run_command(obj: Context, dry_run: bool, full: bool, skip: tuple[str, ...]) -> None:
+def run_command(obj: Invocation, dry_run: bool, full: bool, skip: tuple[str, ...]) -> None:
     """One run: pull, match, measure, score, plan, push; a summary; exit 0/2/3/4/5/6.
 
     SIGTERM or Ctrl-C lets the batch in flight finish, then exits 6.
@@ -131,7 +131,7 @@ def run_command(obj: Context, dry_run: bool, full: bool, skip: tuple[str, ...]) 
     sys.exit(code)
 
 
-def _dry_run(obj: Context, shutdown: Shutdown, full: bool = False, skip: tuple[str, ...] = ()) -> int:
+def _dry_run(obj: Invocation, shutdown: Shutdown, full: bool = False, skip: tuple[str, ...] = ()) -> int:
     """`run --dry-run`: the run up to the push in a private copy of the store (runs.dry_run), shown."""
     mappings = obj.mappings()
     preview = runs.dry_run(obj.db_path, mappings, os.environ, shutdown, full=full, skip=skip,
@@ -151,7 +151,7 @@ def _dry_run(obj: Context, shutdown: Shutdown, full: bool = False, skip: tuple[s
     return result.exit_code
 
 
-def _one_run(obj: Context, shutdown: Shutdown, full: bool = False, skip: tuple[str, ...] = (),
+def _one_run(obj: Invocation, shutdown: Shutdown, full: bool = False, skip: tuple[str, ...] = (),
              command: str = "run") -> int:
     """One tracked run (runs.one_run), its summary printed; returns its exit code."""
     mappings = obj.mappings()
@@ -161,7 +161,7 @@ def _one_run(obj: Context, shutdown: Shutdown, full: bool = False, skip: tuple[s
     return result.exit_code
 
 
-def _progress(obj: Context) -> bool:
+def _progress(obj: Invocation) -> bool:
     """Progress bars: in the human log format, at a terminal."""
     return obj.log_format == "human" and err.is_terminal
 
@@ -177,7 +177,7 @@ def _progress(obj: Context) -> bool:
 @click.option("--max-runs", type=click.IntRange(1), help="Return after this many runs (default: run until stopped).")
 @click.pass_obj
 @handled
-def schedule(obj: Context, cron: str, jitter: float, timezone: str, run_now: bool, max_runs: int | None) -> None:
+def schedule(obj: Invocation, cron: str, jitter: float, timezone: str, run_now: bool, max_runs: int | None) -> None:
     """Run `run` on a cron schedule in the foreground (the container's default command).
 
     Never two runs at once; a failed run is logged and the schedule goes on;
@@ -193,7 +193,7 @@ def schedule(obj: Context, cron: str, jitter: float, timezone: str, run_now: boo
               + (f" ({shutdown.reason})" if shutdown.reason else ""), markup=False)
 
 
-def _scheduled_run(obj: Context, shutdown: Shutdown) -> int:
+def _scheduled_run(obj: Invocation, shutdown: Shutdown) -> int:
     """One scheduled run; whatever goes wrong is logged and becomes an exit code (runs.scheduled_run)."""
     return runs.scheduled_run(lambda: _one_run(obj, shutdown, command="schedule run"), shutdown)
 

@@ -16,14 +16,14 @@ from ..runlock import RunLock
 from ..scoring.engine import INSUFFICIENT
 from ..scoring.explain import explain as explain_account
 from ..scoring.frame import iso
-from .base import Context, cli, handled
+from .base import Invocation, cli, handled
 from .output import emit, err, one_format, out, show
 
 
 @cli.command()
 @click.pass_obj
 @handled
-def score(obj: Context) -> None:
+def score(obj: Invocation) -> None:
     """Compute every score from the metric values in the store and save them."""
     mappings = obj.mappings()
     with obj.store() as store, runs.tracked(store, "score") as run_id:
@@ -58,7 +58,7 @@ EXPORT_COLUMNS = [
 @click.option("--score", "score_name", help="Only this named score.")
 @click.pass_obj
 @handled
-def scores(obj: Context, as_json: bool, as_csv: bool, score_name: str | None) -> None:
+def scores(obj: Invocation, as_json: bool, as_csv: bool, score_name: str | None) -> None:
     """Export current scores with sub-scores, grade, status, trend and external ids."""
     one_format(json=as_json, csv=as_csv)
     with obj.reader() as store:
@@ -114,7 +114,7 @@ def _print_scores(records: list[dict[str, Any]], limit: int | None = None) -> No
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @handled
-def explain(obj: Context, account: str, score_name: str, as_json: bool) -> None:
+def explain(obj: Invocation, account: str, score_name: str, as_json: bool) -> None:
     """Why ACCOUNT (id, key, external id or name) has its score, metric by metric."""
     mappings = obj.mappings()
     if score_name not in mappings.scores:
@@ -179,7 +179,7 @@ def override() -> None:
 @click.option("--by", "actor", default=lambda: os.environ.get("USER", "cli"), help="Who sets it.")
 @click.pass_obj
 @handled
-def override_set(obj: Context, account: str, score_name: str, status: str | None, value: float | None, reason: str, until: datetime | None, days: int | None, actor: str) -> None:
+def override_set(obj: Invocation, account: str, score_name: str, status: str | None, value: float | None, reason: str, until: datetime | None, days: int | None, actor: str) -> None:
     """Override ACCOUNT's status or score until a date."""
     mappings = obj.mappings()
     if score_name not in mappings.scores:
@@ -213,7 +213,7 @@ def override_set(obj: Context, account: str, score_name: str, status: str | None
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @handled
-def override_list(obj: Context, include_ended: bool, as_json: bool) -> None:
+def override_list(obj: Invocation, include_ended: bool, as_json: bool) -> None:
     """List overrides in force (or all of them)."""
     with obj.reader() as store:
         rows = store.overrides(include_ended)
@@ -230,7 +230,7 @@ def override_list(obj: Context, include_ended: bool, as_json: bool) -> None:
 @click.option("--by", "actor", default=lambda: os.environ.get("USER", "cli"))
 @click.pass_obj
 @handled
-def override_clear(obj: Context, override_id: int, reason: str, actor: str) -> None:
+def override_clear(obj: Invocation, override_id: int, reason: str, actor: str) -> None:
     """End an override before its expiry; the scores are recomputed at once."""
     mappings = obj.mappings()
     with obj.store() as store, RunLock(store):
@@ -243,7 +243,7 @@ def override_clear(obj: Context, override_id: int, reason: str, actor: str) -> N
 @click.argument("override_id", type=int, required=False)
 @click.pass_obj
 @handled
-def override_audit(obj: Context, override_id: int | None) -> None:
+def override_audit(obj: Invocation, override_id: int | None) -> None:
     """The audit trail of all overrides, or of one."""
     with obj.reader() as store:
         rows = store.audit(override_id)

@@ -1,6 +1,6 @@
 """The columns a scoring pass reads: stored values, derived metrics and history.
 
-A Frame is the expression Context of the engine: one row per account, one
+A Frame is the expression Scope of the engine: one row per account, one
 column per name, with each column's `since` timestamps and N/A reasons.
 """
 
@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
+from .. import times
 from ..config.mappings import Mappings
 from ..expressions import TEXT
 from ..store import Column, Store
@@ -62,8 +63,7 @@ def _empty(n: int, text: bool) -> Column:
     return Column(values, np.full(n, None, dtype=object), np.full(n, None, dtype=object))
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+iso = times.iso  # the one spelling of a moment (connector/times.py), where the steps have long imported it
 
 
 def from_store(store: Store, mappings: Mappings, now: datetime) -> Frame:

@@ -71,8 +71,8 @@ class Source(Protocol):
 
 
 @dataclass(frozen=True)
-class Context:
-    """What every source is built with."""
+class SourceSetup:
+    """What every source is built with: the environment, the call log, the retry policy."""
 
     env: Mapping[str, str]
     calls: CallLog

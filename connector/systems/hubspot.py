@@ -51,11 +51,12 @@ from ..http import (
     setting,
 )
 from ..store import Store
+from ..times import parse_iso
 from . import (
-    Context,
     CreateResult,
     FieldWords,
     PullStats,
+    SourceSetup,
     WriteResult,
     fields_to_read,
     guard_outputs,
@@ -87,7 +88,7 @@ class HubSpotSource:
     CREDENTIALS = "HUBSPOT_ACCESS_TOKEN"  # what to set, for the message when it is missing
     system = SYSTEM
 
-    def __init__(self, ctx: Context, token: str, base_url: str, daily_reserve: int, overlap: timedelta):
+    def __init__(self, ctx: SourceSetup, token: str, base_url: str, daily_reserve: int, overlap: timedelta):
         self.ctx = ctx
         self.daily_reserve = daily_reserve
         self.overlap = overlap
@@ -102,7 +103,7 @@ class HubSpotSource:
         self.field_types: dict[str, dict[str, Any]] = {}  # company property -> {type, length}, after check()
 
     @classmethod
-    def from_env(cls, ctx: Context) -> HubSpotSource | None:
+    def from_env(cls, ctx: SourceSetup) -> HubSpotSource | None:
         token = setting(ctx.env, "HUBSPOT_ACCESS_TOKEN", secret=True)
         if not token:
             return None
@@ -216,7 +217,7 @@ class HubSpotSource:
         stats = PullStats(SYSTEM)
         props = self.properties(mappings)
         state = None if full else store.cursor(SYSTEM, "companies")
-        cap = datetime.fromisoformat(run_started.replace("Z", "+00:00"))
+        cap = parse_iso(run_started)
         stats.full["companies"] = state is None
         if state is None:
             pages = self._list(props, archived=False)
@@ -225,7 +226,7 @@ class HubSpotSource:
             saved = json.loads(state)
             since, after_id = saved["since"], int(saved.get("after_id", 0))
             pages = self._search(props, since, after_id)
-        newest = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+        newest = parse_iso(since) if since else None
         for results in pages:
             rows = [(c["id"], _company(c), c["properties"].get("hs_lastmodifieddate"), False) for c in results]
             for c in results:
@@ -263,7 +264,7 @@ class HubSpotSource:
                 return
 
     def _search(self, props: list[str], since: str, after_id: int) -> Iterator[list[dict[str, Any]]]:
-        lower = datetime.fromisoformat(since.replace("Z", "+00:00")) - self.overlap
+        lower = parse_iso(since) - self.overlap
         lower_ms = str(int(lower.timestamp() * 1000))
         while True:
             request = {
@@ -353,7 +354,7 @@ def _hs_time(value: str | None) -> datetime | None:
     try:
         if value.isdigit():
             return datetime.fromtimestamp(int(value) / 1000, UTC)
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso(value)
     except ValueError:
         return None
 

@@ -63,11 +63,12 @@ from ..http import (
     setting,
 )
 from ..store import Store
+from ..times import parse_iso
 from . import (
-    Context,
     CreateResult,
     FieldWords,
     PullStats,
+    SourceSetup,
     WriteResult,
     fields_to_read,
     guard_outputs,
@@ -162,7 +163,7 @@ class SalesforceSource:
                    "(+ SALESFORCE_SECURITY_TOKEN), or SALESFORCE_CLIENT_ID + SALESFORCE_PRIVATE_KEY_FILE")
     system = SYSTEM
 
-    def __init__(self, ctx: Context, credentials: dict[str, str], reserve_percent: float, overlap: timedelta,
+    def __init__(self, ctx: SourceSetup, credentials: dict[str, str], reserve_percent: float, overlap: timedelta,
                  bulk: BulkSettings | None = None):
         self.ctx = ctx
         self.bulk = bulk or BulkSettings()
@@ -186,7 +187,7 @@ class SalesforceSource:
     # ------------------------------------------------------------ settings
 
     @classmethod
-    def from_env(cls, ctx: Context) -> SalesforceSource | None:
+    def from_env(cls, ctx: SourceSetup) -> SalesforceSource | None:
         env = ctx.env
         get = lambda name, secret=False: setting(env, name, secret=secret)  # noqa: E731
         creds: dict[str, str] = {}
@@ -574,4 +575,4 @@ def _sf_time(value: datetime) -> str:
 
 
 def _parse_iso(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parse_iso(value)

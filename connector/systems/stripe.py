@@ -36,7 +36,8 @@ from ..http import (
     setting,
 )
 from ..store import Store
-from . import Context, PullStats
+from ..times import iso, parse_iso
+from . import PullStats, SourceSetup
 
 SYSTEM = "stripe"
 DEFAULT_BASE_URL = "https://api.stripe.com"
@@ -59,7 +60,7 @@ class StripeSource:
     CREDENTIALS = "STRIPE_API_KEY"  # what to set, for the message when it is missing
     system = SYSTEM
 
-    def __init__(self, ctx: Context, api_key: str, base_url: str):
+    def __init__(self, ctx: SourceSetup, api_key: str, base_url: str):
         self.ctx = ctx
         session = counted_session(ctx.calls, SYSTEM, lambda method, url: f"{method} {urlsplit(url).path}")
         self.client = stripe.StripeClient(
@@ -70,7 +71,7 @@ class StripeSource:
         )
 
     @classmethod
-    def from_env(cls, ctx: Context) -> StripeSource | None:
+    def from_env(cls, ctx: SourceSetup) -> StripeSource | None:
         key = setting(ctx.env, "STRIPE_API_KEY", secret=True)
         if not key:
             return None
@@ -126,7 +127,7 @@ class StripeSource:
 
     def pull(self, store: Store, mappings: Mappings, run_started: str, full: bool = False) -> PullStats:
         stats = PullStats(SYSTEM)
-        now = datetime.fromisoformat(run_started.replace("Z", "+00:00"))
+        now = parse_iso(run_started)
         cursor = None if full else store.cursor(SYSTEM, "events")
         if cursor is not None and datetime.fromtimestamp(int(cursor), UTC) < now - EVENTS_REACH:
             stats.notes.append("last pull is older than Stripe's 30 days of events: full re-backfill")
@@ -181,5 +182,5 @@ class StripeSource:
 
 def _row(obj: dict[str, Any], deleted: bool = False) -> tuple[str, dict[str, Any], str | None, bool]:
     created = obj.get("created")
-    stamp = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(created, int) else None
+    stamp = iso(datetime.fromtimestamp(created, UTC)) if isinstance(created, int) else None
     return obj["id"], obj, stamp, deleted or bool(obj.get("deleted"))

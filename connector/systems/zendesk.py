@@ -42,7 +42,7 @@ from ..http import (
     setting,
 )
 from ..store import Store
-from . import Context, PullStats
+from . import PullStats, SourceSetup
 
 SYSTEM = "zendesk"
 TICKET_FIELDS = ("id", "organization_id", "status", "priority", "created_at", "updated_at")
@@ -59,7 +59,7 @@ class ZendeskSource:
     CREDENTIALS = "ZENDESK_URL, ZENDESK_EMAIL and ZENDESK_API_TOKEN"  # what to set when they are missing
     system = SYSTEM
 
-    def __init__(self, ctx: Context, base_url: str, email: str, token: str, per_minute: float, start_time: int):
+    def __init__(self, ctx: SourceSetup, base_url: str, email: str, token: str, per_minute: float, start_time: int):
         self.ctx = ctx
         self.base_url = base_url
         self.session = counted_session(ctx.calls, SYSTEM, endpoint_of, ca_bundle(ctx.env))
@@ -70,7 +70,7 @@ class ZendeskSource:
         self._sent: collections.deque[float] = collections.deque()
 
     @classmethod
-    def from_env(cls, ctx: Context) -> ZendeskSource | None:
+    def from_env(cls, ctx: SourceSetup) -> ZendeskSource | None:
         env = ctx.env
         url, email = setting(env, "ZENDESK_URL"), setting(env, "ZENDESK_EMAIL")
         token = setting(env, "ZENDESK_API_TOKEN", secret=True)
