@@ -30,3 +30,15 @@ def parse_iso(text: str) -> datetime:
         text = f"{text[:-2]}:{text[-2:]}"
     moment = datetime.fromisoformat(text)
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def moment_of(value: object) -> datetime | None:
+    """A moment from what an API or a CRM field holds: epoch milliseconds (HubSpot) or ISO-8601 text;
+    None when it is empty or neither."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    try:
+        return datetime.fromtimestamp(int(text) / 1000, UTC) if text.isdigit() else parse_iso(text)
+    except (ValueError, OverflowError, OSError):
+        return None

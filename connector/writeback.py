@@ -29,7 +29,6 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from .config.mappings import Mappings
@@ -41,7 +40,7 @@ from .outputs import fit
 from .shutdown import Interrupted, Shutdown
 from .store import Store, utcnow
 from .systems import WriteResult
-from .times import iso, parse_iso
+from .times import iso, moment_of
 
 CRM_OBJECT = {"salesforce": "Account", "hubspot": "companies"}
 BATCH = {"salesforce": 200, "hubspot": 100}
@@ -88,20 +87,10 @@ def canonical(value: Any, kind: str) -> str | None:
             return None
         return f"{round(number, 6):.6f}".rstrip("0").rstrip(".")
     if kind in DATETIME_TYPES or (isinstance(value, str) and _ISO.match(value)):
-        moment = _moment(value)
+        moment = moment_of(value)
         if moment is not None:
             return iso(moment)
     return str(value).strip()
-
-
-def _moment(value: Any) -> datetime | None:
-    text = str(value).strip()
-    try:
-        if text.isdigit():
-            return datetime.fromtimestamp(int(text) / 1000, UTC)
-        return parse_iso(text)
-    except ValueError:
-        return None
 
 
 def _outgoing(value: Any, kind: str) -> Any:

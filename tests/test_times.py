@@ -23,3 +23,11 @@ def test_a_moment_is_written_in_utc_with_a_z():
 def test_text_that_is_no_moment_is_a_value_error():
     with pytest.raises(ValueError):
         parse_iso("yesterday")
+
+
+def test_a_crm_value_is_a_moment_in_milliseconds_or_iso_or_nothing():
+    from connector.times import moment_of
+
+    assert moment_of("1795330800000") == datetime(2026, 11, 22, 7, tzinfo=UTC)
+    assert moment_of("2026-11-22T07:00:00.000+0000") == datetime(2026, 11, 22, 7, tzinfo=UTC)
+    assert moment_of("") is None and moment_of(None) is None and moment_of("soon") is None

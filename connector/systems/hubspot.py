@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import urllib3
@@ -51,7 +51,7 @@ from ..http import (
     setting,
 )
 from ..store import Store
-from ..times import parse_iso
+from ..times import moment_of, parse_iso
 from . import (
     CreateResult,
     FieldWords,
@@ -348,15 +348,7 @@ def _company(c: dict[str, Any]) -> dict[str, Any]:
     return {"id": c["id"], "archived": bool(c.get("archived")), **(c.get("properties") or {})}
 
 
-def _hs_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        if value.isdigit():
-            return datetime.fromtimestamp(int(value) / 1000, UTC)
-        return parse_iso(value)
-    except ValueError:
-        return None
+_hs_time = moment_of  # epoch milliseconds or ISO-8601
 
 
 def _json_or_text(body: Any) -> Any:
