@@ -466,3 +466,19 @@ def test_preview_run_refuses_the_store_itself(tmp_path):
 
     with Store(tmp_path / "s.db") as store, pytest.raises(ValueError, match="preview copy"):
         preview_run(store, load_mappings(MAPPINGS), {})
+
+
+@pytest.mark.parametrize("command", [("scores", "--json"), ("runs",), ("plan",), ("report", "--out", "{tmp}/r.html")],
+                         ids=" ".join)
+def test_a_read_only_command_on_an_older_store_migrates_a_private_copy_only(busy_store, tmp_path, command):
+    with closing(sqlite3.connect(busy_store)) as conn:  # as migration 5 left it: coverage still a share
+        conn.execute("UPDATE scores SET coverage = coverage / 100")
+        conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+        conn.execute("PRAGMA user_version = 5")
+        conn.commit()
+    before = fingerprint(busy_store)
+    result = hs(busy_store, *(a.format(tmp=tmp_path) for a in command))
+    assert result.exit_code == 0, result.output
+    assert fingerprint(busy_store) == before  # a writable open would have migrated the store itself
+    if command == ("scores", "--json"):
+        assert max(r["coverage"] for r in json.loads(result.output) if r["coverage"] is not None) > 1  # migrated
