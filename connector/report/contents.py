@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..config.mappings import CompiledScore, Mappings
-from ..scoring.frame import iso
+from ..scoring.frame import from_store, iso
 from ..store import Store
 from . import metrics, operations, scores
 from .palette import status_colours
@@ -46,13 +46,14 @@ class Report:
 
 def gather(store: Store, mappings: Mappings, now: datetime, movers_days: int) -> Report:
     """Read everything the report shows; `now` anchors the movers window."""
+    frame = from_store(store, mappings, now)  # loaded once: every score's metrics come from it
     views = [
         ScoreView(
             score=score,
             segments=scores.segments(store, score),
             unscored=scores.unscored(store, score),
             sub_scores=scores.sub_scores(store, score),
-            metrics=metrics.segment_metrics(store, mappings, score, now),
+            metrics=metrics.segment_metrics(store, mappings, score, now, frame=frame),
             movers=scores.movers(store, score, now, movers_days),
         )
         for score in sorted(mappings.scores.values(), key=lambda s: s.definition.kind != "weighted")
