@@ -248,20 +248,19 @@ class Sandbox:
 
     def draw_concurrent(self) -> bool:
         """Faults.rate_concurrent: whether one Salesforce data request hits the concurrency limit."""
-        with self.lock:
-            f = self._current_faults()
-            if f.rate_concurrent <= 0 or self._rng.random() >= f.rate_concurrent:
-                return False
-            self.faulted[("salesforce", "concurrent")] += 1
-            return True
+        return self._draw("rate_concurrent", "concurrent")
 
     def draw_lock(self) -> bool:
         """Faults.rate_lock: whether one Salesforce record update fails UNABLE_TO_LOCK_ROW."""
+        return self._draw("rate_lock", "lock")
+
+    def _draw(self, rate: str, fault: str) -> bool:
+        """One draw of a Salesforce fault with the probability `Faults.<rate>`, counted when it hits."""
         with self.lock:
-            f = self._current_faults()
-            if f.rate_lock <= 0 or self._rng.random() >= f.rate_lock:
+            probability = getattr(self._current_faults(), rate)
+            if probability <= 0 or self._rng.random() >= probability:
                 return False
-            self.faulted[("salesforce", "lock")] += 1
+            self.faulted[("salesforce", fault)] += 1
             return True
 
     def new_bulk_id(self) -> str:
