@@ -35,8 +35,8 @@ from .logs import event
 from .outbox import MAX_ATTEMPTS, send_all, verdict
 from .shutdown import Interrupted, Shutdown
 from .store import Store
-from .systems import CreateResult
-from .systems.webhook import WebhookSender
+from .outbox import CreateResult
+from .webhook import WebhookSender
 
 KINDS = ("salesforce_task", "hubspot_task", "webhook")
 BATCH = {"salesforce_task": 200, "hubspot_task": 100, "webhook": 1}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from .shutdown import Shutdown
@@ -20,6 +21,27 @@ MAX_ATTEMPTS = 3  # sends of one row (CRM write: one per batch; alert delivery: 
 
 Row = dict[str, Any]
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a CRM said about one record of a batch update."""
+
+    record_id: str
+    ok: bool
+    error: str | None = None  # "CODE: message"
+    transient: bool = False  # worth another try in a later batch
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """What an API said about one record (or message) it was asked to create."""
+
+    key: str  # the caller's key for it (a delivery id)
+    ok: bool
+    created_id: str | None = None  # the new record's id in the CRM
+    error: str | None = None  # "CODE: message"
+    transient: bool = False  # worth another try in a later run
 
 
 class Answer(Protocol):

@@ -22,9 +22,9 @@ from xml.sax.saxutils import escape
 
 from .config.mappings import Mappings
 from .errors import Problem
-from .systems import crm_fields
-from .systems.hubspot import field_type as hubspot_field_type
-from .systems.salesforce import field_type as salesforce_field_type
+from .sources.crm import crm_fields
+from .sources.hubspot.client import field_type as hubspot_field_type
+from .sources.salesforce.client import field_type as salesforce_field_type
 
 HUBSPOT_GROUP = ("healthsync", "healthsync scores")
 PERMISSION_SET = "Healthsync_Integration"

@@ -36,11 +36,11 @@ from .scoring.frame import Frame, from_store, iso
 from .scoring.overrides import sync_crm_overrides
 from .shutdown import Interrupted, Shutdown
 from .store import Store
-from .systems import PullStats, Source, SourceSetup
-from .systems.hubspot import HubSpotSource
-from .systems.salesforce import SalesforceSource
-from .systems.stripe import StripeSource
-from .systems.zendesk import ZendeskSource
+from .sources.base import PullStats, Source, SourceSetup
+from .sources.hubspot.client import HubSpotSource
+from .sources.salesforce.client import SalesforceSource
+from .sources.stripe.client import StripeSource
+from .sources.zendesk.client import ZendeskSource
 from .writeback import CRM_OBJECT, PlanSummary, PushSummary, plan, push
 
 SOURCES = {"salesforce": SalesforceSource, "hubspot": HubSpotSource, "stripe": StripeSource, "zendesk": ZendeskSource}

@@ -39,7 +39,7 @@ from .outbox import send_all, verdict
 from .outputs import fit
 from .shutdown import Interrupted, Shutdown
 from .store import Store, utcnow
-from .systems import WriteResult
+from .outbox import WriteResult
 from .times import iso, moment_of
 
 CRM_OBJECT = {"salesforce": "Account", "hubspot": "companies"}

@@ -12,10 +12,10 @@ from conftest import NOW
 
 from connector.delivery import MAX_ATTEMPTS, deliver
 from connector.http import CallLog, QuotaStop, RetryPolicy, SettingsError
-from connector.systems import SourceSetup
-from connector.systems.hubspot import HubSpotSource
-from connector.systems.salesforce import SalesforceSource
-from connector.systems.webhook import WebhookSender
+from connector.sources.base import SourceSetup
+from connector.sources.hubspot.client import HubSpotSource
+from connector.sources.salesforce.client import SalesforceSource
+from connector.webhook import WebhookSender
 from sandbox.dataset import SF_INACTIVE_USER, SF_OWNERS, build_dataset
 from sandbox.server import Sandbox
 

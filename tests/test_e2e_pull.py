@@ -74,7 +74,7 @@ def test_an_incremental_pull_fetches_only_what_changed(tmp_path):
     assert len(changed["sf_accounts"]) == 20 and len(changed["hs_companies"]) == round(0.01 * len(dataset.hs_companies))
     assert len(changed["zd_tickets"]) == round(0.01 * len(dataset.zd_tickets)) and changed["stripe"]
     # Salesforce: the changed accounts, plus any saved within the 5-minute overlap before the cursor
-    from connector.systems.salesforce import _parse_sf_time
+    from connector.sources.salesforce.client import _parse_sf_time
 
     edge = _parse_sf_time(cursor).timestamp() - 300
     overlap = {a["Id"] for a in dataset.sf_accounts.values()

@@ -19,8 +19,8 @@ from connector.http import (
     setting,
 )
 from connector.pipeline import SOURCES
-from connector.systems import SourceSetup
-from connector.systems.webhook import WebhookSender
+from connector.sources.base import SourceSetup
+from connector.webhook import WebhookSender
 from sandbox.server import (
     HUBSPOT_TOKEN,
     PASSWORD,

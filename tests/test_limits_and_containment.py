@@ -25,9 +25,9 @@ from connector.delivery import MAX_ATTEMPTS, deliver
 from connector.http import AuthError, CallLog, RetryPolicy
 from connector.pipeline import SOURCES, PullSummary, RunSummary, pull, run
 from connector.store import Store
-from connector.systems import SourceSetup
-from connector.systems.salesforce import SalesforceSource
-from connector.systems.zendesk import ZendeskSource
+from connector.sources.base import SourceSetup
+from connector.sources.salesforce.client import SalesforceSource
+from connector.sources.zendesk.client import ZendeskSource
 from sandbox.dataset import SF_OWNERS, build_dataset
 from sandbox.server import Faults, Sandbox
 

@@ -14,8 +14,8 @@ from connector.config.mappings import load_mappings
 from connector.errors import ConfigError
 from connector.http import CallLog, RetryPolicy, SettingsError
 from connector.pipeline import pull
-from connector.systems import SourceSetup
-from connector.systems.salesforce import SalesforceSource
+from connector.sources.base import SourceSetup
+from connector.sources.salesforce.client import SalesforceSource
 
 BASE = "https://acme.my.salesforce.com"
 DATA = f"{BASE}/services/data/v59.0"

@@ -22,14 +22,13 @@ from __future__ import annotations
 import collections
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 
-from ..config.mappings import Mappings
-from ..errors import Problem
-from ..http import (
+from ...errors import Problem
+from ...http import (
     ApiError,
     AuthError,
     Retryable,
@@ -41,8 +40,11 @@ from ..http import (
     retry_after_seconds,
     setting,
 )
-from ..store import Store
-from . import PullStats, SourceSetup
+from ...store import Store
+from ..base import PullStats, SourceSetup
+
+if TYPE_CHECKING:
+    from ...config.mappings import Mappings
 
 SYSTEM = "zendesk"
 TICKET_FIELDS = ("id", "organization_id", "status", "priority", "created_at", "updated_at")

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..http import (
+from .http import (
     ApiError,
     CallLog,
     Retryable,
@@ -33,7 +33,7 @@ from ..http import (
     retry_after_seconds,
     setting,
 )
-from . import CreateResult
+from .outbox import CreateResult
 
 SYSTEM = "webhook"
 TIMEOUT = (10, 30)  # seconds to connect, to read the answer

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
 from hubspot import HubSpot
@@ -36,9 +36,8 @@ from hubspot.crm.companies.exceptions import ApiException as CompaniesApiExcepti
 from hubspot.crm.objects.tasks.exceptions import ApiException as TasksApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
-from ..config.mappings import Mappings
-from ..errors import Problem
-from ..http import (
+from ...errors import Problem
+from ...http import (
     ApiError,
     AuthError,
     QuotaStop,
@@ -50,19 +49,14 @@ from ..http import (
     retry_after_seconds,
     setting,
 )
-from ..store import Store
-from ..times import moment_of, parse_iso
-from . import (
-    CreateResult,
-    FieldWords,
-    PullStats,
-    SourceSetup,
-    WriteResult,
-    fields_to_read,
-    guard_outputs,
-    merge_updates,
-    missing_fields,
-)
+from ...outbox import CreateResult, WriteResult
+from ...store import Store
+from ...times import moment_of, parse_iso
+from ..base import PullStats, SourceSetup
+from ..crm import FieldWords, fields_to_read, guard_outputs, merge_updates, missing_fields
+
+if TYPE_CHECKING:
+    from ...config.mappings import Mappings
 
 SYSTEM = "hubspot"
 DEFAULT_BASE_URL = "https://api.hubapi.com"

@@ -40,16 +40,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 from simple_salesforce import Salesforce
 from simple_salesforce import exceptions as sfx
 
-from ..config.mappings import Mappings
-from ..errors import Problem
-from ..http import (
+from ...errors import Problem
+from ...http import (
     ApiError,
     AuthError,
     QuotaStop,
@@ -62,19 +61,14 @@ from ..http import (
     retry_after_seconds,
     setting,
 )
-from ..store import Store
-from ..times import parse_iso
-from . import (
-    CreateResult,
-    FieldWords,
-    PullStats,
-    SourceSetup,
-    WriteResult,
-    fields_to_read,
-    guard_outputs,
-    merge_updates,
-    missing_fields,
-)
+from ...outbox import CreateResult, WriteResult
+from ...store import Store
+from ...times import parse_iso
+from ..base import PullStats, SourceSetup
+from ..crm import FieldWords, fields_to_read, guard_outputs, merge_updates, missing_fields
+
+if TYPE_CHECKING:
+    from ...config.mappings import Mappings
 
 SYSTEM = "salesforce"
 API_VERSION = "59.0"

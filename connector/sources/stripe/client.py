@@ -19,14 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import stripe
 
-from ..config.mappings import Mappings
-from ..errors import Problem
-from ..http import (
+from ...errors import Problem
+from ...http import (
     ApiError,
     AuthError,
     Retryable,
@@ -35,9 +34,12 @@ from ..http import (
     retry_after_seconds,
     setting,
 )
-from ..store import Store
-from ..times import iso, parse_iso
-from . import PullStats, SourceSetup
+from ...store import Store
+from ...times import iso, parse_iso
+from ..base import PullStats, SourceSetup
+
+if TYPE_CHECKING:
+    from ...config.mappings import Mappings
 
 SYSTEM = "stripe"
 DEFAULT_BASE_URL = "https://api.stripe.com"

@@ -1,82 +1,15 @@
-"""One module per external system; each owns auth, paging, limits and error formats.
-
-The pull step sees only the small interface below: a source is built from the
-environment (or reports that it has no credentials), checks that the fields
-the mappings name exist, and pulls what changed into the store.
-"""
+"""What the CRM sources share: the fields the mappings name in a CRM, the describe check's
+problems, and the guards every CRM write goes through (one entry per record, outputs only)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ..config.mappings import Mappings
 from ..errors import Problem
-from ..http import CallLog, RetryPolicy
-from ..store import Store
 
-
-@dataclass
-class PullStats:
-    """What one system's pull did, for the run summary."""
-
-    system: str
-    records: dict[str, int] = field(default_factory=dict)  # object -> records received
-    deleted: dict[str, int] = field(default_factory=dict)
-    full: dict[str, bool] = field(default_factory=dict)  # object -> full (not incremental) pull
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, obj: str, received: int, deleted: int = 0) -> None:
-        self.records[obj] = self.records.get(obj, 0) + received
-        self.deleted[obj] = self.deleted.get(obj, 0) + deleted
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    """What a CRM said about one record of a batch update."""
-
-    record_id: str
-    ok: bool
-    error: str | None = None  # "CODE: message"
-    transient: bool = False  # worth another try in a later batch
-
-
-@dataclass(frozen=True)
-class CreateResult:
-    """What an API said about one record (or message) it was asked to create."""
-
-    key: str  # the caller's key for it (a delivery id)
-    ok: bool
-    created_id: str | None = None  # the new record's id in the CRM
-    error: str | None = None  # "CODE: message"
-    transient: bool = False  # worth another try in a later run
-
-
-class Source(Protocol):
-    system: str
-    CREDENTIALS: str  # the settings to give it (named when an expected system has none)
-
-    def ping(self) -> None:
-        """One cheap authenticated request: AuthError (exit 2) when the credentials are refused."""
-        ...
-
-    def check(self, mappings: Mappings) -> list[Problem]:
-        """Problems with the mapped fields as this system describes them (no data read)."""
-        ...
-
-    def pull(self, store: Store, mappings: Mappings, run_started: str, full: bool = False) -> PullStats:
-        """Read what changed since the stored cursors into the store."""
-        ...
-
-
-@dataclass(frozen=True)
-class SourceSetup:
-    """What every source is built with: the environment, the call log, the retry policy."""
-
-    env: Mapping[str, str]
-    calls: CallLog
-    policy: RetryPolicy
+if TYPE_CHECKING:
+    from ..config.mappings import Mappings
 
 
 def crm_fields(mappings: Mappings, system: str) -> tuple[dict[str, str], list[str]]:

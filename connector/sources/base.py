@@ -1,0 +1,200 @@
+"""What a source is: the contract between one external system's folder and the rest of the house.
+
+A source folder (`connector/sources/<name>/`) gives the registry one `SourcePlugin`:
+
+* its **client** (built from the environment, or None without credentials), which checks the
+  mapped fields, pings, and reads its **streams**: each declares its endpoint, key, cursor field
+  and paginator, and yields pages; `sync.pull_streams` commits each page with the cursor that
+  covers it (a cursor never moves past data that is not committed);
+* its **capabilities**: read, write (CRM fields), bulk (Bulk API jobs), tasks (alert tasks);
+* its **identity** rules: which stored object is matched to accounts, and which keys it offers
+  (explicit ids, domains, an input that names its records);
+* the records that belong to a matched record (Stripe invoices to a customer ...), and its
+  **catalogue metrics** with their computation over those records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ..errors import Problem
+from ..http import CallLog, RetryPolicy
+
+if TYPE_CHECKING:
+    from ..config.mappings import Mappings
+
+NA = None
+Value = tuple[Any, str | None]  # (value, N/A reason)
+Row = tuple[str, dict[str, Any], str | None, bool]  # (id, record, modified, deleted): one stored record
+
+
+@dataclass
+class PullStats:
+    """What one system's pull did, for the run summary."""
+
+    system: str
+    records: dict[str, int] = field(default_factory=dict)  # object -> records received
+    deleted: dict[str, int] = field(default_factory=dict)
+    full: dict[str, bool] = field(default_factory=dict)  # stream -> full (not incremental) pull
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, obj: str, received: int, deleted: int = 0) -> None:
+        self.records[obj] = self.records.get(obj, 0) + received
+        self.deleted[obj] = self.deleted.get(obj, 0) + deleted
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One thing a source reads incrementally, and how (documentation the pull log and docs print)."""
+
+    name: str  # its cursor's name in the store ("Account", "companies", "events", "tickets")
+    obj: str  # the stored object its records go to, unless a page names another
+    endpoint: str  # "GET /api/v2/incremental/tickets/cursor.json"
+    key: str  # the record field that is its id
+    cursor_field: str  # what the cursor holds: "SystemModstamp", "after_cursor", ...
+    paginator: str  # how pages follow each other: "nextRecordsUrl", "starting_after", ...
+
+
+@dataclass
+class Page:
+    """Records a stream read, and the cursor value that covers them (None: the cursor stays)."""
+
+    rows: list[Row]
+    cursor: str | None = None
+    obj: str | None = None  # the stored object, when not the stream's own (Stripe events hold four)
+    counted_as: str | None = None  # the summary's name for these records ("companies (archived)")
+
+
+@dataclass(frozen=True)
+class Read:
+    """What a stream read gets from the pull: where it starts, and where it says what it did."""
+
+    cursor: str | None  # the committed cursor; None for a full read
+    run_started: str
+    stats: PullStats
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a source can do; the pipeline, the push and the deliveries ask these, never hasattr."""
+
+    read: bool = True
+    write: bool = False  # CRM field writes: write(updates, allowed) in batches of CrmSpec.batch
+    bulk: bool = False  # Bulk API jobs for big pushes: write_bulk, abort_job, and a `bulk` setting
+    tasks: bool = False  # alert tasks: create_tasks
+
+
+class Source(Protocol):
+    """A configured client of one system."""
+
+    system: str
+    CREDENTIALS: str  # the settings to give it (named when an expected system has none)
+    field_types: dict[str, dict[str, Any]]  # a CRM's output field types from its describe ({} otherwise)
+
+    def ping(self) -> None:
+        """One cheap authenticated request: AuthError (exit 2) when the credentials are refused."""
+        ...
+
+    def check(self, mappings: Mappings) -> list[Problem]:
+        """Problems with the mapped fields as this system describes them (no data read)."""
+        ...
+
+    def streams(self, mappings: Mappings) -> list[Stream]:
+        """What this pull reads, in order."""
+        ...
+
+    def read(self, stream: Stream, mappings: Mappings, at: Read) -> Iterator[Page]:
+        """The pages of one stream from `at.cursor` on (None: everything)."""
+        ...
+
+    def finish(self, stats: PullStats) -> None:
+        """After the streams: notes for the summary (quota left ...)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SourceSetup:
+    """What every source is built with: the environment, the call log, the retry policy."""
+
+    env: Mapping[str, str]
+    calls: CallLog
+    policy: RetryPolicy
+
+
+@dataclass
+class AccountData:
+    """Everything pulled for one account, gathered for the measure step."""
+
+    crm: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (system, record), in registry order
+    linked: dict[str, list[str]] = field(default_factory=dict)  # system -> ids of its records matched here
+    records: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # (system, object) -> records
+
+    def of(self, system: str, obj: str) -> list[dict[str, Any]]:
+        return self.records.get((system, obj), [])
+
+
+Compute = Callable[[AccountData, dict[str, Value], Any], Value]  # (account, input values, now) -> value
+
+
+@dataclass(frozen=True)
+class CatalogueMetric:
+    """A metric healthsync computes from pulled records; mappings name it (`catalogue: open_tickets`)."""
+
+    type: str  # number / text / boolean / date
+    system: str  # the source it needs, or "crm" (computed from inputs)
+    description: str
+    compute: Compute | None = None  # None only while a catalogue is being declared
+
+
+@dataclass(frozen=True)
+class Belongs:
+    """Records of `obj` belong to the account their `via` field's record (of `parent`) is matched to."""
+
+    obj: str
+    via: str  # the field holding the parent's id ("customer", "organization_id")
+    parent: str  # the matched object ("customers", "organizations")
+
+
+Role = Literal["account", "crm", "linked"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """How one stored object of a source is matched to accounts (connector/identity.py applies it).
+
+    role "account": every live record is an account (Salesforce Accounts); "crm": the same account
+    when an explicit id or its domain says so, else an account of its own (HubSpot companies);
+    "linked": attached to an account by explicit id, then by domain, else reported (Stripe, Zendesk).
+    """
+
+    obj: str
+    role: Role
+    label: Callable[[dict[str, Any]], str]  # "customer 'a@acme.com'", for match issues
+    domains: Callable[[dict[str, Any]], list[Any]] = lambda rec: []  # raw values; identity normalizes them
+    explicit: Callable[[dict[str, Any]], list[tuple[str, Any]]] = lambda rec: []  # (system, id) it names
+    name: Callable[[dict[str, Any]], Any] = lambda rec: None  # an account's name (account / crm roles)
+    claimed_by: str | None = None  # an input whose CRM field holds this record's id (stripe_customer_id)
+
+
+@dataclass(frozen=True)
+class CrmSpec:
+    """A source that is a CRM: the object whose fields are read and written, and its batch size."""
+
+    object: str
+    batch: int
+
+
+@dataclass(frozen=True)
+class SourcePlugin:
+    """One source, as the registry lists it."""
+
+    system: str
+    client: Any  # the client class: from_env(SourceSetup) -> Source | None; CREDENTIALS
+    capabilities: Capabilities
+    identity: Identity
+    unmatched: str  # why its catalogue metrics are N/A for an account it has no record for
+    belongs: tuple[Belongs, ...] = ()
+    catalogue: Mapping[str, CatalogueMetric] = field(default_factory=dict)
+    crm: CrmSpec | None = None
