@@ -43,8 +43,9 @@ from connector.config.mappings import load_mappings
 from connector.http import CallLog
 from connector.pipeline import pull, score, sources
 from connector.runlock import RunLock
+from connector.sources import registry
 from connector.store import Store
-from connector.writeback import BATCH, CRM_OBJECT, output_fields, plan, push
+from connector.writeback import output_fields, plan, push
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).parent / "out"
@@ -128,7 +129,7 @@ def bench(accounts: int, mappings: Any, naive_limit: int | None) -> None:
         parent.send(("clear", None))
         parent.recv()
         calls = CallLog()
-        found, _ = sources({**env, **extra}, calls, only=list(CRM_OBJECT))
+        found, _ = sources({**env, **extra}, calls, only=list(registry.crms()))
         writers = {s.system: s for s in found}
         with Store(path) as store:
             start = time.perf_counter()
@@ -156,7 +157,7 @@ def bench(accounts: int, mappings: Any, naive_limit: int | None) -> None:
         for system, n in planned.items():
             jobs = r["jobs"].get(system, 0)
             # a bulk job: create, upload, close, one status read, successful + failed results
-            floor = 6 * jobs if jobs else math.ceil(n / BATCH[system])
+            floor = 6 * jobs if jobs else math.ceil(n / registry.plugin(system).crm.batch)
             if label == "naive":
                 print(f"    {system:<10} {n:>7,} changes  {r['writes'][system]:>7,} write requests for "
                       f"{naive['sent'][system]:,} changes: one per change")

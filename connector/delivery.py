@@ -32,15 +32,17 @@ from typing import Any
 from .errors import HealthsyncError
 from .http import ApiError, AuthError, CallLog, QuotaStop, RetryPolicy
 from .logs import event
-from .outbox import MAX_ATTEMPTS, send_all, verdict
+from .outbox import MAX_ATTEMPTS, CreateResult, send_all, verdict
 from .shutdown import Interrupted, Shutdown
+from .sources import registry
 from .store import Store
-from .outbox import CreateResult
 from .webhook import WebhookSender
 
-KINDS = ("salesforce_task", "hubspot_task", "webhook")
-BATCH = {"salesforce_task": 200, "hubspot_task": 100, "webhook": 1}
-SYSTEM_OF = {"salesforce_task": "salesforce", "hubspot_task": "hubspot"}
+
+def _task_kinds() -> dict[str, tuple[str, int]]:
+    """'<system>_task' -> (system, batch size) for every source with the tasks capability."""
+    return {f"{p.system}_task": (p.system, p.crm.batch if p.crm else 1)
+            for p in registry.plugins() if p.capabilities.tasks}
 
 
 @dataclass
@@ -74,12 +76,13 @@ def deliver(store: Store, env: Mapping[str, str], sources: Iterable[Any], calls:
     clients = {s.system: s for s in sources}
     policy = dataclasses.replace(policy or RetryPolicy.from_env(env), shutdown=shutdown)
     webhooks = WebhookSender(env, calls, policy)
-    for kind in KINDS:
+    tasks = _task_kinds()
+    for kind in [*tasks, "webhook"]:
         for counter in (summary.done, summary.failed, summary.retry, summary.skipped, summary.requests):
             counter[kind] = 0
         if not store.open_deliveries(kind):
             continue
-        system = SYSTEM_OF.get(kind)
+        system = tasks[kind][0] if kind in tasks else None
         if system is not None and unavailable and system in unavailable:
             summary.notes.append(f"{kind}: waiting, {system} failed in this run ({unavailable[system]})")
             continue
@@ -88,7 +91,8 @@ def deliver(store: Store, env: Mapping[str, str], sources: Iterable[Any], calls:
             summary.notes.append(f"{kind}: skipped, no {system} credentials")
             continue
         try:
-            _send_kind(store, kind, clients.get(system or ""), webhooks, summary, shutdown)
+            _send_kind(store, kind, tasks[kind][1] if kind in tasks else 1, clients.get(system or ""), webhooks,
+                       summary, shutdown)
         except QuotaStop as stop:
             summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
             event(f"alert deliveries ({kind}) stopped: {stop}", logging.WARNING, step="deliver", kind=kind)
@@ -108,14 +112,14 @@ def deliver(store: Store, env: Mapping[str, str], sources: Iterable[Any], calls:
     return summary
 
 
-def _send_kind(store: Store, kind: str, client: Any, webhooks: WebhookSender, summary: DeliverySummary,
+def _send_kind(store: Store, kind: str, size: int, client: Any, webhooks: WebhookSender, summary: DeliverySummary,
                shutdown: Shutdown | None) -> None:
     if kind == "webhook":
         _check_webhook_urls(store, webhooks, summary)
     tried: set[int] = set()  # a delivery that fails waits for the next run: its receiver is likely still down
 
     def take() -> list[dict[str, Any]]:
-        batch = store.take_deliveries(kind, BATCH[kind], tried)
+        batch = store.take_deliveries(kind, size, tried)
         tried.update(row["id"] for row in batch)
         return batch
 
@@ -158,15 +162,8 @@ def _check_webhook_urls(store: Store, webhooks: WebhookSender, summary: Delivery
 
 
 def _send(kind: str, batch: list[dict[str, Any]], client: Any, webhooks: WebhookSender) -> list[CreateResult]:
-    if kind == "salesforce_task":
-        payload = [(str(row["id"]), json.loads(row["payload"])) for row in batch]
-        return list(client.create_tasks(payload))
-    if kind == "hubspot_task":
-        tasks = []
-        for row in batch:
-            body = json.loads(row["payload"])
-            tasks.append((str(row["id"]), body["properties"], body["company"]))
-        return list(client.create_tasks(tasks))
+    if kind != "webhook":  # a CRM's alert tasks
+        return list(client.deliver_tasks([(str(row["id"]), json.loads(row["payload"])) for row in batch]))
     row = batch[0]
     return [webhooks.post(str(row["id"]), row["target"], json.loads(row["payload"]))]
 

@@ -1,15 +1,17 @@
 """Cross-system matching: which CRM, billing and helpdesk records are one customer.
 
-Accounts are the CRM's records: every live Salesforce Account is one; a HubSpot
-company is the same account when it names the Salesforce Account
-(`salesforce_account_id`) or shares its domain, and an account of its own when
-it matches nothing. Stripe customers and Zendesk organizations are then linked:
+Each source's folder says how its records match (`Identity` in sources/base.py);
+this module applies the rules in three stages:
 
-1. explicit ids first: the Salesforce field of the `stripe_customer_id` input,
-   Stripe metadata `salesforce_account_id` / `hubspot_company_id`, the Zendesk
-   organization's `external_id` (a Salesforce Account id or HubSpot company id);
-2. then normalized domains: lowercase, no scheme, path, port or `www.`; free-mail
-   domains (gmail.com, ...) never match anything.
+1. "account" sources: every live record is an account (Salesforce Accounts);
+2. "crm" sources: a record is the account an explicit id names (a HubSpot
+   company's `salesforce_account_id`) or whose domain it shares, else an
+   account of its own;
+3. "linked" sources (Stripe customers, Zendesk organizations): a CRM field
+   naming the record (the `stripe_customer_id` input) first, then the explicit
+   ids the record carries (metadata ids, `external_id`), then normalized
+   domains: lowercase, no scheme, path, port or `www.`; free-mail domains
+   (gmail.com, ...) never match anything.
 
 A domain that two accounts claim is a conflict: it matches nothing, and every
 record that needed it is reported, never merged into one of them.
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config.mappings import Mappings
+from .sources import registry
 from .store import Store, utcnow
 
 FREE_MAIL = frozenset("""
@@ -63,7 +66,6 @@ class MatchSummary:
 @dataclass
 class _Matcher:
     store: Store
-    stripe_field: str | None
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> account row
     links: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # sys, obj, ext, key, by
     issues: list[tuple[str, str, str, str, str, list[str] | None]] = field(default_factory=list)
@@ -125,72 +127,86 @@ class _Matcher:
 
 
 def match(store: Store, mappings: Mappings) -> MatchSummary:
-    """Rebuild accounts, links and match issues from the stored records."""
-    stripe_input = mappings.inputs.get("stripe_customer_id")
-    m = _Matcher(store, stripe_input.salesforce if stripe_input else None)
+    """Rebuild accounts, links and match issues from the stored records, source by source
+    (the registry's identity rules): accounts, then CRM records, then linked records."""
+    m = _Matcher(store)
     summary = MatchSummary()
+    plugins = registry.plugins()
+    crm_records: dict[str, list[tuple[str, dict[str, Any]]]] = {}
 
-    # 1. Salesforce Accounts are accounts; a domain two of them share is a conflict
-    sf = list(store.records("salesforce", "Account"))
-    for rid, rec in sf:
-        m.add_account(f"salesforce:{rid}", rec.get("Name"), normalize_domain(rec.get("Website")), "salesforce", "Account", rid)
-    summary.accounts["salesforce"] = len(sf)
+    # 1. a source whose records are accounts: each is one; a domain two of them share is a conflict
+    for plugin in (p for p in plugins if p.identity.role == "account"):
+        rule, system = plugin.identity, plugin.system
+        crm_records[system] = records = list(store.records(system, rule.obj))
+        for rid, rec in records:
+            m.add_account(f"{system}:{rid}", rule.name(rec), _first_domain(rule.domains(rec)), system, rule.obj, rid)
+        summary.accounts[system] = len(records)
 
-    # 2. HubSpot companies: the same account, or one of their own
-    own = 0
-    for rid, rec in store.records("hubspot", "companies"):
-        domain = normalize_domain(rec.get("domain"))
-        explicit = m.explicit([("salesforce", rec.get("salesforce_account_id"))])
-        key, used, conflicts = (explicit, "explicit id", []) if explicit else m.by_domains([domain])
-        if key:
-            m.link("hubspot", "companies", rid, key, used if used == "explicit id" else f"domain {used}")
-        elif conflicts:
-            m.issues.append(("hubspot", "companies", rid, "conflict",
-                             f"company {rec.get('name')!r}: domain {domain} belongs to {len(conflicts)} accounts", conflicts))
-        else:
-            m.add_account(f"hubspot:{rid}", rec.get("name"), domain, "hubspot", "companies", rid)
-            own += 1
-    summary.accounts["hubspot"] = own
-    _domain_conflicts(m)
+    # 2. CRM records: the account an explicit id or their domain names, or one of their own
+    for plugin in (p for p in plugins if p.identity.role == "crm"):
+        rule, system = plugin.identity, plugin.system
+        crm_records[system] = records = list(store.records(system, rule.obj))
+        own = 0
+        for rid, rec in records:
+            domain = _first_domain(rule.domains(rec))
+            explicit = m.explicit(rule.explicit(rec))
+            key, used, conflicts = (explicit, "explicit id", []) if explicit else m.by_domains([domain])
+            if key:
+                m.link(system, rule.obj, rid, key, used if used == "explicit id" else f"domain {used}")
+            elif conflicts:
+                m.issues.append((system, rule.obj, rid, "conflict",
+                                 f"{rule.label(rec)}: domain {domain} belongs to {len(conflicts)} accounts", conflicts))
+            else:
+                m.add_account(f"{system}:{rid}", rule.name(rec), domain, system, rule.obj, rid)
+                own += 1
+        summary.accounts[system] = own
+    _domain_conflicts(m, {p.system: p.identity.obj for p in plugins})
 
-    # 3. Stripe customers
-    claimed: dict[str, list[str]] = defaultdict(list)
-    if m.stripe_field:
-        for rid, rec in sf:
-            cus = rec.get(m.stripe_field)
-            if isinstance(cus, str) and cus.strip():
-                claimed[cus.strip()].append(f"salesforce:{rid}")
-    for rid, rec in store.records("stripe", "customers"):
-        owners = claimed.get(rid, [])
-        if len(owners) > 1:
-            m.issues.append(("stripe", "customers", rid, "conflict",
-                             f"customer {rec.get('email') or rec.get('name')!r} is named by {len(owners)} Salesforce Accounts", owners))
-            continue
-        meta = rec.get("metadata") or {}
-        explicit = owners[0] if owners else m.explicit([
-            ("salesforce", meta.get("salesforce_account_id")), ("hubspot", meta.get("hubspot_company_id"))
-        ])
-        m.attach("stripe", "customers", rid, explicit, [normalize_domain(rec.get("email"))],
-                 f"customer {rec.get('email') or rec.get('name')!r}")
-
-    # 4. Zendesk organizations
-    for rid, rec in store.records("zendesk", "organizations"):
-        ext = rec.get("external_id")
-        explicit = m.explicit([("salesforce", ext), ("hubspot", ext)])
-        m.attach("zendesk", "organizations", rid, explicit,
-                 [normalize_domain(d) for d in rec.get("domain_names") or []], f"organization {rec.get('name')!r}")
+    # 3. linked records: named by a CRM field, by an explicit id, then by domain
+    for plugin in (p for p in plugins if p.identity.role == "linked"):
+        rule, system = plugin.identity, plugin.system
+        claimed = _claims(m, mappings, rule.claimed_by, crm_records)
+        for rid, rec in store.records(system, rule.obj):
+            owners = claimed.get(rid, [])
+            if len(owners) > 1:
+                m.issues.append((system, rule.obj, rid, "conflict",
+                                 f"{rule.label(rec)} is named by {len(owners)} accounts' {rule.claimed_by}", owners))
+                continue
+            explicit = owners[0] if owners else m.explicit(rule.explicit(rec))
+            m.attach(system, rule.obj, rid, explicit, [normalize_domain(d) for d in rule.domains(rec)], rule.label(rec))
 
     _save(store, m, summary)
     return summary
 
 
-def _domain_conflicts(m: _Matcher) -> None:
+def _first_domain(values: list[Any]) -> str | None:
+    return next((d for d in map(normalize_domain, values) if d), None)
+
+
+def _claims(m: _Matcher, mappings: Mappings, input_name: str | None,
+            crm_records: dict[str, list[tuple[str, dict[str, Any]]]]) -> dict[str, list[str]]:
+    """Linked record id -> the accounts whose CRM field of `input_name` names it (each once)."""
+    spec = mappings.inputs.get(input_name or "")
+    claimed: dict[str, list[str]] = defaultdict(list)
+    if spec is None:
+        return claimed
+    for system, records in crm_records.items():
+        crm_field = getattr(spec, system, None)
+        if not crm_field:
+            continue
+        for rid, rec in records:
+            value, key = rec.get(crm_field), m.by_external.get((system, rid))
+            if key and isinstance(value, str) and value.strip() and key not in claimed[value.strip()]:
+                claimed[value.strip()].append(key)
+    return claimed
+
+
+def _domain_conflicts(m: _Matcher, objects: dict[str, str]) -> None:
     for domain, keys in sorted(m.by_domain.items()):
         if len(keys) > 1:
             for key in sorted(keys):
                 system, ext = key.split(":", 1)
-                obj = "Account" if system == "salesforce" else "companies"
-                m.issues.append((system, obj, ext, "conflict",
+                m.issues.append((system, objects[system], ext, "conflict",
                                  f"domain {domain} is shared with {len(keys) - 1} other account(s); "
                                  "it is not used to match billing or helpdesk records", sorted(keys - {key})))
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from .alerts import AlertPlan, evaluate, plan_alerts
-from .catalogue import CATALOGUE
+from .catalogue import catalogue
 from .config.mappings import Mappings
 from .delivery import DeliverySummary, deliver
 from .errors import ConfigError
@@ -35,15 +35,13 @@ from .scoring.engine import ScoreResult, coverage_percent, score_all
 from .scoring.frame import Frame, from_store, iso
 from .scoring.overrides import sync_crm_overrides
 from .shutdown import Interrupted, Shutdown
-from .store import Store
+from .sources import registry
 from .sources.base import PullStats, Source, SourceSetup
-from .sources.hubspot.client import HubSpotSource
-from .sources.salesforce.client import SalesforceSource
-from .sources.stripe.client import StripeSource
-from .sources.zendesk.client import ZendeskSource
-from .writeback import CRM_OBJECT, PlanSummary, PushSummary, plan, push
+from .sources.sync import pull_streams
+from .store import Store
+from .writeback import PlanSummary, PushSummary, plan, push
 
-SOURCES = {"salesforce": SalesforceSource, "hubspot": HubSpotSource, "stripe": StripeSource, "zendesk": ZendeskSource}
+
 @dataclass
 class PullSummary:
     systems: dict[str, PullStats] = field(default_factory=dict)
@@ -62,17 +60,18 @@ def expected_systems(mappings: Mappings) -> dict[str, str]:
     """The systems the mappings read or write, each with the first place that names it."""
     found: dict[str, str] = {}
     for name, spec in mappings.inputs.items():
-        for system in CRM_OBJECT:
+        for system in registry.crms():
             if getattr(spec, system, None):
                 found.setdefault(system, f"input '{name}' reads {getattr(spec, system)}")
     for name, compiled in mappings.scores.items():
         for system in compiled.definition.outputs:
             found.setdefault(system, f"score '{name}' writes its outputs there")
+    known = catalogue()
     for name, metric in mappings.metrics.items():
-        entry = CATALOGUE.get(metric.catalogue or "")
-        if entry is not None and entry.system in SOURCES:
+        entry = known.get(metric.catalogue or "")
+        if entry is not None:
             found.setdefault(entry.system, f"metric '{name}' is the catalogue's {metric.catalogue}")
-    return {s: found[s] for s in SOURCES if s in found}
+    return {s: found[s] for s in registry.systems() if s in found}
 
 
 def sources(
@@ -87,14 +86,15 @@ def sources(
     """
     ctx = SourceSetup(env, calls, dataclasses.replace(RetryPolicy.from_env(env), shutdown=shutdown))
     skip = {s.strip() for s in skip if s.strip()} | {s.strip() for s in env.get("HEALTHSYNC_SKIP", "").split(",") if s.strip()}
-    unknown = sorted(skip - set(SOURCES))
+    unknown = sorted(skip - set(registry.systems()))
     if unknown:
-        raise SettingsError(f"cannot skip {', '.join(unknown)}: the systems are {', '.join(SOURCES)}")
+        raise SettingsError(f"cannot skip {', '.join(unknown)}: the systems are {', '.join(registry.systems())}")
     found: list[Source] = []
     skipped: dict[str, str] = {}
     missing: list[str] = []
-    wanted = set(only) if only else set(SOURCES)
-    for system, cls in SOURCES.items():
+    wanted = set(only) if only else set(registry.systems())
+    for plugin in registry.plugins():
+        system, cls = plugin.system, plugin.client
         if system not in wanted:
             continue
         if system in skip:
@@ -140,7 +140,7 @@ def pull(
         except AuthError as exc:  # this system is out of this run; the others go on
             _fail(summary, source, exc)
             continue
-        types = getattr(source, "field_types", None)
+        types = source.field_types
         if types:  # what the plan step formats and compares output values by
             store.set_meta(f"fields.{source.system}", json.dumps(types, sort_keys=True))
     if problems:
@@ -151,7 +151,7 @@ def pull(
             continue
         clock = time.perf_counter()
         try:
-            summary.systems[source.system] = source.pull(store, mappings, started, full=full)
+            summary.systems[source.system] = pull_streams(source, store, mappings, started, full=full)
         except Interrupted as stop:
             summary.interrupted = str(stop)
             event(f"pull of {source.system} interrupted: {stop}", logging.WARNING, step="pull", system=source.system)
@@ -282,7 +282,7 @@ def _run(
     event("alerts", step="alerts", fired=result.alerts.fired(), baseline=result.alerts.baseline or None,
           recorded=result.alerts.saved)
     if not dry_run:
-        writers = {s.system: s for s in result.pulled.sources if s.system in CRM_OBJECT}
+        writers = {s.system: s for s in result.pulled.sources if registry.plugin(s.system).capabilities.write}
         result.pushed = push(store, mappings, writers, shutdown=shutdown)
         if not result.pushed.interrupted:
             result.delivered = deliver(store, env, result.pulled.sources, result.pulled.calls, shutdown,

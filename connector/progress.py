@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from .http import CallLog
-from .pipeline import SOURCES
+from .sources import registry
 from .store import ReadConnection, Store
 
 REFRESH_SECONDS = 0.25
@@ -33,9 +33,9 @@ _SETTLED = ("done", "failed", "retry")
 
 class RunProgress:
     def __init__(self, calls: CallLog, db_path: str | Path, run_id: int, enabled: bool,
-                 console: Console | None = None, sources: tuple[str, ...] = tuple(SOURCES)):
+                 console: Console | None = None, sources: tuple[str, ...] | None = None):
         self.calls, self.db_path, self.run_id, self.enabled = calls, Path(db_path), run_id, enabled
-        self.sources = sources  # systems that are pulled (a webhook's requests get no pull bar)
+        self.sources = sources or registry.systems()  # systems that are pulled (a webhook's requests get no pull bar)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pull: dict[str, TaskID] = {}

@@ -35,15 +35,14 @@ from .config.mappings import Mappings
 from .errors import HealthsyncError
 from .http import QuotaStop
 from .logs import event
-from .outbox import send_all, verdict
+from .outbox import WriteResult, send_all, verdict
 from .outputs import fit
 from .shutdown import Interrupted, Shutdown
+from .sources import registry
+from .sources.base import CrmSpec
 from .store import Store, utcnow
-from .outbox import WriteResult
 from .times import iso, moment_of
 
-CRM_OBJECT = {"salesforce": "Account", "hubspot": "companies"}
-BATCH = {"salesforce": 200, "hubspot": 100}
 NUMBER_TYPES = {"double", "percent", "currency", "int", "long", "number"}
 DATETIME_TYPES = {"datetime"}
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
@@ -108,7 +107,7 @@ def desired_values(store: Store, mappings: Mappings, system: str, types: Mapping
                    lengths: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
     """CRM record id -> output field -> the value it should hold (text cut to the field's length)."""
     lengths = field_lengths(store, system) if lengths is None else lengths
-    owner = store.linked(system, CRM_OBJECT[system])
+    owner = store.linked(system, _crm(system).object)
     by_account: dict[int, list[str]] = {}
     for record_id, account_id in owner.items():
         by_account.setdefault(account_id, []).append(record_id)
@@ -157,13 +156,13 @@ def plan(store: Store, mappings: Mappings, run_id: int | None = None, systems: l
     summary = PlanSummary()
     now = utcnow()
     rows: list[tuple[Any, ...]] = []
-    for system in systems or list(CRM_OBJECT):
+    for system in systems or list(registry.crms()):
         types = field_types(store, system)
         if not types:
             continue  # this CRM was never pulled: nothing known to compare with
-        held = dict(store.records(system, CRM_OBJECT[system]))
-        owner = store.linked(system, CRM_OBJECT[system])
-        written = store.written(system, CRM_OBJECT[system])
+        held = dict(store.records(system, _crm(system).object))
+        owner = store.linked(system, _crm(system).object)
+        written = store.written(system, _crm(system).object)
         summary.changes[system] = summary.drift[system] = summary.unchanged[system] = 0
         counts = summary.fields.setdefault(system, {})
         for record_id, desired in desired_values(store, mappings, system, types).items():
@@ -188,7 +187,7 @@ def plan(store: Store, mappings: Mappings, run_id: int | None = None, systems: l
                 continue
             summary.changes[system] += 1
             summary.drift[system] += len(drift)
-            rows.append((run_id, system, CRM_OBJECT[system], record_id, owner[record_id], json.dumps(changes, sort_keys=True),
+            rows.append((run_id, system, _crm(system).object, record_id, owner[record_id], json.dumps(changes, sort_keys=True),
                          json.dumps(before, sort_keys=True, default=str), json.dumps(drift), now))
             if len(summary.samples) < sample_size:
                 summary.samples.append({"system": system, "record": record_id, "before": before, "after": changes})
@@ -265,7 +264,7 @@ def _push_system(store: Store, mappings: Mappings, system: str, writer: Any, sum
     def take() -> list[dict[str, Any]]:
         nonlocal use_bulk
         use_bulk = bulk is not None and store.open_changes(system) > bulk.threshold
-        return store.take_batch(system, bulk.job_records if use_bulk else BATCH[system])
+        return store.take_batch(system, bulk.job_records if use_bulk else _crm(system).batch)
 
     def send(batch: list[dict[str, Any]]) -> list[WriteResult]:
         updates = [(row["record_id"], json.loads(row["fields"])) for row in batch]
@@ -289,8 +288,17 @@ def _log_push(summary: PushSummary, system: str) -> None:
           bulk_jobs=summary.jobs[system] or None, interrupted=summary.interrupted)
 
 
+def _crm(system: str) -> CrmSpec:
+    """The CRM object a system's outputs are written to (Account, companies), and its batch size."""
+    spec = registry.plugin(system).crm
+    if spec is None:
+        raise ValueError(f"{system} is not a CRM: nothing is written to it")
+    return spec
+
+
 def _bulk_settings(writer: Any) -> Any:
-    return getattr(writer, "bulk", None) if hasattr(writer, "write_bulk") else None
+    """The writer's Bulk API settings, for a source with the bulk capability (else None)."""
+    return writer.bulk if registry.plugin(writer.system).capabilities.bulk else None
 
 
 def _journal(store: Store, system: str) -> Any:
@@ -300,7 +308,7 @@ def _journal(store: Store, system: str) -> Any:
 
 def _abort_stale_job(store: Store, system: str, writer: Any) -> None:
     job_id = store.meta(f"bulk_job.{system}")
-    if job_id and hasattr(writer, "abort_job"):
+    if job_id and registry.plugin(system).capabilities.bulk:
         writer.abort_job(job_id)
         store.set_meta(f"bulk_job.{system}", "")
 
@@ -319,7 +327,7 @@ def _settle(store: Store, system: str, batch: list[dict[str, Any]], results: Seq
         counters[status][system] += 1
         if status == "done":
             written.append((row["record_id"], json.loads(row["fields"])))
-    store.settle_batch(system, CRM_OBJECT[system], outcome,
+    store.settle_batch(system, _crm(system).object, outcome,
                        [(rid, {f: canonical(v, types.get(f, "string")) for f, v in fields.items()}, fields)
                         for rid, fields in written])
 

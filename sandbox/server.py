@@ -153,6 +153,15 @@ class Sandbox:
                 "HEALTHSYNC_SLACK_WEBHOOK": f"{self.urls['hooks']}/hooks/slack",
                 "HEALTHSYNC_ALERT_WEBHOOK": f"{self.urls['hooks']}/hooks/alerts"}
 
+    def unpaced_env(self) -> dict[str, str]:
+        """`env()` without the export pacing a real Zendesk needs (the sandbox answers at once):
+        what `demo` and `sandbox` run with."""
+        return {**self.env(), "ZENDESK_EXPORT_PER_MINUTE": "0"}
+
+    def describe(self) -> str:
+        """One line: each emulated API and its address."""
+        return ", ".join(f"{family} {url}" for family, url in self.urls.items() if family != "hooks")
+
     @property
     def hooks(self) -> dict[str, list[Record]]:
         """Webhook name -> the messages received ({"body", "headers"}), in order."""

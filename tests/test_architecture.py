@@ -38,7 +38,7 @@ def test_the_runtime_imports_the_sandbox_only_where_demo_asks_for_it():
 
 def test_the_scoring_engine_is_pure():
     text = (CONNECTOR / "scoring" / "engine.py").read_text()
-    assert not re.search(r"^from \.\.(store|systems|http|pipeline)\b", text, re.M)
+    assert not re.search(r"^from \.\.(store|sources|http|pipeline)\b", text, re.M)
 
 
 def test_the_architecture_page_shows_the_rooms_as_they_are():
@@ -46,3 +46,16 @@ def test_the_architecture_page_shows_the_rooms_as_they_are():
                              check=True).stdout
     page = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
     assert printed.strip() in page, "docs/architecture.md: paste the output of `python3 scripts/imports`"
+
+
+def test_a_source_never_writes_the_store_and_capabilities_are_declared_not_probed():
+    """Clients yield pages (sources/sync.py commits them with their cursors); what a source can do
+    is its plugin's Capabilities, never a hasattr probe."""
+    clients = sorted((CONNECTOR / "sources").glob("*/client.py"))
+    assert len(clients) >= 4
+    for path in clients:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"^from \.\.\.store\b", text, re.M), f"{path.relative_to(REPO)} imports the store"
+        assert "def pull(" not in text, f"{path.relative_to(REPO)} has its own pull loop"
+    probing = [str(p.relative_to(REPO)) for p in CONNECTOR.rglob("*.py") if "hasattr(" in p.read_text()]
+    assert probing == []

@@ -12,8 +12,8 @@ from conftest import NOW, REPO
 from connector.config.mappings import load_mappings
 from connector.pipeline import run
 from connector.runlock import RunLock
-from connector.store import Store
 from connector.sources.crm import InputFieldWrite
+from connector.store import Store
 from connector.writeback import push
 from sandbox.dataset import HS_OUTPUTS, SF_OUTPUTS, build_dataset, sf_time
 from sandbox.server import Faults, Sandbox

@@ -18,7 +18,7 @@ from connector.http import (
     redact,
     setting,
 )
-from connector.pipeline import SOURCES
+from connector.sources import registry
 from connector.sources.base import SourceSetup
 from connector.webhook import WebhookSender
 from sandbox.server import (
@@ -67,7 +67,7 @@ def test_every_credential_a_source_reads_is_registered_by_the_source(tmp_path, f
         else:
             env[name] = value
     ctx = SourceSetup(env, CallLog(), RetryPolicy())
-    assert all(cls.from_env(ctx) is not None for cls in SOURCES.values())
+    assert all(cls.from_env(ctx) is not None for cls in (p.client for p in registry.plugins()))
     assert WebhookSender(env, CallLog(), RetryPolicy()).url("SLACK_URL")
     line = " ".join([*SANDBOX_SECRETS.values(), "/services/T0SANDBOX/B0SANDBOX/sandboxHookSecret"])
     assert redact(line) == " ".join(["***"] * 6)

@@ -169,5 +169,5 @@ def test_measure_computes_inputs_and_catalogue_with_reasons_for_na(store):
     assert initech["segment"] == ("Enterprise", None) and initech["csm_rating"] == (5.0, None)
     assert initech["subscription_status"] == (None, "no subscriptions")
     assert initech["seats"] == (None, "not mapped for this account's CRM")
-    assert summary.mrr_by_currency == {"usd": 143.0}
+    assert summary.totals == {"mrr": {"usd": 143.0}}
     assert measure(store, MAPPINGS, NOW).changed == 0  # measuring again changes nothing

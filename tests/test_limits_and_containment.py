@@ -23,11 +23,12 @@ from conftest import REPO
 from connector.config.mappings import load_mappings
 from connector.delivery import MAX_ATTEMPTS, deliver
 from connector.http import AuthError, CallLog, RetryPolicy
-from connector.pipeline import SOURCES, PullSummary, RunSummary, pull, run
-from connector.store import Store
+from connector.pipeline import PullSummary, RunSummary, pull, run
+from connector.sources import registry
 from connector.sources.base import SourceSetup
 from connector.sources.salesforce.client import SalesforceSource
 from connector.sources.zendesk.client import ZendeskSource
+from connector.store import Store
 from sandbox.dataset import SF_OWNERS, build_dataset
 from sandbox.server import Faults, Sandbox
 
@@ -186,7 +187,7 @@ def test_a_refused_action_is_one_attempt_a_run_then_failed_and_the_other_kinds_s
     sf_did, hs_did, hook_did = deliveries(sandbox, store)
     sandbox.refuse("salesforce", SF_TASKS, *sf)
     sandbox.refuse("hubspot", HS_TASKS, *hs)
-    sources = [client(SOURCES[s], env_of(sandbox)) for s in ("salesforce", "hubspot")]
+    sources = [client(registry.plugin(s).client, env_of(sandbox)) for s in ("salesforce", "hubspot")]
     seen = []
     for attempt in range(1, MAX_ATTEMPTS + 1):
         summary = deliver(store, env_of(sandbox), sources, CallLog())
@@ -206,7 +207,7 @@ def test_a_refused_action_is_one_attempt_a_run_then_failed_and_the_other_kinds_s
 def test_a_rejected_credential_leaves_the_deliveries_untouched_and_the_other_kinds_go(sandbox, store):
     sf_did, hs_did, hook_did = deliveries(sandbox, store)
     sandbox.refuse("hubspot", HS_TASKS, 401, "INVALID_AUTHENTICATION", "Authentication credentials not found.")
-    sources = [client(SOURCES[s], env_of(sandbox)) for s in ("salesforce", "hubspot")]
+    sources = [client(registry.plugin(s).client, env_of(sandbox)) for s in ("salesforce", "hubspot")]
     summary = deliver(store, env_of(sandbox), sources, CallLog())
     assert state(store, hs_did)[:2] == ("pending", 0)  # not the deliveries' fault: not counted
     assert summary.failed_exit_codes == {"hubspot_task": 2}
@@ -228,17 +229,17 @@ PING = {"salesforce": "GET /limits", "hubspot": "GET /crm/v3/objects/companies",
         "zendesk": "GET /api/v2/users/me.json"}
 
 
-@pytest.mark.parametrize("system", list(SOURCES))
+@pytest.mark.parametrize("system", registry.systems())
 def test_ping_makes_one_authenticated_call_and_a_rejected_credential_is_exit_2(sandbox, system):
     sandbox.reset_counts()
     calls = CallLog()
-    client(SOURCES[system], env_of(sandbox), calls).ping()
+    client(registry.plugin(system).client, env_of(sandbox), calls).ping()
     data = {k: n for k, n in sandbox.calls.items() if k[0] == system and "login" not in k[1].lower()
             and "Soap" not in k[1]}
     assert data == {(system, PING[system]): 1}  # one cheap call (Salesforce logs in first)
     name, secret, variables = BAD[system]
     with pytest.raises(AuthError) as refused:
-        client(SOURCES[system], env_of(sandbox, **{name: secret})).ping()
+        client(registry.plugin(system).client, env_of(sandbox, **{name: secret})).ping()
     text = str(refused.value)
     assert refused.value.exit_code == 2 and text.startswith(f"{system} ")
     assert "credentials rejected" in text and f"check {variables}" in text
@@ -275,6 +276,6 @@ def test_zendesk_ping_answered_as_anonymous_is_a_rejected_credential():
 def test_ping_a_key_without_the_permission_is_exit_2(sandbox, system, route, code):
     sandbox.refuse(system, route, 403, code, "The provided key does not have the required permissions", times=1)
     with pytest.raises(AuthError) as refused:
-        client(SOURCES[system], env_of(sandbox)).ping()
+        client(registry.plugin(system).client, env_of(sandbox)).ping()
     assert refused.value.exit_code == 2 and "HTTP 403" in str(refused.value)
     assert f"check {BAD[system][0]}" in str(refused.value)

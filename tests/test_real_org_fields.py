@@ -18,10 +18,10 @@ from connector import outputs
 from connector.config.mappings import load_mappings
 from connector.http import CallLog, RetryPolicy
 from connector.pipeline import run
-from connector.store import Store
 from connector.sources.base import SourceSetup
 from connector.sources.hubspot.client import STRING_LENGTH, HubSpotSource
 from connector.sources.salesforce.client import SalesforceSource
+from connector.store import Store
 from connector.writeback import field_lengths, field_types
 from sandbox.dataset import build_dataset
 from sandbox.server import Sandbox

@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 
 import click
 
-from .. import logs, pipeline
+from .. import logs
 from ..config.mappings import load_mappings
 from ..errors import ConfigError, HealthsyncError
+from ..sources import registry
 from ..store import Store
 from .output import err, out
 
@@ -113,6 +114,6 @@ def cli(ctx: click.Context, db: str | None, mappings: str | None, verbose: bool,
     ctx.obj.db_given = ctx.get_parameter_source("db") is click.core.ParameterSource.COMMANDLINE
 
 
-SKIP = click.option("--skip", "skip", multiple=True, type=click.Choice(list(pipeline.SOURCES)),
+SKIP = click.option("--skip", "skip", multiple=True, type=click.Choice(registry.systems()),
                     help="Leave this system out on purpose (repeatable; also HEALTHSYNC_SKIP=a,b). Without it, a "
                          "system the mappings use but that has no credentials is exit 2.")

@@ -12,7 +12,7 @@ from .. import outputs, pipeline
 from ..config.mappings import check_mappings
 from ..errors import ConfigError, HealthsyncError, Problem
 from ..http import AuthError, CallLog
-from ..writeback import CRM_OBJECT
+from ..sources import registry
 from .base import Invocation, cli, handled
 from .output import err, out
 
@@ -55,7 +55,7 @@ def _fields(mappings: Any, create: bool, metadata: str | None, ping: bool = Fals
             target.write_text(text, encoding="utf-8")
         out.print(f"wrote the Salesforce DX project for these mappings to {metadata}", markup=False)
     expected = pipeline.expected_systems(mappings)
-    found, skipped = pipeline.sources(os.environ, CallLog(), only=None if ping else list(CRM_OBJECT),
+    found, skipped = pipeline.sources(os.environ, CallLog(), only=None if ping else list(registry.crms()),
                                       expected=expected)
     for system, why in skipped.items():
         out.print(f"{system}: {why}", markup=False)
@@ -70,7 +70,7 @@ def _fields(mappings: Any, create: bool, metadata: str | None, ping: bool = Fals
                 found.remove(source)
                 continue
             out.print(f"{source.system}: credentials accepted", markup=False)
-    reports = outputs.live_check(mappings, [s for s in found if s.system in CRM_OBJECT], create=create)
+    reports = outputs.live_check(mappings, [s for s in found if s.system in registry.crms()], create=create)
     for report in reports:
         if report.created:
             out.print(f"{report.system}: created {', '.join(report.created)}", markup=False)

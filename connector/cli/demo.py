@@ -49,9 +49,8 @@ def demo(obj: Invocation, accounts: int, faults: bool) -> None:
     now = datetime.now(UTC)
     injected = Faults(rate_429=0.1, rate_5xx=0.02, rate_drop=0.01, expire_session_after=5, seed=1) if faults else Faults()
     with Sandbox(build_dataset(accounts=accounts, seed=7, now=now), faults=injected) as sb, Store(path) as store:
-        out.print(f"sandbox: Salesforce {sb.urls['salesforce']} (TLS), HubSpot {sb.urls['hubspot']}, "
-                  f"Stripe {sb.urls['stripe']}, Zendesk {sb.urls['zendesk']}", markup=False)
-        env = {**sb.env(), "ZENDESK_EXPORT_PER_MINUTE": "0", "HEALTHSYNC_RETRY_BASE": "0.05"}
+        out.print(f"sandbox: {sb.describe()}", markup=False)
+        env = {**sb.unpaced_env(), "HEALTHSYNC_RETRY_BASE": "0.05"}
         result = runs.one_run(path, mappings, env, command="demo", now=now,
                               progress=_progress(obj))
         records = [r for r in store.current_scores("health") if r["value"] is not None]
@@ -132,7 +131,7 @@ def sandbox_command(obj: Invocation, accounts: int, faults: bool, env_file: Path
     injected = Faults(rate_429=0.1, rate_5xx=0.02, rate_drop=0.01, expire_session_after=5, seed=1) if faults else Faults()
     with Shutdown().on_signals() as shutdown, \
             Sandbox(build_dataset(accounts=accounts, seed=7, now=datetime.now(UTC)), faults=injected) as sb:
-        env = {**sb.env(), "ZENDESK_EXPORT_PER_MINUTE": "0"}
+        env = sb.unpaced_env()
         lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
         if env_file is not None:
             env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())), encoding="utf-8")

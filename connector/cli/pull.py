@@ -11,19 +11,20 @@ from rich.table import Table
 
 from .. import logs, pipeline, runs
 from ..shutdown import Shutdown
+from ..sources import registry
 from .base import SKIP, Invocation, cli, handled
 from .output import emit, err, one_format, out
 
 
 @cli.command()
 @click.option("--full", is_flag=True, help="Ignore the cursors: read everything again.")
-@click.option("--system", "systems", multiple=True, type=click.Choice(list(pipeline.SOURCES)),
+@click.option("--system", "systems", multiple=True, type=click.Choice(registry.systems()),
               help="Only this system (repeatable).")
 @SKIP
 @click.pass_obj
 @handled
 def pull(obj: Invocation, full: bool, systems: tuple[str, ...], skip: tuple[str, ...]) -> None:
-    """Read what changed in Salesforce, HubSpot, Stripe and Zendesk; match and measure."""
+    """Read what changed in every source (Salesforce, HubSpot, Stripe, Zendesk); match and measure."""
     mappings = obj.mappings()
     with Shutdown().on_signals() as shutdown, obj.store(create=True) as store, runs.tracked(store, "pull") as run_id, \
             logs.bound(run_id=run_id):
@@ -58,7 +59,7 @@ def _print_pull(summary: pipeline.PullSummary) -> None:
         accounts = " + ".join(f"{n:,} from {s}" for s, n in m.accounts.items())
         linked = "; ".join(
             f"{system}: " + ", ".join(f"{n:,} by {how}" for how, n in kinds.items())
-            for system, kinds in m.linked.items() if system in ("stripe", "zendesk", "hubspot")
+            for system, kinds in m.linked.items() if registry.plugin(system).identity.role != "account"
         )
         out.print(f"accounts: {accounts}", markup=False)
         out.print(f"matched: {linked or 'nothing'}", markup=False)
@@ -69,8 +70,9 @@ def _print_pull(summary: pipeline.PullSummary) -> None:
     if summary.measure:
         me = summary.measure
         out.print(f"measured: {me.values:,} values for {me.accounts:,} accounts, {me.changed:,} changed", markup=False)
-        if me.mrr_by_currency:
-            out.print("MRR: " + ", ".join(f"{c.upper()} {v:,.2f}" for c, v in sorted(me.mrr_by_currency.items())), markup=False)
+        for metric, by_unit in me.totals.items():
+            out.print(f"{metric.upper()}: " + ", ".join(f"{u.upper()} {v:,.2f}" for u, v in sorted(by_unit.items())),
+                      markup=False)
 
 
 @cli.command()

@@ -18,14 +18,13 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from ..sources import registry
 from .models import ScoreDef, Strict
 from .source import KeyPath
 
 CONDITIONS = ("status_becomes", "drops_by", "trigger_fires", "sub_score_below")
 ACTION_KINDS = ("webhook", "salesforce_task", "hubspot_task")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
-# the settings that hold healthsync's own credentials and API addresses: never a webhook URL
-_RESERVED_ENV = ("SALESFORCE_", "HUBSPOT_", "STRIPE_", "ZENDESK_")
 
 # placeholders every message may use, and those only one condition knows
 COMMON_PLACEHOLDERS = ("account", "alert", "score_name", "score", "status", "previous", "previous_status", "drivers")
@@ -325,7 +324,7 @@ def _check_action(alert: CompiledAlert, action: Action, path: KeyPath,
         elif not _ENV_NAME.fullmatch(name):
             problem((*path, "url_env"), f"'{name}' is not an environment variable name",
                     "use capitals, digits and _, e.g. HEALTHSYNC_SLACK_WEBHOOK")
-        elif name.startswith(_RESERVED_ENV):
+        elif name.startswith(_reserved_env()):
             problem((*path, "url_env"), f"'{name}' is one of healthsync's own credential or API settings",
                     "give the webhook URL its own variable, e.g. HEALTHSYNC_SLACK_WEBHOOK")
         elif name.endswith("_FILE"):
@@ -371,3 +370,9 @@ def _near(name: str, known: list[str]) -> str:
 
     close = difflib.get_close_matches(name, known, n=1)
     return f"did you mean '{close[0]}'?" if close else ""
+
+
+def _reserved_env() -> tuple[str, ...]:
+    """The prefixes of the settings that hold a source's credentials and API address (SALESFORCE_,
+    HUBSPOT_, ...: each source's name in capitals): never a webhook URL."""
+    return tuple(f"{system.upper()}_" for system in registry.systems())

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..catalogue import CATALOGUE
+from ..catalogue import catalogue
 from ..errors import ConfigError, ExpressionError, Problem
 from ..expressions import ANY, BOOL, NUM, Expression, infer_type, parse
 from .alerts import CompiledAlert, check_alerts
@@ -266,11 +266,12 @@ class _Checker:
 
     def _types(self, inputs: dict[str, InputField], metrics: dict[str, MetricDef]) -> dict[str, str]:
         types: dict[str, str] = {name: field.type for name, field in inputs.items()}
+        known = catalogue()
         for name, metric in metrics.items():
             if name in inputs and metric.input != name:
                 self.add(("metrics", name), f"'{name}' is also an input", "give the metric its own name")
-            if metric.catalogue and metric.catalogue in CATALOGUE:
-                types[name] = CATALOGUE[metric.catalogue].type
+            if metric.catalogue and metric.catalogue in known:
+                types[name] = known[metric.catalogue].type
             elif metric.input and metric.input in inputs:
                 types[name] = inputs[metric.input].type
             else:
@@ -283,6 +284,7 @@ class _Checker:
         self, metrics: dict[str, MetricDef], inputs: dict[str, InputField], types: dict[str, str]
     ) -> dict[str, Expression]:
         parsed: dict[str, Expression] = {}
+        known = catalogue()
         for name, metric in metrics.items():
             path: KeyPath = ("metrics", name)
             sources = [k for k in ("input", "catalogue", "expr") if getattr(metric, k)]
@@ -295,11 +297,11 @@ class _Checker:
                 continue
             if metric.input and metric.input not in inputs:
                 self.add((*path, "input"), f"input '{metric.input}' is not defined", _near(metric.input, inputs))
-            if metric.catalogue and metric.catalogue not in CATALOGUE:
+            if metric.catalogue and metric.catalogue not in known:
                 self.add(
                     (*path, "catalogue"),
                     f"'{metric.catalogue}' is not in the metric catalogue",
-                    _near(metric.catalogue, CATALOGUE) or "see docs/mappings.md#catalogue",
+                    _near(metric.catalogue, known) or "see docs/mappings.md#catalogue",
                 )
             if metric.expr:
                 expr = self._expression(metric.expr, (*path, "expr"), inputs, metrics, types)

@@ -83,7 +83,7 @@ class Capabilities:
     read: bool = True
     write: bool = False  # CRM field writes: write(updates, allowed) in batches of CrmSpec.batch
     bulk: bool = False  # Bulk API jobs for big pushes: write_bulk, abort_job, and a `bulk` setting
-    tasks: bool = False  # alert tasks: create_tasks
+    tasks: bool = False  # alert tasks: deliver_tasks(batch of (delivery id, stored payload)), kind '<system>_task'
 
 
 class Source(Protocol):
@@ -145,7 +145,8 @@ class CatalogueMetric:
     type: str  # number / text / boolean / date
     system: str  # the source it needs, or "crm" (computed from inputs)
     description: str
-    compute: Compute | None = None  # None only while a catalogue is being declared
+    compute: Compute
+    total_by: str | None = None  # the pull summary totals it per value of this metric (MRR per currency)
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,8 @@ from ...http import (
     setting,
 )
 from ...outbox import CreateResult, WriteResult
-from ...store import Store
 from ...times import moment_of, parse_iso
-from ..base import PullStats, SourceSetup
+from ..base import Page, PullStats, Read, SourceSetup, Stream
 from ..crm import FieldWords, fields_to_read, guard_outputs, merge_updates, missing_fields
 
 if TYPE_CHECKING:
@@ -81,6 +80,12 @@ WORDS = FieldWords(
 class HubSpotSource:
     CREDENTIALS = "HUBSPOT_ACCESS_TOKEN"  # what to set, for the message when it is missing
     system = SYSTEM
+    STREAMS = (
+        Stream("companies", "companies",
+               "GET /crm/v3/objects/companies (a full pull), else POST /crm/v3/objects/companies/search; "
+               "then GET /crm/v3/objects/companies?archived=true", key="id",
+               cursor_field="hs_lastmodifieddate", paginator="paging.next.after (list); hs_object_id > last id (search)"),
+    )
 
     def __init__(self, ctx: SourceSetup, token: str, base_url: str, daily_reserve: int, overlap: timedelta):
         self.ctx = ctx
@@ -207,17 +212,17 @@ class HubSpotSource:
     def properties(self, mappings: Mappings) -> list[str]:
         return fields_to_read(mappings, SYSTEM, BASE_PROPERTIES)
 
-    def pull(self, store: Store, mappings: Mappings, run_started: str, full: bool = False) -> PullStats:
-        stats = PullStats(SYSTEM)
+    def streams(self, mappings: Mappings) -> list[Stream]:
+        return list(self.STREAMS)
+
+    def read(self, stream: Stream, mappings: Mappings, at: Read) -> Iterator[Page]:
         props = self.properties(mappings)
-        state = None if full else store.cursor(SYSTEM, "companies")
-        cap = parse_iso(run_started)
-        stats.full["companies"] = state is None
-        if state is None:
+        cap = parse_iso(at.run_started)
+        if at.cursor is None:
             pages = self._list(props, archived=False)
             since, after_id = None, 0
         else:
-            saved = json.loads(state)
+            saved = json.loads(at.cursor)
             since, after_id = saved["since"], int(saved.get("after_id", 0))
             pages = self._search(props, since, after_id)
         newest = parse_iso(since) if since else None
@@ -229,19 +234,16 @@ class HubSpotSource:
                     newest = stamp
             # mid-stream progress: the same lower bound, past the last id seen
             progress = json.dumps({"since": since, "after_id": int(results[-1]["id"])}) if since else None
-            store.put_records(SYSTEM, "companies", rows, now=run_started,
-                              cursor=("companies", progress) if progress else None)
-            stats.add("companies", len(rows))
+            yield Page(rows, progress)
         for results in self._list(props, archived=True):
             rows = [(c["id"], _company(c), c["properties"].get("hs_lastmodifieddate"), True) for c in results]
-            store.put_records(SYSTEM, "companies", rows, now=run_started)
-            stats.add("companies (archived)", len(rows), len(rows))
+            yield Page(rows, counted_as="companies (archived)")
         done = min(newest, cap) if newest else cap
-        with store.transaction():
-            store.set_cursor(SYSTEM, "companies", json.dumps({"since": done.astimezone(UTC).isoformat().replace("+00:00", "Z"), "after_id": 0}))
+        yield Page([], json.dumps({"since": done.astimezone(UTC).isoformat().replace("+00:00", "Z"), "after_id": 0}))
+
+    def finish(self, stats: PullStats) -> None:
         if "Daily-Remaining" in self.limits:
             stats.notes.append(f"{self.limits['Daily-Remaining']:,} requests left today")
-        return stats
 
     def _list(self, props: list[str], archived: bool) -> Iterator[list[dict[str, Any]]]:
         after: str | None = None
@@ -302,6 +304,10 @@ class HubSpotSource:
         results = [WriteResult(rid, True) for rid, _f in updates if rid in done]
         return results + [failed[rid] for rid, _f in updates if rid in failed and rid not in done]
 
+
+    def deliver_tasks(self, batch: list[tuple[str, dict[str, Any]]]) -> list[CreateResult]:
+        """Alert tasks as the alerts step stored them ({"properties", "company"} each)."""
+        return self.create_tasks([(key, payload["properties"], payload["company"]) for key, payload in batch])
 
     def create_tasks(self, tasks: list[tuple[str, dict[str, str], str]]) -> list[CreateResult]:
         """One batch create of at most 100 tasks, (key, properties, company id) each, every task

@@ -34,9 +34,8 @@ from ...http import (
     retry_after_seconds,
     setting,
 )
-from ...store import Store
 from ...times import iso, parse_iso
-from ..base import PullStats, SourceSetup
+from ..base import Page, PullStats, Read, SourceSetup, Stream
 
 if TYPE_CHECKING:
     from ...config.mappings import Mappings
@@ -61,9 +60,15 @@ OBJECTS = {"customer": "customers", "subscription": "subscriptions", "invoice": 
 class StripeSource:
     CREDENTIALS = "STRIPE_API_KEY"  # what to set, for the message when it is missing
     system = SYSTEM
+    STREAMS = (
+        Stream("events", "customers",  # every page with records names its object; "customers" is the matched one
+               "GET /v1/events (a first pull, or one older than 30 days: GET /v1/customers, /v1/subscriptions, "
+               "/v1/invoices, /v1/charges)", key="id", cursor_field="created", paginator="starting_after"),
+    )
 
     def __init__(self, ctx: SourceSetup, api_key: str, base_url: str):
         self.ctx = ctx
+        self.field_types: dict[str, dict[str, Any]] = {}  # not a CRM: no output fields to describe
         session = counted_session(ctx.calls, SYSTEM, lambda method, url: f"{method} {urlsplit(url).path}")
         self.client = stripe.StripeClient(
             api_key,
@@ -127,21 +132,25 @@ class StripeSource:
 
     # ------------------------------------------------------------ pull
 
-    def pull(self, store: Store, mappings: Mappings, run_started: str, full: bool = False) -> PullStats:
-        stats = PullStats(SYSTEM)
-        now = parse_iso(run_started)
-        cursor = None if full else store.cursor(SYSTEM, "events")
-        if cursor is not None and datetime.fromtimestamp(int(cursor), UTC) < now - EVENTS_REACH:
-            stats.notes.append("last pull is older than Stripe's 30 days of events: full re-backfill")
-            cursor = None
-        stats.full["events"] = cursor is None
-        if cursor is None:
-            self._backfill(store, stats, now, run_started)
-        else:
-            self._replay(store, stats, int(cursor), run_started)
-        return stats
+    def streams(self, mappings: Mappings) -> list[Stream]:
+        return list(self.STREAMS)
 
-    def _backfill(self, store: Store, stats: PullStats, now: datetime, run_started: str) -> None:
+    def read(self, stream: Stream, mappings: Mappings, at: Read) -> Iterator[Page]:
+        now = parse_iso(at.run_started)
+        cursor = at.cursor
+        if cursor is not None and datetime.fromtimestamp(int(cursor), UTC) < now - EVENTS_REACH:
+            at.stats.notes.append("last pull is older than Stripe's 30 days of events: full re-backfill")
+            at.stats.full[stream.name] = True
+            cursor = None
+        if cursor is None:
+            yield from self._backfill(now)
+        else:
+            yield from self._replay(int(cursor), at.stats)
+
+    def finish(self, stats: PullStats) -> None:
+        pass
+
+    def _backfill(self, now: datetime) -> Iterator[Page]:
         # the newest event before the backfill: replaying from it later cannot miss a change
         latest = next(self.list("/v1/events", {"limit": 1, "types": EVENT_TYPES}), [])
         mark = int(latest[0]["created"]) if latest else int(now.timestamp())
@@ -154,12 +163,10 @@ class StripeSource:
         ]
         for obj, path, params in lists:
             for data in self.list(path, params):
-                store.put_records(SYSTEM, obj, (_row(o) for o in data), now=run_started)
-                stats.add(obj, len(data))
-        with store.transaction():
-            store.set_cursor(SYSTEM, "events", str(mark))
+                yield Page([_row(o) for o in data], obj=obj)
+        yield Page([], str(mark))  # the cursor moves once every list is committed
 
-    def _replay(self, store: Store, stats: PullStats, since: int, run_started: str) -> None:
+    def _replay(self, since: int, stats: PullStats) -> Iterator[Page]:
         events: list[dict[str, Any]] = []
         for data in self.list("/v1/events", {"created": {"gte": since}, "types": EVENT_TYPES}):
             events += data
@@ -173,13 +180,10 @@ class StripeSource:
         newest = max([since, *(int(e["created"]) for e in events)])
         kinds = [k for k, rows in latest.items() if rows]
         for kind in kinds:  # the cursor moves with the last kind's commit, not before
-            cursor = ("events", str(newest)) if kind == kinds[-1] else None
-            store.put_records(SYSTEM, kind, latest[kind].values(), now=run_started, cursor=cursor)
-            stats.add(kind, len(latest[kind]), sum(1 for r in latest[kind].values() if r[3]))
+            yield Page(list(latest[kind].values()), str(newest) if kind == kinds[-1] else None, obj=kind)
         if not kinds:
-            with store.transaction():
-                store.set_cursor(SYSTEM, "events", str(newest))
-        stats.add("events", len(events))
+            yield Page([], str(newest))
+        stats.add("events", len(events))  # the events themselves are not stored: counted here, after the commit
 
 
 def _row(obj: dict[str, Any], deleted: bool = False) -> tuple[str, dict[str, Any], str | None, bool]:

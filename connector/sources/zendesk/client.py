@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import re
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -40,8 +41,7 @@ from ...http import (
     retry_after_seconds,
     setting,
 )
-from ...store import Store
-from ..base import PullStats, SourceSetup
+from ..base import Page, PullStats, Read, SourceSetup, Stream
 
 if TYPE_CHECKING:
     from ...config.mappings import Mappings
@@ -60,9 +60,16 @@ def endpoint_of(method: str, url: str) -> str:
 class ZendeskSource:
     CREDENTIALS = "ZENDESK_URL, ZENDESK_EMAIL and ZENDESK_API_TOKEN"  # what to set when they are missing
     system = SYSTEM
+    STREAMS = (
+        Stream("organizations", "organizations", "GET /api/v2/incremental/organizations.json", key="id",
+               cursor_field="end_time", paginator="next_page"),
+        Stream("tickets", "tickets", "GET /api/v2/incremental/tickets/cursor.json", key="id",
+               cursor_field="after_cursor", paginator="after_cursor"),
+    )
 
     def __init__(self, ctx: SourceSetup, base_url: str, email: str, token: str, per_minute: float, start_time: int):
         self.ctx = ctx
+        self.field_types: dict[str, dict[str, Any]] = {}  # not a CRM: no output fields to describe
         self.base_url = base_url
         self.session = counted_session(ctx.calls, SYSTEM, endpoint_of, ca_bundle(ctx.env))
         self.session.auth = (f"{email}/token", token)
@@ -141,15 +148,18 @@ class ZendeskSource:
 
     # ------------------------------------------------------------ pull
 
-    def pull(self, store: Store, mappings: Mappings, run_started: str, full: bool = False) -> PullStats:
-        stats = PullStats(SYSTEM)
-        self._organizations(store, stats, run_started, full)
-        self._tickets(store, stats, run_started, full)
-        return stats
+    def streams(self, mappings: Mappings) -> list[Stream]:
+        return list(self.STREAMS)
 
-    def _organizations(self, store: Store, stats: PullStats, run_started: str, full: bool) -> None:
-        since = None if full else store.cursor(SYSTEM, "organizations")
-        stats.full["organizations"] = since is None
+    def read(self, stream: Stream, mappings: Mappings, at: Read) -> Iterator[Page]:
+        if stream.name == "organizations":
+            return self._organizations(at.cursor)
+        return self._tickets(at.cursor)
+
+    def finish(self, stats: PullStats) -> None:
+        pass
+
+    def _organizations(self, since: str | None) -> Iterator[Page]:
         url: str | None = f"{self.base_url}/api/v2/incremental/organizations.json"
         params: dict[str, Any] | None = {"start_time": _start(int(since) if since else self.start_time)}
         while url:
@@ -158,16 +168,12 @@ class ZendeskSource:
             rows = [(str(o["id"]), {k: o.get(k) for k in ORG_FIELDS}, o.get("updated_at"), bool(o.get("deleted_at")))
                     for o in orgs]
             end_time = body.get("end_time")
-            store.put_records(SYSTEM, "organizations", rows, now=run_started,
-                              cursor=("organizations", str(end_time)) if end_time else None)
-            stats.add("organizations", len(rows), sum(1 for r in rows if r[3]))
+            yield Page(rows, str(end_time) if end_time else None, counted_as="organizations")  # empty: "0 organizations"
             if body.get("end_of_stream") or not body.get("next_page") or not orgs:
                 return
             url, params = body["next_page"], None
 
-    def _tickets(self, store: Store, stats: PullStats, run_started: str, full: bool) -> None:
-        cursor = None if full else store.cursor(SYSTEM, "tickets")
-        stats.full["tickets"] = cursor is None
+    def _tickets(self, cursor: str | None) -> Iterator[Page]:
         url = f"{self.base_url}/api/v2/incremental/tickets/cursor.json"
         params: dict[str, Any] = {"per_page": 1000}
         params.update({"cursor": cursor} if cursor else {"start_time": _start(self.start_time)})
@@ -176,8 +182,7 @@ class ZendeskSource:
             tickets = body.get("tickets") or []
             rows = [(str(t["id"]), _ticket(t), t.get("updated_at"), t.get("status") == "deleted") for t in tickets]
             after = body.get("after_cursor")
-            store.put_records(SYSTEM, "tickets", rows, now=run_started, cursor=("tickets", after) if after else None)
-            stats.add("tickets", len(rows), sum(1 for r in rows if r[3]))
+            yield Page(rows, after or None, counted_as="tickets")  # an empty page still counts: "0 tickets"
             if body.get("end_of_stream") or not after:
                 return
             params = {"per_page": 1000, "cursor": after}

@@ -1,0 +1,20 @@
+"""HubSpot: a company is the account its `salesforce_account_id` or domain names, else an account
+of its own; its mapped properties are read and the score's written, and alerts can create tasks."""
+
+from ..base import Capabilities, CrmSpec, Identity, SourcePlugin
+from .client import BATCH_SIZE, HubSpotSource
+
+PLUGIN = SourcePlugin(
+    system="hubspot",
+    client=HubSpotSource,
+    capabilities=Capabilities(read=True, write=True, tasks=True),
+    identity=Identity(
+        obj="companies", role="crm",
+        label=lambda rec: f"company {rec.get('name')!r}",
+        domains=lambda rec: [rec.get("domain")],
+        explicit=lambda rec: [("salesforce", rec.get("salesforce_account_id"))],
+        name=lambda rec: rec.get("name"),
+    ),
+    unmatched="no HubSpot company for this account",
+    crm=CrmSpec(object="companies", batch=BATCH_SIZE),
+)

@@ -1,0 +1,19 @@
+"""Salesforce: Accounts are the accounts; their mapped fields are read and the score's written
+(sObject Collections, or Bulk API 2.0 jobs for big pushes), and alerts can create Tasks."""
+
+from ..base import Capabilities, CrmSpec, Identity, SourcePlugin
+from .client import COLLECTION_SIZE, SalesforceSource
+
+PLUGIN = SourcePlugin(
+    system="salesforce",
+    client=SalesforceSource,
+    capabilities=Capabilities(read=True, write=True, bulk=True, tasks=True),
+    identity=Identity(
+        obj="Account", role="account",
+        label=lambda rec: f"account {rec.get('Name')!r}",
+        domains=lambda rec: [rec.get("Website")],
+        name=lambda rec: rec.get("Name"),
+    ),
+    unmatched="no Salesforce Account for this account",
+    crm=CrmSpec(object="Account", batch=COLLECTION_SIZE),
+)
