@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from .catalogue import catalogue
 from .config.mappings import Mappings
 from .sources import registry
-from .sources.base import NA, AccountData, Value
+from .sources.base import NA, AccountData, CatalogueMetric, Value
 from .store import Store
 from .times import iso
 
@@ -36,27 +36,21 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None) -> Me
     """Compute and store every input and catalogue metric the mappings use, for every account."""
     now = now or datetime.now(UTC)
     summary = MeasureSummary()
-    data = _gather(store)
+    data = gather(store)
     names = mappings.stored_names()
     known = catalogue()
-    unmatched = {p.system: p.unmatched for p in registry.plugins()}
+    compute = calculator(known, now)
     catalogue_of = {m: d.catalogue for m, d in mappings.metrics.items() if d.catalogue}
     totalled = [key for key in dict.fromkeys(catalogue_of.values()) if known[key].total_by]
     ids = store.account_ids().tolist()
     summary.accounts = len(ids)
     empty = AccountData()
 
-    def compute(key: str, acct: AccountData, inputs: dict[str, Value]) -> Value:
-        metric = known[key]
-        if metric.system in unmatched and not acct.linked.get(metric.system):
-            return NA, unmatched[metric.system]
-        return metric.compute(acct, inputs, now)
-
     def rows() -> Iterator[tuple[int, str, Any, str | None]]:
         """One account at a time, consumed by the store as it is made (memory: one row wide)."""
         for account_id in ids:
             acct = data.pop(account_id, empty)
-            inputs = {name: _input(acct, mappings, name) for name in mappings.inputs}
+            inputs = {name: input_value(acct, mappings, name) for name in mappings.inputs}
             computed: dict[str, Value] = {}
             for name in names:
                 if name in inputs:
@@ -79,6 +73,20 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None) -> Me
     return summary
 
 
+def calculator(known: dict[str, CatalogueMetric], now: datetime) -> Callable[[str, AccountData, dict[str, Value]], Value]:
+    """compute(catalogue key, account, input values) at `now`: N/A with the source's reason when the
+    account has no record of the metric's source."""
+    unmatched = {p.system: p.unmatched for p in registry.plugins()}
+
+    def compute(key: str, acct: AccountData, inputs: dict[str, Value]) -> Value:
+        metric = known[key]
+        if metric.system in unmatched and not acct.linked.get(metric.system):
+            return NA, unmatched[metric.system]
+        return metric.compute(acct, inputs, now)
+
+    return compute
+
+
 def _total(summary: MeasureSummary, key: str, value: Value, unit: Value) -> None:
     if value[0] and unit[0]:
         by_unit = summary.totals.setdefault(key, {})
@@ -88,7 +96,7 @@ def _total(summary: MeasureSummary, key: str, value: Value, unit: Value) -> None
 # ------------------------------------------------------------------ gathering
 
 
-def _gather(store: Store) -> dict[int, AccountData]:
+def gather(store: Store) -> dict[int, AccountData]:
     """Each account's CRM records, the ids of its matched records and the records that belong to them."""
     data: dict[int, AccountData] = defaultdict(AccountData)
     for plugin in registry.plugins():
@@ -112,7 +120,7 @@ def _gather(store: Store) -> dict[int, AccountData]:
 # ------------------------------------------------------------------ inputs
 
 
-def _input(acct: AccountData, mappings: Mappings, name: str) -> Value:
+def input_value(acct: AccountData, mappings: Mappings, name: str) -> Value:
     spec = mappings.inputs[name]
     reasons = []
     for system, rec in acct.crm:

@@ -7,7 +7,7 @@ error-to-exit-code mapping; output.py the one way listings are printed.
 
 from __future__ import annotations
 
-from . import check, demo, history, pull, report, run, scores  # noqa: F401 - each registers its commands
+from . import backtest, check, demo, history, pull, report, run, scores  # noqa: F401 - each registers its commands
 from .base import cli
 
 

@@ -25,11 +25,12 @@ from .models import (
     ScoreModel,
     parse_weight,
 )
+from .outcomes import Outcome, check_outcomes
 from .reach import analyse
 from .schemes import SCHEME_TYPES, BaseScheme
 from .source import KeyPath, Located, load_file
 
-TOP_LEVEL = {"inputs", "metrics", "scores", "alerts"}
+TOP_LEVEL = {"inputs", "metrics", "scores", "alerts", "outcomes"}
 
 
 @dataclass
@@ -91,6 +92,18 @@ class Mappings:
     version: str
     located: Located
     alerts: list[CompiledAlert] = field(default_factory=list)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    def reads(self, system: str, obj: str) -> bool:
+        """Whether something in the mappings needs a stored object that its source pulls only on
+        demand (Salesforce Opportunity and Case, HubSpot deals): an outcome, or a catalogue metric."""
+        if any((system, obj) in outcome.objects() for outcome in self.outcomes.values()):
+            return True
+        known = catalogue()
+        return any(
+            known[d.catalogue].system == system and obj in known[d.catalogue].objects
+            for d in self.metrics.values() if d.catalogue and d.catalogue in known
+        )
 
     def stored_names(self) -> list[str]:
         """Names whose values live in the store: inputs and catalogue metrics."""
@@ -213,7 +226,7 @@ class _Checker:
         data = self.loc.data
         for key in data:
             if key not in TOP_LEVEL:
-                self.add((key,), f"unknown top-level key '{key}'", "use inputs, metrics, scores or alerts")
+                self.add((key,), f"unknown top-level key '{key}'", "use inputs, metrics, scores, alerts or outcomes")
         inputs = self._section(data, "inputs", InputField)
         metrics = self._section(data, "metrics", MetricDef)
         types = self._types(inputs, metrics)
@@ -228,15 +241,16 @@ class _Checker:
         self._field_ownership(inputs, scores)
         declared = {str(n) for n in _mapping(data.get("scores"))}
         alerts = check_alerts(data.get("alerts"), scores, self.add, self._typed, declared)
+        outcomes = check_outcomes(data.get("outcomes"), self.add, self._typed)
         if self.problems or self.loc.problems:
             return None
         return Mappings(
             root, inputs, metrics, derived, scores, types, version_of(root, self._alert_only_files(root)), self.loc,
-            alerts,
+            alerts, outcomes,
         )
 
     def _alert_only_files(self, root: Path) -> set[Path]:
-        """Files whose only top-level key is `alerts`: left out of the model version."""
+        """Files holding only `alerts` and `outcomes`: left out of the model version (no score changes)."""
         keys: dict[str, set[str]] = {}
         for path, (file, _line) in self.loc.lines.items():
             if len(path) == 1:
@@ -245,7 +259,7 @@ class _Checker:
         shown = {
             (str(Path(root.name) / p.relative_to(base)) if root.is_dir() else p.name): p for p in mapping_files(root)
         }
-        return {shown[f] for f, k in keys.items() if k == {"alerts"} and f in shown}
+        return {shown[f] for f, k in keys.items() if k and k <= {"alerts", "outcomes"} and f in shown}
 
     def _section(self, data: dict[str, Any], key: str, cls: type[BaseModel]) -> dict[str, Any]:
         raw = data.get(key)

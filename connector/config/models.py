@@ -72,6 +72,9 @@ class InputField(Strict):
     salesforce: str | None = None
     hubspot: str | None = None
     values: list[str | float] | None = None  # the picklist's values, when it has a fixed set
+    # rescore: before healthsync first read it, an input is N/A at past dates, unless this says
+    # its value today may stand for the past (an assumption every rebuilt result shows)
+    carry_back: bool = False
 
 
 class MetricDef(Strict):

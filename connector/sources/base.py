@@ -147,6 +147,7 @@ class CatalogueMetric:
     description: str
     compute: Compute
     total_by: str | None = None  # the pull summary totals it per value of this metric (MRR per currency)
+    objects: tuple[str, ...] = ()  # stored objects it reads that its source pulls only when asked (Case)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,25 @@ class Identity:
     claimed_by: str | None = None  # an input whose CRM field holds this record's id (stripe_customer_id)
 
 
+Event = tuple[Any, str]  # (when: an aware datetime, what happened: "renewal Q3 closed lost")
+
+
+@dataclass(frozen=True)
+class OutcomeRule:
+    """One way a source says what happened to an account (`mappings/outcomes.yaml`, under `any:`).
+
+    `settings` is the pydantic model of its keys there; `events(settings, account)` lists the
+    account's events of that kind from its gathered records, oldest first."""
+
+    settings: Any  # a pydantic model class (extra keys forbidden)
+    objects: tuple[str, ...]  # the stored objects it reads (pulled only when an outcome needs them)
+    events: Callable[[Any, AccountData], list[Event]]
+    description: str
+
+
+AsOf = Callable[[str, dict[str, Any], Any], "dict[str, Any] | None"]  # (object, record, moment) -> record then
+
+
 @dataclass(frozen=True)
 class CrmSpec:
     """A source that is a CRM: the object whose fields are read and written, and its batch size."""
@@ -199,3 +219,7 @@ class SourcePlugin:
     belongs: tuple[Belongs, ...] = ()
     catalogue: Mapping[str, CatalogueMetric] = field(default_factory=dict)
     crm: CrmSpec | None = None
+    outcomes: Mapping[str, OutcomeRule] = field(default_factory=dict)
+    # the record as it was at a past moment, from its own timestamps (None: not known yet then);
+    # a source without it offers nothing to `rescore` for past dates
+    as_of: AsOf | None = None

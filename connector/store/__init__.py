@@ -7,6 +7,7 @@
   outbox.py    the outbox of CRM changes and the alert deliveries (one sending protocol)
   alerts.py    alert rules, per-account alert state, fired alerts
   runs.py      runs and the run lock
+  snapshots.py rebuilt score history (`rescore`), apart from the live scores
 
 Each area is a mixin of `Store`, which owns the connection, the open modes, preview copies
 and transactions (base.py). docs/store.md describes every table and column.
@@ -38,6 +39,7 @@ from .schema import (
     resolve_path,
 )
 from .scores import Scores
+from .snapshots import Snapshots
 from .values import Column, Values
 
 __all__ = [
@@ -45,7 +47,7 @@ __all__ = [
 ]
 
 
-class Store(Schema, Accounts, Values, Scores, Outbox, Alerts, Runs):
+class Store(Schema, Accounts, Values, Scores, Outbox, Alerts, Runs, Snapshots):
     """A healthsync SQLite database, migrated to the current schema on open.
 
     `Store(path)` opens a store to write, creating it where nothing is yet

@@ -21,6 +21,8 @@ Tables (docs/store.md describes every column):
   alert_state     per alert and account: whether the condition holds, since when, the last value seen
   alerts          each alert that fired, with what triggered it
   alert_deliveries each action of a fired alert (webhook, CRM task): what is sent, and its outcome
+  snapshot_series a rebuilt score history (`rescore`): its mappings version, dates and assumptions
+  score_snapshots each account's rebuilt score, status, sub-scores and metric values at one date
 """
 
 from __future__ import annotations
@@ -259,6 +261,33 @@ _MIGRATIONS: list[str] = [
     # 6: coverage is a percent (0-100) everywhere, as the CRM field shows it; it was a share (0-1)
     """
     UPDATE scores SET coverage = round(coverage * 100, 1) WHERE coverage IS NOT NULL;
+    """,
+    # 7: rebuilt score history (`rescore`): one series per mappings version and schedule, never the live one
+    """
+    CREATE TABLE snapshot_series (
+        id INTEGER PRIMARY KEY,
+        mappings_version TEXT NOT NULL,
+        first TEXT NOT NULL,
+        last TEXT NOT NULL,
+        every_days INTEGER NOT NULL,
+        built_at TEXT NOT NULL,
+        assumptions TEXT NOT NULL DEFAULT '[]',
+        UNIQUE (mappings_version, first, last, every_days)
+    );
+    CREATE TABLE score_snapshots (
+        series INTEGER NOT NULL REFERENCES snapshot_series(id) ON DELETE CASCADE,
+        as_of TEXT NOT NULL,
+        score TEXT NOT NULL,
+        account_id INTEGER NOT NULL,
+        model TEXT,
+        value REAL,
+        status TEXT,
+        coverage REAL,
+        groups TEXT NOT NULL DEFAULT '{}',
+        metrics TEXT NOT NULL DEFAULT '{}',
+        drivers TEXT,
+        PRIMARY KEY (series, score, as_of, account_id)
+    );
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -3,6 +3,7 @@ the email's domain); their subscriptions, invoices and charges give the billing 
 
 from ..base import Belongs, Capabilities, Identity, SourcePlugin
 from .client import StripeSource
+from .history import OUTCOMES, as_of
 from .metrics import CATALOGUE
 
 
@@ -25,4 +26,6 @@ PLUGIN = SourcePlugin(
     unmatched="no Stripe customer matched to this account",
     belongs=tuple(Belongs(obj, "customer", "customers") for obj in ("subscriptions", "invoices", "charges")),
     catalogue=CATALOGUE,
+    outcomes=OUTCOMES,
+    as_of=as_of,
 )

@@ -3,6 +3,7 @@ domains); their tickets give the support metrics."""
 
 from ..base import Belongs, Capabilities, Identity, SourcePlugin
 from .client import ZendeskSource
+from .history import as_of
 from .metrics import CATALOGUE
 
 PLUGIN = SourcePlugin(
@@ -18,4 +19,5 @@ PLUGIN = SourcePlugin(
     unmatched="no Zendesk organization matched to this account",
     belongs=(Belongs("tickets", "organization_id", "organizations"),),
     catalogue=CATALOGUE,
+    as_of=as_of,
 )

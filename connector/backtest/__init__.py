@@ -1,0 +1,1 @@
+"""Backtest: does the health score predict churn?"""

@@ -1,0 +1,245 @@
+"""Point-in-time history without waiting: every account's metric values and scores as they were
+at past dates, rebuilt from the timestamped records in the store.
+
+At a date T only what was known at T is used:
+* records: each source's `as_of` rolls its records back (a ticket created after T does not exist,
+  one solved after T was open, an invoice paid after T was open); a source without `as_of`
+  (the CRMs' own account records) offers nothing for past dates;
+* inputs (CRM fields): the value healthsync recorded as current at T (metric_history); before
+  healthsync first read a field it is N/A, unless the input says `carry_back: true`, when today's
+  value stands in and the series records that assumption;
+* links between records and accounts are today's (who a Stripe customer is does not leak an
+  outcome), and overrides are not replayed (a CSM's decision belongs to its own moment).
+The scores are then computed by the engine exactly as a live run does, trend against the
+rebuilt snapshot `trend.days` earlier.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from ..catalogue import catalogue
+from ..config.mappings import Mappings
+from ..expressions import TEXT
+from ..metrics import calculator, gather
+from ..scoring.engine import ScoreResult, coverage_percent, score_all
+from ..scoring.frame import Frame, add_metric_columns
+from ..sources import registry
+from ..sources.base import NA, AccountData, Value
+from ..store import Column, Store
+from ..times import iso
+
+
+@dataclass
+class ScoreAt:
+    """One named score at one date, for every account (aligned to `Rebuilt.ids`)."""
+
+    value: np.ndarray  # float, NaN = no number
+    status: np.ndarray  # object
+    model: np.ndarray  # object
+    coverage: np.ndarray  # percent
+    groups: dict[str, np.ndarray]  # sub-score -> float values
+    drivers: np.ndarray  # object
+
+
+@dataclass
+class Rebuilt:
+    """A rebuilt history: dates, each date's scores and numeric metric values."""
+
+    version: str
+    ids: np.ndarray
+    dates: list[datetime]
+    scores: dict[datetime, dict[str, ScoreAt]] = field(default_factory=dict)
+    metrics: dict[datetime, dict[str, np.ndarray]] = field(default_factory=dict)  # numeric metrics only
+    assumptions: list[str] = field(default_factory=list)
+
+    def rows(self):  # type: ignore[no-untyped-def]
+        """Store rows (Snapshots.save_series order), made as they are consumed."""
+        for at in self.dates:
+            stamp = iso(at)
+            metric_cols = self.metrics[at]
+            names = list(metric_cols)
+            for score, s in self.scores[at].items():
+                group_names = list(s.groups)
+                for i, account_id in enumerate(self.ids.tolist()):
+                    groups = {g: _num(s.groups[g][i]) for g in group_names}
+                    metrics = {m: _num(metric_cols[m][i]) for m in names}
+                    yield (stamp, score, account_id, s.model[i], _num(s.value[i]), s.status[i],
+                           _num(s.coverage[i]), json.dumps(groups), json.dumps(metrics), s.drivers[i])
+
+
+def _num(value: object) -> float | None:
+    return None if value is None or value != value else float(value)  # type: ignore[arg-type]
+
+
+def schedule(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
+    """start, start + every, ... up to end (inclusive)."""
+    if every <= timedelta(0):
+        raise ValueError("the interval must be positive")
+    dates, at = [], start
+    while at <= end:
+        dates.append(at)
+        at += every
+    return dates
+
+
+def rebuild(store: Store, mappings: Mappings, dates: list[datetime],
+            data: dict[int, AccountData] | None = None) -> Rebuilt:
+    """Metric values and scores at each date (oldest first), in memory; nothing is written."""
+    data = data if data is not None else gather(store)
+    ids = store.account_ids()
+    out = Rebuilt(mappings.version, ids, sorted(dates))
+    builder = _Builder(store, mappings, ids, data)
+    out.assumptions = builder.assumptions()
+    for at in out.dates:
+        frame = builder.frame(at)
+        previous = {name: _previous(out, name, at - timedelta(days=s.definition.trend.days))
+                    for name, s in mappings.scores.items()}
+        results = score_all(mappings, frame, previous, overrides=None)
+        out.scores[at] = {name: _score_at(r) for name, r in results.items()}
+        out.metrics[at] = {name: col.values for name, col in frame.columns.items()
+                           if name in mappings.metrics and col.values.dtype != object}
+    return out
+
+
+def _previous(out: Rebuilt, score: str, at: datetime) -> np.ndarray:
+    """The rebuilt score at the latest snapshot on or before `at` (NaN when there is none)."""
+    earlier = [d for d in out.scores if d <= at]
+    if not earlier:
+        return np.full(len(out.ids), np.nan)
+    return out.scores[max(earlier)][score].value
+
+
+def _score_at(r: ScoreResult) -> ScoreAt:
+    return ScoreAt(r.value.copy(), r.status.copy(), r.model.copy(), coverage_percent(r.coverage),
+                   {g: v.copy() for g, v in r.groups.items()}, r.drivers.copy())
+
+
+class _Builder:
+    """Builds the frame of one past date (and, for change() expressions, of dates before it)."""
+
+    def __init__(self, store: Store, mappings: Mappings, ids: np.ndarray, data: dict[int, AccountData]):
+        self.store, self.mappings, self.ids, self.data = store, mappings, ids, data
+        self.text_names = {n for n, t in mappings.types.items() if t in (TEXT, "date")}
+        self.known = catalogue()
+        self.keys = {m: d.catalogue for m, d in mappings.metrics.items() if d.catalogue}
+        self.as_of = {p.system: p.as_of for p in registry.plugins() if p.as_of is not None}
+        self.carry = {name for name, spec in mappings.inputs.items() if spec.carry_back}
+        self.today = {name: store.load_column(name, ids, name in self.text_names, with_since=False)
+                      for name in self.carry}
+        self._catalogue: dict[tuple[str, datetime], Column] = {}
+        self._views: dict[datetime, dict[int, AccountData]] = {}
+
+    def assumptions(self) -> list[str]:
+        found = [f"input {name} is carried back: today's value stands for every past date (carry_back)"
+                 for name in sorted(self.carry)]
+        without = sorted({p.system for p in registry.plugins() if p.as_of is None})
+        if without:
+            found.append(f"{', '.join(without)} records have no history: only their fields' recorded values are used")
+        return found
+
+    # ------------------------------------------------------------ values at a date
+
+    def input(self, name: str, at: datetime) -> Column:
+        text = name in self.text_names
+        col = self.store.history_column(name, self.ids, text, iso(at))
+        missing = np.array([v is None for v in col.values]) if text else np.isnan(col.values)
+        reasons = np.full(len(self.ids), None, dtype=object)
+        if name in self.carry:
+            now = self.today[name]
+            col.values[missing] = now.values[missing]
+            reasons[missing] = None
+        else:
+            reasons[missing] = f"no value of {name} known on {at.date().isoformat()}"
+        return Column(col.values, col.since, reasons)
+
+    def view(self, at: datetime) -> dict[int, AccountData]:
+        """Each account's records as they were at `at` (cached for the date being built)."""
+        if at not in self._views:
+            if len(self._views) > 2:  # the date being built and the ones its change() expressions look back to
+                self._views.pop(next(iter(self._views)))
+            self._views[at] = {account_id: _rolled_back(acct, self.as_of, at) for account_id, acct in self.data.items()}
+        return self._views[at]
+
+    def catalogue_columns(self, keys: list[str], at: datetime, inputs: dict[str, Column]) -> dict[str, Column]:
+        """The catalogue metrics `keys` at `at`, computed in one pass over the accounts."""
+        missing = [k for k in dict.fromkeys(keys) if (k, at) not in self._catalogue]
+        if missing:
+            compute = calculator(self.known, at)
+            views = self.view(at)
+            empty = AccountData()
+            n = len(self.ids)
+            given = {name: [_value(v, r) for v, r in zip(col.values.tolist(), col.na_reason.tolist(), strict=True)]
+                     for name, col in inputs.items()}
+            names = list(given)
+            texts = {k: self.known[k].type != "number" for k in missing}
+            values = {k: [None] * n for k in missing}
+            reasons = {k: [None] * n for k in missing}
+            for i, account_id in enumerate(self.ids.tolist()):
+                acct = views.get(account_id, empty)
+                account_inputs = {name: given[name][i] for name in names}
+                for k in missing:
+                    value, reason = compute(k, acct, account_inputs)
+                    if value is None:
+                        reasons[k][i] = reason
+                    else:
+                        values[k][i] = value
+            for k in missing:
+                column = np.array(values[k], dtype=object) if texts[k] else \
+                    np.array([np.nan if v is None else v for v in values[k]], dtype=float)
+                self._catalogue[(k, at)] = Column(column, np.full(n, None, dtype=object),
+                                                  np.array(reasons[k], dtype=object))
+        return {k: self._catalogue[(k, at)] for k in keys}
+
+    def stored(self, at: datetime) -> dict[str, Column]:
+        inputs = {name: self.input(name, at) for name in self.mappings.inputs}
+        columns = dict(inputs)
+        wanted = {name: self.keys.get(name, name) for name in self.mappings.stored_names() if name not in columns}
+        computed = self.catalogue_columns(list(wanted.values()), at, inputs)
+        columns.update({name: computed[key] for name, key in wanted.items()})
+        return columns
+
+    def frame(self, at: datetime) -> Frame:
+        columns = self.stored(at)
+
+        def history(name: str, days: int, text: bool) -> Column:
+            then = at - timedelta(days=days)
+            if name in self.mappings.inputs:
+                return self.input(name, then)
+            inputs = {n: self.input(n, then) for n in self.mappings.inputs}
+            key = self.keys.get(name, name)
+            return self.catalogue_columns([key], then, inputs)[key]
+
+        def last_known(name: str, text: bool) -> Column:
+            return self.store.history_column(name, self.ids, text, iso(at), non_null=True)
+
+        frame = Frame(self.ids, at, history=history, last_known=last_known, text_names=self.text_names)
+        frame.columns.update(columns)
+        add_metric_columns(frame, self.mappings)
+        return frame
+
+
+def _value(value: object, reason: object) -> Value:
+    if value is None or (isinstance(value, float) and value != value):
+        return NA, str(reason or "N/A")
+    return value, None
+
+
+AsOf = Callable[[str, dict, datetime], "dict | None"]
+
+
+def _rolled_back(acct: AccountData, as_of: dict[str, AsOf], at: datetime) -> AccountData:
+    records: dict[tuple[str, str], list[dict]] = {}
+    for (system, obj), recs in acct.records.items():
+        roll = as_of.get(system)
+        if roll is None:
+            continue
+        kept = [r for r in (roll(obj, rec, at) for rec in recs) if r is not None]
+        if kept:
+            records[(system, obj)] = kept
+    return AccountData(crm=[], linked=acct.linked, records=records)

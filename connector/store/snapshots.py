@@ -1,0 +1,50 @@
+"""Rebuilt score history (`healthsync rescore`): series of snapshots, kept apart from the live
+scores and their history, each tagged with the mappings version that produced it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from .base import Area, utcnow
+
+SnapshotRow = tuple[str, str, int, Any, Any, Any, Any, Any, Any, Any]
+# (as_of, score, account_id, model, value, status, coverage, groups json, metrics json, drivers)
+
+
+class Snapshots(Area):
+    def save_series(self, version: str, first: str, last: str, every_days: int, rows: Iterable[SnapshotRow],
+                    assumptions: list[str]) -> int:
+        """Replace the series of this mappings version and schedule with `rows`; returns its id."""
+        with self.transaction():
+            self.conn.execute(
+                "DELETE FROM snapshot_series WHERE mappings_version = ? AND first = ? AND last = ? AND every_days = ?",
+                (version, first, last, every_days))
+            self.conn.execute("DELETE FROM score_snapshots WHERE series NOT IN (SELECT id FROM snapshot_series)")
+            series = self.conn.execute(
+                "INSERT INTO snapshot_series (mappings_version, first, last, every_days, built_at, assumptions) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (version, first, last, every_days, utcnow(), json.dumps(assumptions))
+            ).lastrowid
+            self.conn.executemany("INSERT INTO score_snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                  ((series, *row) for row in rows))
+        return int(series or 0)
+
+    def series_list(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            """SELECT s.id, s.mappings_version, s.first, s.last, s.every_days, s.built_at, s.assumptions,
+                      (SELECT count(DISTINCT as_of) FROM score_snapshots WHERE series = s.id) AS dates
+               FROM snapshot_series s ORDER BY s.built_at DESC, s.id DESC""")
+        names = [d[0] for d in rows.description]
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def latest_series(self, version: str) -> dict[str, Any] | None:
+        """The newest series built with this mappings version, or None."""
+        return next((s for s in self.series_list() if s["mappings_version"] == version), None)
+
+    def snapshots(self, series: int, score: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            """SELECT as_of, account_id, model, value, status, coverage, groups, metrics, drivers
+               FROM score_snapshots WHERE series = ? AND score = ? ORDER BY as_of, account_id""", (series, score))
+        names = [d[0] for d in rows.description]
+        return [dict(zip(names, r, strict=True)) for r in rows]
