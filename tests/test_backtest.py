@@ -166,3 +166,25 @@ def test_the_commands_rescore_then_backtest_read_only(tmp_path):
     assert db.read_bytes() == before  # a backtest only reads
     missing = cli("backtest", "--outcome", "renewal")
     assert missing.returncode == 2 and "no outcome named 'renewal'" in missing.stderr
+
+
+def test_a_stored_series_reads_back_as_it_was_built(store, tmp_path):
+    from connector.backtest.history import load
+    mappings = _mappings(tmp_path)
+    _pulled(store, mappings)
+    dates = schedule(datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 10, 1, tzinfo=UTC), timedelta(days=14))
+    built = rebuild(store, mappings, dates)
+    store.save_series(mappings.version, "2026-06-01T00:00:00Z", "2026-10-01T00:00:00Z", 14, built.rows(),
+                      built.assumptions)
+    back = load(store, mappings, store.latest_series(mappings.version))
+    assert back.dates == built.dates and back.assumptions == built.assumptions
+    assert np.array_equal(back.ids, built.ids)
+    for at in dates:
+        for name, s in built.scores[at].items():
+            other = back.scores[at][name]
+            assert np.allclose(s.value, other.value, equal_nan=True)
+            assert s.status.tolist() == other.status.tolist() and s.model.tolist() == other.model.tolist()
+            for g in s.groups:
+                assert np.allclose(np.round(s.groups[g], 6), other.groups[g], equal_nan=True)
+        for m, v in built.metrics[at].items():
+            assert np.allclose(v, back.metrics[at][m], equal_nan=True), m

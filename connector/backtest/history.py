@@ -32,7 +32,7 @@ from ..scoring.frame import Frame, add_metric_columns
 from ..sources import registry
 from ..sources.base import NA, AccountData, Value
 from ..store import Column, Store
-from ..times import iso
+from ..times import iso, parse_iso
 
 
 @dataclass
@@ -75,6 +75,37 @@ class Rebuilt:
 
 def _num(value: object) -> float | None:
     return None if value is None or value != value else float(value)  # type: ignore[arg-type]
+
+
+def load(store: Store, mappings: Mappings, series: dict) -> Rebuilt:  # type: ignore[type-arg]
+    """A stored series (`rescore`) read back: what `backtest` and the report judge without rebuilding."""
+    by_score = {name: store.snapshots(series["id"], name) for name in mappings.scores}
+    ids = np.array(sorted({r["account_id"] for rows in by_score.values() for r in rows}), dtype=np.int64)
+    index = {int(a): i for i, a in enumerate(ids.tolist())}
+    out = Rebuilt(series["mappings_version"], ids, [], assumptions=json.loads(series["assumptions"]))
+    n = len(ids)
+    for name, rows in by_score.items():
+        for r in rows:
+            at = parse_iso(r["as_of"])
+            if at not in out.scores:
+                out.dates.append(at)
+                out.scores[at], out.metrics[at] = {}, {}
+            s = out.scores[at].get(name)
+            if s is None:
+                s = out.scores[at][name] = ScoreAt(np.full(n, np.nan), np.full(n, None, dtype=object),
+                                                   np.full(n, None, dtype=object), np.full(n, np.nan), {},
+                                                   np.full(n, None, dtype=object))
+            i = index[r["account_id"]]
+            s.value[i] = np.nan if r["value"] is None else r["value"]
+            s.status[i], s.model[i], s.drivers[i] = r["status"], r["model"], r["drivers"]
+            s.coverage[i] = np.nan if r["coverage"] is None else r["coverage"]
+            for g, v in json.loads(r["groups"]).items():
+                s.groups.setdefault(g, np.full(n, np.nan))[i] = np.nan if v is None else v
+            metrics = out.metrics[at]
+            for m, v in json.loads(r["metrics"]).items():
+                metrics.setdefault(m, np.full(n, np.nan))[i] = np.nan if v is None else v
+    out.dates.sort()
+    return out
 
 
 def schedule(start: datetime, end: datetime, every: timedelta) -> list[datetime]:

@@ -12,13 +12,13 @@ import click
 from rich.table import Table
 
 from ..backtest.evaluate import BacktestError, BelowFloor, backtest, compare, floors
-from ..backtest.history import Rebuilt, rebuild, schedule
+from ..backtest.history import Rebuilt, load, rebuild, schedule
 from ..backtest.outcomes import check_against_records, events_of
 from ..config.mappings import Mappings, load_mappings
 from ..metrics import gather
 from ..runlock import RunLock
 from ..store import Store
-from ..times import iso
+from ..times import iso, parse_iso
 from .base import Invocation, cli, handled
 from .output import out, show
 
@@ -143,12 +143,16 @@ def backtest_command(obj: Invocation, score_name: str, outcome_name: str, horizo
         renewal = next((o for o in mappings.outcomes.values() if o.good), None)
         renewals = events_of(renewal, data) if renewal is not None else None
         names = {i: name or key for i, (key, name) in store.live_accounts().items()}
-        dates = _dates(store, mappings, start, every, end)
-        rebuilt = _history(store, mappings, dates, data)
+        stored = store.latest_series(mappings.version) if start is None else None
+        rebuilt = load(store, mappings, stored) if stored else \
+            rebuild(store, mappings, _dates(start, every, end), data)
+        dates = rebuilt.dates
         result = backtest(rebuilt, mappings, score_name, events, horizon, end, names, renewals)
         compared = None
         if other is not None:
-            theirs = _history(store, other, dates, data)
+            kept = store.latest_series(other.version)
+            theirs = load(store, other, kept) if kept and _same_dates(store, other, kept, dates) else \
+                rebuild(store, other, dates, data)
             old = backtest(theirs, other, score_name, events, horizon, end, names, renewals)
             compared = compare(result, old, _band_changes(rebuilt, theirs, score_name))
     failed = floors(result, min_auc, min_red_lift)
@@ -160,18 +164,16 @@ def backtest_command(obj: Invocation, score_name: str, outcome_name: str, horizo
         raise BelowFloor("; ".join(failed))
 
 
-def _dates(store: Store, mappings: Mappings, start: str | None, every: str, end: datetime) -> list[datetime]:
-    stored = store.latest_series(mappings.version)
-    if start is None and stored is not None:
-        return schedule(datetime.fromisoformat(stored["first"].replace("Z", "+00:00")),
-                        datetime.fromisoformat(stored["last"].replace("Z", "+00:00")), timedelta(days=stored["every_days"]))
+def _dates(start: str | None, every: str, end: datetime) -> list[datetime]:
+    """Without a stored series: 26 snapshots ending today, or from --from on."""
     step = _every(every)
     first = _date(start, "--from") or end - 25 * step
     return schedule(first, end, step)
 
 
-def _history(store: Store, mappings: Mappings, dates: list[datetime], data: dict[int, Any]) -> Rebuilt:
-    return rebuild(store, mappings, dates, data)
+def _same_dates(store: Store, mappings: Mappings, series: dict[str, Any], dates: list[datetime]) -> bool:
+    return schedule(parse_iso(series["first"]), parse_iso(series["last"]),
+                    timedelta(days=series["every_days"])) == dates
 
 
 def _band_changes(a: Rebuilt, b: Rebuilt, score: str) -> int:
