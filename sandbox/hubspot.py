@@ -1,6 +1,8 @@
 """The HubSpot CRM v3 emulation: company properties and property groups (list, read, create),
-companies list and search (filters, sorts, the search cap), single and batch updates with 207
-multi-status, task batch create for alerts (activities.hs_create_tasks), rate-limit headers.
+companies and deals list (deals with their company associations) and search (filters, sorts,
+the search cap), the v4 associations batch read of deals' companies, single and batch company
+updates with 207 multi-status, task batch create for alerts (activities.hs_create_tasks),
+rate-limit headers.
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ _HS_FIELD_TYPES = {"string": ("text", "textarea"), "number": ("number",), "date"
                    "bool": ("booleancheckbox",)}
 _HS_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
 _HS_OUTPUT_GROUP = "healthsync"
+_DEAL_DEFAULT = ["dealname", "amount", "closedate", "pipeline", "dealstage", "createdate",
+                 "hs_lastmodifieddate", "hs_object_id"]
+_ASSOCIATION_TYPES = {  # v3 association type -> its v4 types (deal to company)
+    "deal_to_company": [{"category": "HUBSPOT_DEFINED", "typeId": 5, "label": "Primary"},
+                        {"category": "HUBSPOT_DEFINED", "typeId": 341, "label": None}],
+    "deal_to_company_unlabeled": [{"category": "HUBSPOT_DEFINED", "typeId": 341, "label": None}]}
+_BATCH_READ_LIMIT = 1000  # ids per v4 associations batch read
 PropertyTable = dict[str, Record]
 
 
@@ -84,15 +93,44 @@ def hs_tables(outputs: bool) -> tuple[PropertyTable, PropertyTable]:
     return groups, props
 
 
-def _hs_view(company: Record, names: list[str], table: PropertyTable) -> Record:
-    """A company as the API answers: requested properties that exist, null when unset."""
+def _hs_view(company: Record, names: list[str], table: PropertyTable,
+             associations: tuple[str, ...] = ()) -> Record:
+    """A company (or deal) as the API answers: requested properties that exist, null when unset;
+    the requested associations it has (an object without any has no `associations`)."""
     props = company["properties"]
     out = {"id": company["id"], "properties": {n: props.get(n) for n in names if n in table},
            "createdAt": company["createdAt"], "updatedAt": company["updatedAt"],
            "archived": company["archived"]}
     if company["archived"]:
         out["archivedAt"] = company.get("archivedAt")
+    linked = {kind: {"results": [dict(a) for a in found]} for kind in associations
+              if (found := ((company.get("associations") or {}).get(kind) or {}).get("results"))}
+    if linked:
+        out["associations"] = linked
     return out
+
+
+def _deal_table() -> PropertyTable:
+    """The deal properties the sandbox knows (for search filters and the properties returned)."""
+    created = hs_time(datetime(2020, 1, 6, tzinfo=UTC).timestamp())
+    specs = [("dealname", "string", "text", "Deal Name"),
+             ("dealstage", "enumeration", "radio", "Deal Stage"),
+             ("pipeline", "enumeration", "select", "Pipeline"),
+             ("closedate", "datetime", "date", "Close Date"),
+             ("amount", "number", "number", "Amount"),
+             ("dealtype", "enumeration", "radio", "Deal Type"),
+             ("hs_is_closed_won", "bool", "booleancheckbox", "Is Closed Won"),
+             ("hs_is_closed", "bool", "booleancheckbox", "Is Deal Closed?"),
+             ("createdate", "datetime", "date", "Create Date"),
+             ("hs_lastmodifieddate", "datetime", "date", "Last Modified Date"),
+             ("hs_object_id", "number", "number", "Record ID")]
+    return {name: _hs_property(name, kind, field_type, label, "dealinformation",
+                               read_only=name.startswith("hs_") or name == "createdate",
+                               hubspot_defined=True, display_order=order, created=created)
+            for order, (name, kind, field_type, label) in enumerate(specs)}
+
+
+_DEALS = _deal_table()
 
 
 def _hs_time_value(text: str) -> float | None:
@@ -175,6 +213,11 @@ class HubSpot(Handler):
         ("GET", "/crm/v3/objects/companies", r"/crm/v3/objects/companies", "list_companies", ""),
         ("POST", "/crm/v3/objects/companies/search", r"/crm/v3/objects/companies/search",
          "search", ""),
+        ("GET", "/crm/v3/objects/deals", r"/crm/v3/objects/deals", "list_deals", ""),
+        ("POST", "/crm/v3/objects/deals/search", r"/crm/v3/objects/deals/search", "search_deals",
+         ""),
+        ("POST", "/crm/v4/associations/deals/companies/batch/read",
+         r"/crm/v4/associations/deals/companies/batch/read", "deal_companies", ""),
         ("POST", "/crm/v3/objects/companies/batch/update",
          r"/crm/v3/objects/companies/batch/update", "batch_update", "write"),
         ("PATCH", "/crm/v3/objects/companies/{id}", r"/crm/v3/objects/companies/(?P<cid>\d+)",
@@ -295,40 +338,68 @@ class HubSpot(Handler):
         return Reply(201, prop)
 
     @staticmethod
-    def wanted(names: list[str]) -> list[str]:
+    def wanted(names: list[str], defaults: list[str] = _HS_DEFAULT) -> list[str]:
         """Requested properties (plus the three always returned), or HubSpot's defaults."""
         names = [n.strip() for n in names if isinstance(n, str) and n.strip()]
-        return list(dict.fromkeys(names + _HS_ALWAYS)) if names else _HS_DEFAULT
+        return list(dict.fromkeys(names + _HS_ALWAYS)) if names else defaults
+
+    def deals(self) -> dict[str, Record]:
+        return getattr(self.ds, "hs_deals", {})
+
+    def deal_ids(self, archived: bool) -> list[int]:
+        return self.sb.cached("hubspot-deal-ids", archived, lambda: sorted(
+            int(k) for k, d in self.deals().items() if bool(d.get("archived")) == archived))
 
     def list_companies(self) -> Reply:
+        return self.listing("companies", self.ds.hs_companies, self.sb.hubspot_ids,
+                            self.sb.hs_properties, _HS_DEFAULT)
+
+    def list_deals(self) -> Reply:
+        return self.listing("deals", self.deals(), self.deal_ids, _DEALS, _DEAL_DEFAULT)
+
+    def listing(self, kind: str, objects: dict[str, Record], ids_of: Callable[[bool], list[int]],
+                table: PropertyTable, defaults: list[str]) -> Reply:
+        """GET /crm/v3/objects/<kind>: pages by id, `after` the id a page starts at; the
+        `associations` asked for (deals: companies) come with each object that has any."""
         try:
             limit, after = int(self.arg("limit") or 10), int(self.arg("after") or 0)
         except ValueError:
             return _hs_error(400, "VALIDATION_ERROR", "limit and after must be integers")
         if not 1 <= limit <= 100:
             return _hs_error(400, "VALIDATION_ERROR", f"limit must be 1..100, got {limit}")
-        ids = self.sb.hubspot_ids((self.arg("archived") or "").lower() == "true")  # SDK: "True"
+        ids = ids_of((self.arg("archived") or "").lower() == "true")  # SDK: "True"
         start = bisect_left(ids, after)  # `after` is the id the next page starts at
-        names = self.wanted([n for v in self.params.get("properties", []) for n in v.split(",")])
-        table = self.sb.hs_properties
-        body: Record = {"results": [_hs_view(self.ds.hs_companies[str(i)], names, table)
+        names = self.wanted([n for v in self.params.get("properties", []) for n in v.split(",")],
+                            defaults)
+        linked = tuple(dict.fromkeys(n.strip() for v in self.params.get("associations", [])
+                                     for n in v.split(",") if n.strip()))
+        body: Record = {"results": [_hs_view(objects[str(i)], names, table, linked)
                                     for i in ids[start:start + limit]]}
         if start + limit < len(ids):
             token = str(ids[start + limit])
             query = [(k, v) for k, vs in self.params.items() if k != "after" for v in vs]
             body["paging"] = {"next": {"after": token, "link": self.sb.urls["hubspot"] +
-                                       "/crm/v3/objects/companies?" +
+                                       f"/crm/v3/objects/{kind}?" +
                                        urlencode([*query, ("after", token)])}}
         return Reply(200, body, served=len(body["results"]))
 
     def search(self) -> Reply:
+        return self.searching("companies", self.ds.hs_companies, self.sb.hs_properties,
+                              _HS_DEFAULT)
+
+    def search_deals(self) -> Reply:
+        return self.searching("deals", self.deals(), _DEALS, _DEAL_DEFAULT)
+
+    def searching(self, kind: str, objects: dict[str, Record], table: PropertyTable,
+                  defaults: list[str]) -> Reply:
+        """POST /crm/v3/objects/<kind>/search: AND-ed filters in OR-ed groups, sorts, `after`
+        offsets up to the search cap; archived objects are never found; no associations."""
         body = self.json_body()
         try:
             groups, sorts = body.get("filterGroups") or [], body.get("sorts") or []
             limit, after = int(body.get("limit") or 10), int(body.get("after") or 0)
             if not 1 <= limit <= 200 or after < 0:
                 raise ValueError("limit must be 1..200")
-            table = self.sb.hs_properties
             matchers = [[_hs_filter(table, f) for f in g["filters"]] for g in groups]
             for s in sorts:
                 _hs_value(table, s["propertyName"], None)
@@ -341,7 +412,7 @@ class HubSpot(Handler):
                              "hs_object_id GT the last id seen) and search again.")
 
         def build() -> list[Record]:
-            found = [c for c in self.ds.hs_companies.values() if not c["archived"]
+            found = [c for c in objects.values() if not c["archived"]
                      and (not matchers or any(all(m(c) for m in g) for g in matchers))]
             for s in reversed(sorts):
                 name = s["propertyName"]
@@ -349,13 +420,43 @@ class HubSpot(Handler):
                     (v := _hs_value(table, name, c["properties"].get(name))) is None, v or 0),
                     reverse=str(s.get("direction")).upper() == "DESCENDING")
             return found
-        found = self.sb.cached("hubspot", json.dumps([groups, sorts], sort_keys=True), build)
-        names = self.wanted(body.get("properties") or [])
+        found = self.sb.cached("hubspot", json.dumps([kind, groups, sorts], sort_keys=True), build)
+        names = self.wanted(body.get("properties") or [], defaults)
         out: Record = {"total": len(found), "results": [_hs_view(c, names, table)
                                                         for c in found[after:after + limit]]}
         if after + limit < len(found):  # also past the cap: the next request then fails
             out["paging"] = {"next": {"after": str(after + limit)}}
         return Reply(200, out, served=len(out["results"]))
+
+    def deal_companies(self) -> Reply:
+        """v4 associations batch read, deals to companies: one result per deal that has a company
+        (toObjectId an integer, its association types), the others in the errors (207)."""
+        body = self.json_body()
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(inputs, list) or not 1 <= len(inputs) <= _BATCH_READ_LIMIT or not all(
+                isinstance(i, dict) and str(i.get("id") or "").strip() for i in inputs):
+            return _hs_error(400, "VALIDATION_ERROR", f"inputs must be a list of 1 to "
+                             f"{_BATCH_READ_LIMIT} items, each with an id")
+        started, results, errors = hs_time(time.time()), [], []
+        for item in inputs:
+            did, deal = str(item["id"]).strip(), self.deals().get(str(item["id"]).strip())
+            companies = [] if deal is None or deal.get("archived") else \
+                ((deal.get("associations") or {}).get("companies") or {}).get("results") or []
+            if companies:
+                results.append({"from": {"id": did}, "to": [
+                    {"toObjectId": int(c["id"]), "associationTypes": _ASSOCIATION_TYPES.get(
+                        c.get("type"), _ASSOCIATION_TYPES["deal_to_company_unlabeled"])}
+                    for c in companies]})
+            else:
+                errors.append({"status": "error", "category": "OBJECT_NOT_FOUND",
+                               "subCategory": "crm.associations.NO_ASSOCIATIONS_FOUND",
+                               "context": {"fromObjectId": [did]}, "links": {}, "errors": [],
+                               "message": f"No company is associated with deal {did}."})
+        out: Record = {"status": "COMPLETE", "results": results, "startedAt": started,
+                       "completedAt": hs_time(time.time())}
+        if errors:
+            out.update(numErrors=len(errors), errors=errors)
+        return Reply(207 if errors else 200, out, served=len(results))
 
     def create_tasks(self) -> Reply:
         """Tasks batch create (alerts), associated with companies: activities.hs_create_tasks."""

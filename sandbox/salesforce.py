@@ -1,7 +1,8 @@
-"""The Salesforce emulation: SOAP and JWT logins, versions, limits, Account describe, SOQL
-`query` / `queryAll` (a small interpreter: fields, AND-ed comparisons, ORDER BY, LIMIT) with
-query-locator paging, sObject Rows and Collections updates with per-record errors, Task
-creation for alerts (activities.sf_create), and Bulk API 2.0 ingest jobs (update on Account).
+"""The Salesforce emulation: SOAP and JWT logins, versions, limits, Account, Opportunity and Case
+describe, SOQL `query` / `queryAll` on those three (a small interpreter: fields, AND-ed
+comparisons, ORDER BY, LIMIT) with query-locator paging, sObject Rows and Collections updates
+of Accounts with per-record errors, Task creation for alerts (activities.sf_create), and Bulk
+API 2.0 ingest jobs (update on Account).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -39,7 +40,6 @@ from .dataset import (
 from .http import OPS, Handler, Reply, parse_time, route_table
 
 _DATA = r"/services/data/v(?P<ver>\d+\.\d)"
-_SF_FIELD = {f[0].lower(): f for f in SF_FIELDS}
 _SOQL = re.compile(r"\s*SELECT\s+(?P<fields>.+?)\s+FROM\s+(?P<object>\w+)(?:\s+WHERE\s+(?P<where>"
                    r".+?))?(?:\s+ORDER\s+BY\s+(?P<order>.+?))?(?:\s+LIMIT\s+(?P<limit>\d+))?\s*",
                    re.I | re.S)
@@ -52,6 +52,58 @@ _PICKLISTS = {"Customer_Segment__c": SEGMENTS, "Lifecycle_Stage__c": STAGES,
               "Health_Status__c": ["Green", "Yellow", "Red"],
               "Churn_Risk_Status__c": ["Low", "Medium", "High"]}
 FieldSpec = tuple[str, str, str, bool, int]
+
+# Opportunity and Case as the sandbox org describes them: name, type, label, updateable, length.
+OPPORTUNITY_FIELDS: list[FieldSpec] = [
+    ("Id", "id", "Opportunity ID", False, 18),
+    ("IsDeleted", "boolean", "Deleted", False, 0),
+    ("AccountId", "reference", "Account ID", True, 18),
+    ("Name", "string", "Name", True, 120),
+    ("Type", "picklist", "Opportunity Type", True, 255),
+    ("StageName", "picklist", "Stage", True, 255),
+    ("Amount", "currency", "Amount", True, 0),
+    ("CloseDate", "date", "Close Date", True, 0),
+    ("IsClosed", "boolean", "Closed", False, 0),
+    ("IsWon", "boolean", "Won", False, 0),
+    ("CreatedDate", "datetime", "Created Date", False, 0),
+    ("LastModifiedDate", "datetime", "Last Modified Date", False, 0),
+    ("SystemModstamp", "datetime", "System Modstamp", False, 0),
+]
+CASE_FIELDS: list[FieldSpec] = [
+    ("Id", "id", "Case ID", False, 18),
+    ("IsDeleted", "boolean", "Deleted", False, 0),
+    ("AccountId", "reference", "Account ID", True, 18),
+    ("Subject", "string", "Subject", True, 255),
+    ("Status", "picklist", "Status", True, 255),
+    ("Priority", "picklist", "Priority", True, 255),
+    ("IsEscalated", "boolean", "Escalated", True, 0),
+    ("IsClosed", "boolean", "Closed", False, 0),
+    ("CreatedDate", "datetime", "Created Date", False, 0),
+    ("ClosedDate", "datetime", "Closed Date", False, 0),
+    ("LastModifiedDate", "datetime", "Last Modified Date", False, 0),
+    ("SystemModstamp", "datetime", "System Modstamp", False, 0),
+]
+_OBJECT_PICKLISTS = {
+    "Opportunity": {"Type": ["Renewal", "New Business", "Existing Business - Upgrade"],
+                    "StageName": ["Closed Won", "Closed Lost", "Negotiation/Review",
+                                  "Prospecting"]},
+    "Case": {"Status": ["New", "Working", "Escalated", "Closed"],
+             "Priority": ["Critical", "High", "Medium", "Low"]},
+}
+_KEY_PREFIX = {"Account": "001", "Opportunity": "006", "Case": "500"}
+
+
+def _table(specs: list[FieldSpec]) -> dict[str, FieldSpec]:
+    return {f[0].lower(): f for f in specs}
+
+
+@dataclass(frozen=True)
+class SObject:
+    """One queryable object of the org: its API name, records, fields (lowercase -> spec)."""
+
+    name: str
+    records: Iterable[Record]
+    fields: dict[str, FieldSpec]
 
 
 class SoqlError(Exception):
@@ -69,10 +121,12 @@ def _soql_error(q: str, token: str, code: str, detail: str) -> SoqlError:
                            f"ERROR at Row:{row}:Column:{col}\n{detail}")
 
 
-def _sf_field(q: str, name: str, fields: dict[str, FieldSpec]) -> FieldSpec:
+def _sf_field(q: str, name: str, fields: dict[str, FieldSpec],
+              entity: str = "Account") -> FieldSpec:
     spec = fields.get(name.lower())
     if spec is None:
-        raise _soql_error(q, name, "INVALID_FIELD", f"No such column '{name}' on entity 'Account'"
+        raise _soql_error(q, name, "INVALID_FIELD", f"No such column '{name}' on entity "
+                          f"'{entity}'"
                           ". If you are attempting to use a custom field, be sure to append the "
                           "'__c' after the custom field name. Please reference your WSDL or the "
                           "describe call for the appropriate names.")
@@ -92,17 +146,18 @@ def _literal(q: str, spec: FieldSpec, raw: str) -> Any:
         return float(raw)
     if kind == "boolean" and raw.lower() in ("true", "false"):
         return raw.lower() == "true"
-    if kind in ("id", *_TEXT) and quoted:
+    if kind in ("id", "reference", *_TEXT) and quoted:
         value = re.sub(r"\\(.)", r"\1", raw[1:-1])
-        return value if kind == "id" else value.casefold()
+        return value if kind in ("id", "reference") else value.casefold()
     raise _soql_error(q, raw, "INVALID_QUERY_FILTER_OPERATOR", f"value of filter criterion for "
                       f"field '{name}' must be of type {kind} and should "
-                      f"{'' if kind in ('id', *_TEXT) else 'not '}be enclosed in quotes")
+                      f"{'' if kind in ('id', 'reference', *_TEXT) else 'not '}be enclosed in "
+                      "quotes")
 
 
-def _predicate(q: str, fields: dict[str, FieldSpec], field_name: str, op: str,
+def _predicate(q: str, fields: dict[str, FieldSpec], entity: str, field_name: str, op: str,
                raw: str) -> Callable[[Record], bool]:
-    spec = _sf_field(q, field_name, fields)
+    spec = _sf_field(q, field_name, fields, entity)
     name, fold = spec[0], spec[1] in _TEXT  # text compares case-insensitively, as in SOQL
     value, op = _literal(q, spec, raw), "!=" if op == "<>" else op
     if value is None and op not in ("=", "!="):
@@ -117,21 +172,24 @@ def _predicate(q: str, fields: dict[str, FieldSpec], field_name: str, op: str,
     return lambda r: (v := get(r)) is not None and test(v, value)
 
 
-def run_soql(records: Any, q: str, include_deleted: bool,
-             fields: dict[str, FieldSpec] = _SF_FIELD) -> tuple[list[str] | None, list[Record]]:
-    """Run `SELECT f, ... | COUNT() FROM Account [WHERE a op v AND ...] [ORDER BY f [ASC|DESC]
-    [NULLS FIRST|LAST], ...] [LIMIT n]`: (selected fields or None for COUNT(), the rows)."""
+def run_soql(objects: dict[str, SObject], q: str, include_deleted: bool
+             ) -> tuple[SObject, list[str] | None, list[Record]]:
+    """Run `SELECT f, ... | COUNT() FROM <object> [WHERE a op v AND ...] [ORDER BY f [ASC|DESC]
+    [NULLS FIRST|LAST], ...] [LIMIT n]` on one of `objects` (by lowercase name): (the object,
+    its selected fields or None for COUNT(), the rows)."""
     m = _SOQL.fullmatch(q)
     if not m:
         raise SoqlError("MALFORMED_QUERY", f"\n{q.strip()}\n^\nERROR at Row:1:Column:1\n"
                                            "unexpected token: the query is not well formed")
-    if m["object"].lower() != "account":
+    sobject = objects.get(m["object"].lower())
+    if sobject is None:
         raise _soql_error(q, m["object"], "INVALID_TYPE", f"sObject type '{m['object']}' is not "
                           "supported. If you are attempting to use a custom object, be sure to "
                           "append the '__c' after the entity name.")
     raw = [f.strip() for f in m["fields"].split(",")]
-    table, fields = fields, None if [f.lower().replace(" ", "") for f in raw] == ["count()"] \
-        else list(dict.fromkeys(_sf_field(q, f, fields)[0] for f in raw))
+    table, entity = sobject.fields, sobject.name
+    fields = None if [f.lower().replace(" ", "") for f in raw] == ["count()"] \
+        else list(dict.fromkeys(_sf_field(q, f, table, entity)[0] for f in raw))
     predicates, where, pos = [], m["where"] or "", 0
     while pos < len(where):
         cond = _COND.match(where, pos)
@@ -139,15 +197,15 @@ def run_soql(records: Any, q: str, include_deleted: bool,
             token = where[pos:].split()[0]
             raise _soql_error(q, token, "MALFORMED_QUERY", f"unexpected token: '{token}' (the "
                               "sandbox supports conditions joined by AND)")
-        predicates.append(_predicate(q, table, *cond.groups()[1:]))
+        predicates.append(_predicate(q, table, entity, *cond.groups()[1:]))
         pos = cond.end()
-    rows = [r for r in records if (include_deleted or not r["IsDeleted"])
+    rows = [r for r in sobject.records if (include_deleted or not r.get("IsDeleted"))
             and all(p(r) for p in predicates)]
     for part in reversed(m["order"].split(",") if m["order"] else []):
         item = _ORDER.fullmatch(part.strip())
         if not item:
             raise _soql_error(q, part.strip(), "MALFORMED_QUERY", f"unexpected token: '{part}'")
-        name, kind = _sf_field(q, item[1], table)[:2]
+        name, kind = _sf_field(q, item[1], table, entity)[:2]
         desc = (item[2] or "").upper() == "DESC"
         nulls_last = (item[3] or ("LAST" if desc else "FIRST")).upper() == "LAST"
         flag, fold = nulls_last != desc, kind in _TEXT  # reverse=desc also moves the nulls
@@ -157,7 +215,7 @@ def run_soql(records: Any, q: str, include_deleted: bool,
             return (v is None) == flag, (v.casefold() if fold and isinstance(v, str) else v) \
                 if v is not None else 0
         rows.sort(key=key, reverse=desc)
-    return fields, rows[:int(m["limit"])] if m["limit"] else rows
+    return sobject, fields, rows[:int(m["limit"])] if m["limit"] else rows
 
 
 def org_fields(missing: tuple[str, ...] = (), types: dict[str, str] | None = None,
@@ -281,6 +339,10 @@ class Salesforce(Handler):
         ("GET", "/limits", _DATA + r"/limits", "limits", ""),
         ("GET", "/sobjects/Account/describe", _DATA + r"/sobjects/Account/describe",
          "describe", ""),
+        ("GET", "/sobjects/Opportunity/describe",
+         _DATA + r"/sobjects/(?P<sobject>Opportunity)/describe", "describe", ""),
+        ("GET", "/sobjects/Case/describe", _DATA + r"/sobjects/(?P<sobject>Case)/describe",
+         "describe", ""),
         ("GET", "/query", _DATA + r"/query", "query", ""),
         ("GET", "/queryAll", _DATA + r"/queryAll", "query_all", ""),
         ("GET", "/query/{locator}", _DATA + r"/query(?:All)?/(?P<locator>01g\w+)-(?P<offset>\d+)",
@@ -377,15 +439,28 @@ class Salesforce(Handler):
                            "DailyBulkApiBatches": {"Max": 15000, "Remaining":
                                                    max(0, 15000 - self.sb.bulk_batches)}})
 
-    def describe(self, ver: str) -> Reply:
+    def sobjects(self) -> dict[str, SObject]:
+        """What SOQL and describe serve, by lowercase name: the org's Accounts (with its field
+        overrides), Opportunities and Cases (the dataset's; none if it has no such collection)."""
+        ds = self.ds
+        return {"account": SObject("Account", ds.sf_accounts.values(), self.sb.sf_fields),
+                "opportunity": SObject("Opportunity", getattr(
+                    ds, "sf_opportunities", {}).values(), _table(OPPORTUNITY_FIELDS)),
+                "case": SObject("Case", getattr(ds, "sf_cases", {}).values(),
+                                _table(CASE_FIELDS))}
+
+    def describe(self, ver: str, sobject: str = "Account") -> Reply:
+        picklists = _OBJECT_PICKLISTS.get(sobject, _PICKLISTS)
         fields = [{"name": name, "type": kind, "label": label, "updateable": writable,
-                   "createable": writable, "nillable": writable and name != "Name",
+                   "createable": writable, "nillable": writable and name not in (
+                       "Name", "StageName", "CloseDate", "Status"),
                    "length": length, "custom": name.endswith("__c"), "filterable": True,
                    "sortable": kind != "textarea", "picklistValues": [
                        {"active": True, "defaultValue": False, "label": v, "value": v}
-                       for v in (_PICKLISTS.get(name, []) if kind == "picklist" else [])]}
-                  for name, kind, label, writable, length in self.sb.sf_fields.values()]
-        return Reply(200, {"name": "Account", "label": "Account", "keyPrefix": "001",
+                       for v in (picklists.get(name, []) if kind == "picklist" else [])]}
+                  for name, kind, label, writable, length in
+                  self.sobjects()[sobject.lower()].fields.values()]
+        return Reply(200, {"name": sobject, "label": sobject, "keyPrefix": _KEY_PREFIX[sobject],
                            "custom": False, "queryable": True, "updateable": True,
                            "fields": fields})
 
@@ -397,15 +472,16 @@ class Salesforce(Handler):
 
     def run(self, ver: str, include_deleted: bool) -> Reply:
         try:
-            fields, rows = run_soql(self.ds.sf_accounts.values(), self.arg("q") or "",
-                                    include_deleted, self.sb.sf_fields)
+            sobject, fields, rows = run_soql(self.sobjects(), self.arg("q") or "",
+                                             include_deleted)
         except SoqlError as e:
             return Reply(400, _sf_errors(e.code, e.message))
         if fields is None:
             return Reply(200, {"totalSize": len(rows), "done": True, "records": []})
         size = re.search(r"batchSize\s*=\s*(\d+)", self.headers.get("Sforce-Query-Options", ""))
         batch = min(2000, max(200, int(size[1]))) if size else 2000
-        return self.page(ver, {"rows": rows, "fields": fields, "batch": batch}, 0)
+        return self.page(ver, {"rows": rows, "fields": fields, "batch": batch,
+                               "object": sobject.name}, 0)
 
     def query_more(self, ver: str, locator: str, offset: str) -> Reply:
         cursor = self.sb.cursors.get(locator)
@@ -420,13 +496,14 @@ class Salesforce(Handler):
         if not body["done"]:
             locator = locator or self.sb.new_cursor(cursor)
             body["nextRecordsUrl"] = f"/services/data/v{ver}/query/{locator}-{end}"
-        body["records"] = [self.record(ver, r, cursor["fields"]) for r in rows[offset:end]]
+        body["records"] = [self.record(ver, r, cursor["fields"], cursor.get("object", "Account"))
+                           for r in rows[offset:end]]
         return Reply(200, body, served=len(body["records"]))
 
     @staticmethod
-    def record(ver: str, r: Record, fields: list[str]) -> Record:
-        url = f"/services/data/v{ver}/sobjects/Account/{r['Id']}"
-        return {"attributes": {"type": "Account", "url": url}, **{f: r.get(f) for f in fields}}
+    def record(ver: str, r: Record, fields: list[str], sobject: str = "Account") -> Record:
+        url = f"/services/data/v{ver}/sobjects/{sobject}/{r['Id']}"
+        return {"attributes": {"type": sobject, "url": url}, **{f: r.get(f) for f in fields}}
 
     def get_account(self, ver: str, rid: str) -> Reply:
         acc = self.ds.sf_accounts.get(rid)

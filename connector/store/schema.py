@@ -264,7 +264,7 @@ _MIGRATIONS: list[str] = [
     """,
     # 7: rebuilt score history (`rescore`): one series per mappings version and schedule, never the live one
     """
-    CREATE TABLE snapshot_series (
+    CREATE TABLE IF NOT EXISTS snapshot_series (
         id INTEGER PRIMARY KEY,
         mappings_version TEXT NOT NULL,
         first TEXT NOT NULL,
@@ -274,7 +274,7 @@ _MIGRATIONS: list[str] = [
         assumptions TEXT NOT NULL DEFAULT '[]',
         UNIQUE (mappings_version, first, last, every_days)
     );
-    CREATE TABLE score_snapshots (
+    CREATE TABLE IF NOT EXISTS score_snapshots (
         series INTEGER NOT NULL REFERENCES snapshot_series(id) ON DELETE CASCADE,
         as_of TEXT NOT NULL,
         score TEXT NOT NULL,

@@ -1,7 +1,8 @@
 """HubSpot: a company is the account its `salesforce_account_id` or domain names, else an account
-of its own; its mapped properties are read and the score's written, and alerts can create tasks."""
+of its own; its mapped properties are read and the score's written, and alerts can create tasks.
+Deals (read only when the mappings need them) belong to their company (`company_id`)."""
 
-from ..base import Capabilities, CrmSpec, Identity, SourcePlugin
+from ..base import Belongs, Capabilities, CrmSpec, Identity, SourcePlugin
 from .client import BATCH_SIZE, HubSpotSource
 
 PLUGIN = SourcePlugin(
@@ -16,5 +17,6 @@ PLUGIN = SourcePlugin(
         name=lambda rec: rec.get("name"),
     ),
     unmatched="no HubSpot company for this account",
+    belongs=(Belongs("deals", "company_id", "companies"),),
     crm=CrmSpec(object="companies", batch=BATCH_SIZE),
 )

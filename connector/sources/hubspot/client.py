@@ -1,4 +1,5 @@
-"""HubSpot: companies through the CRM v3 API, incrementally, inside the rate limits.
+"""HubSpot: companies (and deals, when the mappings need them) through the CRM API, incrementally,
+inside the rate limits.
 
 Facts this module relies on (HubSpot developer docs, hubspot-api-client):
 * list pages hold at most 100 objects, search pages at most 200, and one search
@@ -8,6 +9,13 @@ Facts this module relies on (HubSpot developer docs, hubspot-api-client):
   hit the cap nor loop on many records sharing one timestamp;
 * search does not return archived companies: those come from the list endpoint
   with archived=true, on every pull (there is no modified filter there);
+* deals are read the same way, only when the mappings need them (Mappings.reads):
+  the list takes `associations=companies`, but search results carry no
+  associations, so the changed deals' companies come from the v4 associations
+  batch read (POST /crm/v4/associations/deals/companies/batch/read, at most
+  1,000 ids a request; a deal without a company is in its errors, not its
+  results). A deal's company is its primary one (type deal_to_company, v4
+  typeId 5), else the first listed;
 * every property value is a string on the wire; a string property holds at
   most 65,536 characters (the properties API reports no length), so text
   outputs are cut to that;
@@ -32,7 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 import urllib3
 from hubspot import HubSpot
+from hubspot.crm.associations.v4.exceptions import ApiException as AssociationsApiException
 from hubspot.crm.companies.exceptions import ApiException as CompaniesApiException
+from hubspot.crm.deals.exceptions import ApiException as DealsApiException
 from hubspot.crm.objects.tasks.exceptions import ApiException as TasksApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
@@ -61,6 +71,11 @@ SYSTEM = "hubspot"
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 BASE_PROPERTIES = ["name", "domain", "hs_object_id", "hs_lastmodifieddate", "salesforce_account_id",
                    "hubspot_owner_id"]  # the owner: alert tasks are assigned to them
+DEAL_PROPERTIES = ["dealname", "dealstage", "pipeline", "closedate", "amount", "dealtype", "hs_is_closed_won",
+                   "hs_is_closed", "hs_lastmodifieddate", "createdate"]
+ON_DEMAND = ("deals",)  # objects read only when the mappings need them (Mappings.reads)
+PRIMARY_DEAL_TO_COMPANY = ("deal_to_company", 5)  # the primary company: v3 association type, v4 typeId
+ASSOCIATION_BATCH = 1000  # ids per v4 associations batch read
 LIST_LIMIT = 100
 SEARCH_LIMIT = 200
 BATCH_SIZE = 100
@@ -85,6 +100,11 @@ class HubSpotSource:
                "GET /crm/v3/objects/companies (a full pull), else POST /crm/v3/objects/companies/search; "
                "then GET /crm/v3/objects/companies?archived=true", key="id",
                cursor_field="hs_lastmodifieddate", paginator="paging.next.after (list); hs_object_id > last id (search)"),
+        Stream("deals", "deals",
+               "GET /crm/v3/objects/deals?associations=companies (a full pull), else POST /crm/v3/objects/deals/search "
+               "and POST /crm/v4/associations/deals/companies/batch/read; then GET /crm/v3/objects/deals?archived=true",
+               key="id", cursor_field="hs_lastmodifieddate",
+               paginator="paging.next.after (list); hs_object_id > last id (search)"),
     )
 
     def __init__(self, ctx: SourceSetup, token: str, base_url: str, daily_reserve: int, overlap: timedelta):
@@ -150,7 +170,8 @@ class HubSpotSource:
             return exc
         if is_dropped(exc):
             return Retryable(f"connection dropped ({type(exc).__name__})", kind="drop")
-        if isinstance(exc, (CompaniesApiException, PropertiesApiException, TasksApiException)):
+        if isinstance(exc, (CompaniesApiException, DealsApiException, AssociationsApiException, PropertiesApiException,
+                            TasksApiException)):
             status = int(exc.status or 0)
             headers = exc.headers or {}
             body = _json_or_text(exc.body)
@@ -213,31 +234,38 @@ class HubSpotSource:
         return fields_to_read(mappings, SYSTEM, BASE_PROPERTIES)
 
     def streams(self, mappings: Mappings) -> list[Stream]:
-        return list(self.STREAMS)
+        """Companies; deals only when the mappings need them (no requests otherwise)."""
+        return [s for s in self.STREAMS if s.obj not in ON_DEMAND or mappings.reads(SYSTEM, s.obj)]
 
     def read(self, stream: Stream, mappings: Mappings, at: Read) -> Iterator[Page]:
-        props = self.properties(mappings)
+        """One CRM object: the list on a full pull, else searches on hs_lastmodifieddate from the
+        cursor; then its archived records (deleted). The cursor is capped at the run's start."""
+        obj = stream.obj
+        props = self.properties(mappings) if obj == "companies" else DEAL_PROPERTIES
+        store = _company if obj == "companies" else _deal
         cap = parse_iso(at.run_started)
         if at.cursor is None:
-            pages = self._list(props, archived=False)
+            pages = self._list(obj, props, archived=False)
             since, after_id = None, 0
         else:
             saved = json.loads(at.cursor)
             since, after_id = saved["since"], int(saved.get("after_id", 0))
-            pages = self._search(props, since, after_id)
+            pages = self._search(obj, props, since, after_id)
+            if obj == "deals":
+                pages = self._with_companies(pages)
         newest = parse_iso(since) if since else None
         for results in pages:
-            rows = [(c["id"], _company(c), c["properties"].get("hs_lastmodifieddate"), False) for c in results]
-            for c in results:
-                stamp = _hs_time(c["properties"].get("hs_lastmodifieddate") or c.get("updatedAt"))
+            rows = [(r["id"], store(r), r["properties"].get("hs_lastmodifieddate"), False) for r in results]
+            for r in results:
+                stamp = _hs_time(r["properties"].get("hs_lastmodifieddate") or r.get("updatedAt"))
                 if stamp and (newest is None or stamp > newest):
                     newest = stamp
             # mid-stream progress: the same lower bound, past the last id seen
             progress = json.dumps({"since": since, "after_id": int(results[-1]["id"])}) if since else None
             yield Page(rows, progress)
-        for results in self._list(props, archived=True):
-            rows = [(c["id"], _company(c), c["properties"].get("hs_lastmodifieddate"), True) for c in results]
-            yield Page(rows, counted_as="companies (archived)")
+        for results in self._list(obj, props, archived=True):
+            rows = [(r["id"], store(r), r["properties"].get("hs_lastmodifieddate"), True) for r in results]
+            yield Page(rows, counted_as=f"{obj} (archived)")
         done = min(newest, cap) if newest else cap
         yield Page([], json.dumps({"since": done.astimezone(UTC).isoformat().replace("+00:00", "Z"), "after_id": 0}))
 
@@ -245,23 +273,27 @@ class HubSpotSource:
         if "Daily-Remaining" in self.limits:
             stats.notes.append(f"{self.limits['Daily-Remaining']:,} requests left today")
 
-    def _list(self, props: list[str], archived: bool) -> Iterator[list[dict[str, Any]]]:
+    def _list(self, obj: str, props: list[str], archived: bool) -> Iterator[list[dict[str, Any]]]:
         after: str | None = None
-        endpoint = "GET /crm/v3/objects/companies" + (" (archived)" if archived else "")
+        endpoint = f"GET /crm/v3/objects/{obj}" + (" (archived)" if archived else "")
+        api = getattr(self.client.crm, obj).basic_api
         while True:
             kwargs: dict[str, Any] = {"limit": LIST_LIMIT, "properties": props, "archived": archived, "_preload_content": False}
+            if obj == "deals":
+                kwargs["associations"] = ["companies"]
             if after:
                 kwargs["after"] = after
-            body = self.call(endpoint, lambda kw=kwargs: self.client.crm.companies.basic_api.get_page_with_http_info(**kw))
+            body = self.call(endpoint, lambda kw=kwargs: api.get_page_with_http_info(**kw))
             if body.get("results"):
                 yield body["results"]
             after = (body.get("paging") or {}).get("next", {}).get("after")
             if not after:
                 return
 
-    def _search(self, props: list[str], since: str, after_id: int) -> Iterator[list[dict[str, Any]]]:
+    def _search(self, obj: str, props: list[str], since: str, after_id: int) -> Iterator[list[dict[str, Any]]]:
         lower = parse_iso(since) - self.overlap
         lower_ms = str(int(lower.timestamp() * 1000))
+        api = getattr(self.client.crm, obj).search_api
         while True:
             request = {
                 "filterGroups": [{"filters": [
@@ -272,7 +304,7 @@ class HubSpotSource:
                 "properties": props,
                 "limit": SEARCH_LIMIT,
             }
-            body = self.call("POST /crm/v3/objects/companies/search", lambda r=request: self.client.crm.companies.search_api.do_search_with_http_info(
+            body = self.call(f"POST /crm/v3/objects/{obj}/search", lambda r=request: api.do_search_with_http_info(
                 public_object_search_request=r, _preload_content=False))
             results = body.get("results") or []
             if results:
@@ -281,6 +313,34 @@ class HubSpotSource:
             if len(results) < SEARCH_LIMIT:
                 return
 
+    def _with_companies(self, pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+        """Search pages of deals, gathered up to ASSOCIATION_BATCH at a time, with their companies
+        (one v4 batch read each) in the list's shape: one page per batch read."""
+        batch: list[dict[str, Any]] = []
+        for results in pages:
+            batch += results
+            if len(batch) >= ASSOCIATION_BATCH:
+                yield self._associate(batch[:ASSOCIATION_BATCH])
+                batch = batch[ASSOCIATION_BATCH:]
+        if batch:
+            yield self._associate(batch)
+
+    def _associate(self, deals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        body = {"inputs": [{"id": str(d["id"])} for d in deals]}
+        api = self.client.crm.associations.v4.batch_api
+        answer = self.call("POST /crm/v4/associations/deals/companies/batch/read", lambda: api.get_page_with_http_info(
+            from_object_type="deals", to_object_type="companies", batch_input_public_fetch_associations_batch_request=body,
+            _preload_content=False))
+        found: dict[str, list[dict[str, Any]]] = {}
+        for result in answer.get("results") or []:
+            found[str((result.get("from") or {}).get("id"))] = [
+                {"id": str(to.get("toObjectId")),
+                 "type": PRIMARY_DEAL_TO_COMPANY[0] if any(t.get("typeId") == PRIMARY_DEAL_TO_COMPANY[1]
+                                                           for t in to.get("associationTypes") or [])
+                 else "deal_to_company_unlabeled"}
+                for to in result.get("to") or []]
+        return [{**d, "associations": {"companies": {"results": found[str(d["id"])]}}} if found.get(str(d["id"]))
+                else d for d in deals]  # a deal without a company is in the answer's errors
 
     # ------------------------------------------------------------ write
 
@@ -346,6 +406,20 @@ def field_type(prop: dict[str, Any]) -> dict[str, Any]:
 
 def _company(c: dict[str, Any]) -> dict[str, Any]:
     return {"id": c["id"], "archived": bool(c.get("archived")), **(c.get("properties") or {})}
+
+
+def _deal(d: dict[str, Any]) -> dict[str, Any]:
+    """A deal as stored: its id, its properties (strings, as on the wire), its company's id or None."""
+    return {"id": d["id"], "archived": bool(d.get("archived")), **(d.get("properties") or {}),
+            "company_id": _company_of(d)}
+
+
+def _company_of(deal: dict[str, Any]) -> str | None:
+    """The deal's primary company (association type deal_to_company), else the first associated."""
+    listed = ((deal.get("associations") or {}).get("companies") or {}).get("results") or []
+    ids = [(str(a.get("id")), a.get("type")) for a in listed if a.get("id") is not None]
+    primary = next((rid for rid, kind in ids if kind == PRIMARY_DEAL_TO_COMPANY[0]), None)
+    return primary or (ids[0][0] if ids else None)
 
 
 _hs_time = moment_of  # epoch milliseconds or ISO-8601

@@ -1,8 +1,11 @@
 """Salesforce: Accounts are the accounts; their mapped fields are read and the score's written
-(sObject Collections, or Bulk API 2.0 jobs for big pushes), and alerts can create Tasks."""
+(sObject Collections, or Bulk API 2.0 jobs for big pushes), and alerts can create Tasks.
+Opportunities and Cases (read only when the mappings need them) belong to their Account;
+the Case metrics of the catalogue count them."""
 
-from ..base import Capabilities, CrmSpec, Identity, SourcePlugin
+from ..base import Belongs, Capabilities, CrmSpec, Identity, SourcePlugin
 from .client import COLLECTION_SIZE, SalesforceSource
+from .metrics import CATALOGUE
 
 PLUGIN = SourcePlugin(
     system="salesforce",
@@ -15,5 +18,7 @@ PLUGIN = SourcePlugin(
         name=lambda rec: rec.get("Name"),
     ),
     unmatched="no Salesforce Account for this account",
+    belongs=(Belongs("Opportunity", "AccountId", "Account"), Belongs("Case", "AccountId", "Account")),
+    catalogue=CATALOGUE,
     crm=CrmSpec(object="Account", batch=COLLECTION_SIZE),
 )

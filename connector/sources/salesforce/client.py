@@ -5,7 +5,11 @@ Facts this module relies on (Salesforce REST API docs, simple-salesforce):
   `queryAll` also returns deleted records (IsDeleted = true);
 * SystemModstamp changes on every save, including system changes: the right
   incremental key; an inclusive lower bound with a small overlap, ordered
-  ascending, never checkpointed past the run's start;
+  ascending, never checkpointed past the run's start. Every object read (Account
+  always; Opportunity and Case only when the mappings need them) is one such
+  stream, with its own cursor;
+* describe of an object the user cannot read answers 404 NOT_FOUND (or 403):
+  for Opportunity and Case that is a problem of the check, naming what needs it;
 * every response carries `Sforce-Limit-Info: api-usage=USED/MAX` (the org's
   rolling 24-hour request count); 403 REQUEST_LIMIT_EXCEEDED with the message
   "TotalRequests Limit exceeded." means the daily quota is spent: stop. Any
@@ -79,6 +83,12 @@ WORDS = FieldWords(
     "deploy the output fields (healthsync setup prints what is missing)",
 )
 COLLECTION_SIZE = 200
+ON_DEMAND = {  # objects read only when the mappings need them (Mappings.reads), and their fields
+    "Opportunity": ["Id", "AccountId", "Type", "StageName", "IsClosed", "IsWon", "CloseDate", "Amount",
+                    "CreatedDate", "SystemModstamp", "IsDeleted"],
+    "Case": ["Id", "AccountId", "Status", "Priority", "IsEscalated", "IsClosed", "CreatedDate", "ClosedDate",
+             "SystemModstamp", "IsDeleted"],
+}
 TASK_FIELDS = {"Subject", "Description", "ActivityDate", "Priority", "Status", "WhatId", "OwnerId"}
 BULK_MAX_BYTES = 100_000_000  # Bulk API 2.0 takes up to 150 MB a job upload; stay well under
 BULK_NULL = "#N/A"
@@ -155,9 +165,10 @@ class SalesforceSource:
     CREDENTIALS = ("SALESFORCE_INSTANCE_URL + SALESFORCE_ACCESS_TOKEN, SALESFORCE_USERNAME + SALESFORCE_PASSWORD "
                    "(+ SALESFORCE_SECURITY_TOKEN), or SALESFORCE_CLIENT_ID + SALESFORCE_PRIVATE_KEY_FILE")
     system = SYSTEM
-    STREAMS = (
-        Stream("Account", "Account", f"GET /services/data/v{API_VERSION}/queryAll", key="Id",
-               cursor_field="SystemModstamp", paginator="nextRecordsUrl"),
+    STREAMS = tuple(  # one SOQL object each: queryAll ordered by SystemModstamp, Id
+        Stream(obj, obj, f"GET /services/data/v{API_VERSION}/queryAll", key="Id",
+               cursor_field="SystemModstamp", paginator="nextRecordsUrl")
+        for obj in ("Account", *ON_DEMAND)
     )
 
     def __init__(self, ctx: SourceSetup, credentials: dict[str, str], reserve_percent: float, overlap: timedelta,
@@ -306,21 +317,55 @@ class SalesforceSource:
         return {f["name"]: f for f in result["fields"]}
 
     def check(self, mappings: Mappings) -> list[Problem]:
+        """The mapped Account fields; then Opportunity and Case, described only when they are read."""
         fields = self.describe("Account")
         self.field_types = {name: field_type(f) for name, f in fields.items()}
-        return missing_fields(mappings, SYSTEM, set(fields), WORDS)
+        problems = missing_fields(mappings, SYSTEM, set(fields), WORDS)
+        for obj in ON_DEMAND:
+            if mappings.reads(SYSTEM, obj):
+                problems += self._check_object(obj, mappings)
+        return problems
+
+    def _check_object(self, obj: str, mappings: Mappings) -> list[Problem]:
+        """An on-demand object: the user can describe it, and sees every field healthsync reads."""
+        path, who = _needed_by(mappings, obj)
+        try:
+            described = self.describe(obj)
+        except ApiError as exc:  # 404 NOT_FOUND: not visible to this user; 403: no access (401 is raised)
+            if exc.status not in (403, 404):
+                raise
+            cause = exc.__cause__
+            code, message = _error_of(cause.content) if isinstance(cause, sfx.SalesforceError) else ("", str(exc))
+            return [mappings.located.problem(
+                path, f"the Salesforce integration user cannot read {obj} ({who} needs it): describe {obj} "
+                      f"answered HTTP {exc.status} {code}: {message}",
+                hint=f"give the user Read on {obj} (its profile or a permission set), with field-level "
+                     f"access to {', '.join(ON_DEMAND[obj])}")]
+        hidden = [f for f in ON_DEMAND[obj] if f not in described]
+        if hidden:
+            return [mappings.located.problem(
+                path, f"fields of Salesforce {obj} that {who} needs are not visible to the integration user: "
+                      f"{', '.join(hidden)}",
+                hint=f"grant field-level security (Read) on them: Setup > Object Manager > {obj} > Fields")]
+        return []
 
     # ------------------------------------------------------------ pull
 
     def account_fields(self, mappings: Mappings) -> list[str]:
         return fields_to_read(mappings, SYSTEM, ACCOUNT_BASE_FIELDS)
 
+    def fields_of(self, obj: str, mappings: Mappings) -> list[str]:
+        return self.account_fields(mappings) if obj == "Account" else list(ON_DEMAND[obj])
+
     def streams(self, mappings: Mappings) -> list[Stream]:
-        return list(self.STREAMS)
+        """Account; Opportunity and Case only when the mappings need them (no requests otherwise)."""
+        return [s for s in self.STREAMS if s.obj not in ON_DEMAND or mappings.reads(SYSTEM, s.obj)]
 
     def read(self, stream: Stream, mappings: Mappings, at: Read) -> Iterator[Page]:
-        fields = self.account_fields(mappings)
-        soql = f"SELECT {', '.join(fields)} FROM Account"
+        """One SOQL object from its cursor: queryAll (deleted records too), ordered by SystemModstamp,
+        Id, from the cursor less the overlap; each page's cursor is its newest stamp, capped at the run's start."""
+        obj = stream.obj
+        soql = f"SELECT {', '.join(self.fields_of(obj, mappings))} FROM {obj}"
         if at.cursor:
             lower = _parse_sf_time(at.cursor) - self.overlap
             soql += f" WHERE SystemModstamp >= {lower.strftime('%Y-%m-%dT%H:%M:%SZ')}"
@@ -330,7 +375,7 @@ class SalesforceSource:
             rows = [(r["Id"], _clean(r), r.get("SystemModstamp"), bool(r.get("IsDeleted"))) for r in records]
             newest = max((_parse_sf_time(r["SystemModstamp"]) for r in records if r.get("SystemModstamp")), default=None)
             cursor = _sf_time(min(newest, cap)) if newest is not None else None
-            yield Page(rows, cursor, counted_as="Account")  # an empty page still counts: "0 Account"
+            yield Page(rows, cursor, counted_as=obj)  # an empty page still counts: "0 Account"
 
     def finish(self, stats: PullStats) -> None:
         if self.usage:
@@ -556,6 +601,22 @@ def _error_of(content: Any) -> tuple[str, str]:
     except (ValueError, TypeError, IndexError, KeyError, AttributeError):
         text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
         return "ERROR", text[:300]
+
+
+def _needed_by(mappings: Mappings, obj: str) -> tuple[tuple[str, ...], str]:
+    """(the mappings key, its name) of the first outcome or catalogue metric that reads `obj`
+    (the catalogue is imported here: it imports the registry, which imports this module)."""
+    from ...catalogue import catalogue
+
+    for name, outcome in mappings.outcomes.items():
+        if (SYSTEM, obj) in outcome.objects():
+            return ("outcomes", name), f"outcome '{name}'"
+    known = catalogue()
+    for name, definition in mappings.metrics.items():
+        metric = known.get(definition.catalogue or "")
+        if metric is not None and metric.system == SYSTEM and obj in metric.objects:
+            return ("metrics", name), f"metric '{name}'"
+    return ("metrics",), "the mappings"
 
 
 def _clean(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,82 @@
+"""Rescore N accounts x 26 weekly snapshots, then backtest: wall time and peak RSS of each step.
+
+    .venv/bin/python benchmarks/backtest_bench.py 10000 [--snapshots 26]
+
+A sandbox dataset of N accounts is pulled over HTTP into a fresh store with the shipped mappings
+(outcomes included); then `healthsync rescore` and `healthsync backtest` run as their own
+processes, so each peak RSS is that command's alone. Targets (issue 13): rescore of 100k x 26
+in 60 s and 2 GB, the backtest in 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from connector.config.mappings import load_mappings  # noqa: E402
+from connector.pipeline import pull  # noqa: E402
+from connector.store import Store  # noqa: E402
+from sandbox.dataset import build_dataset  # noqa: E402
+from sandbox.server import Sandbox  # noqa: E402
+
+
+def timed(args: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """(seconds, peak RSS MB of this child, the process)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _pid, _status, usage = __import__("os").wait4(proc.pid, 0)
+    out, err = proc.stdout.read() if proc.stdout else "", proc.stderr.read() if proc.stderr else ""
+    done = subprocess.CompletedProcess(args, _status >> 8, out, err)
+    return time.perf_counter() - start, usage.ru_maxrss / 1024, done
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("accounts", type=int, nargs="?", default=10_000)
+    parser.add_argument("--snapshots", type=int, default=26)
+    args = parser.parse_args()
+    mappings = load_mappings(ROOT / "mappings")
+    now = datetime.now(UTC)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        clock = time.perf_counter()
+        dataset = build_dataset(accounts=args.accounts, seed=7, now=now)
+        with Sandbox(dataset) as sb, Store(db) as store:
+            pull(store, mappings, sb.unpaced_env(), now=now)
+            accounts = store.live_account_count()
+        print(f"{args.accounts:,} sandbox accounts ({accounts:,} in the store) pulled in "
+              f"{time.perf_counter() - clock:.1f} s")
+        start = (now - timedelta(days=7 * (args.snapshots - 1))).date().isoformat()
+        base = [sys.executable, "-m", "connector", "--db", str(db), "--mappings", str(ROOT / "mappings")]
+        seconds, rss, done = timed([*base, "rescore", "--from", start, "--every", "7d", "--json"])
+        if done.returncode:
+            print(done.stderr, file=sys.stderr)
+            return done.returncode
+        dates = len(json.loads(done.stdout)["dates"])
+        print(f"  rescore: {accounts:,} accounts x {dates} snapshots in {seconds:.1f} s, peak RSS {rss:,.0f} MB "
+              f"({1e6 * seconds / (accounts * dates):.0f} us per account-snapshot)")
+        seconds, rss, done = timed([*base, "backtest", "--json"])
+        if done.returncode not in (0, 7):
+            print(done.stderr, file=sys.stderr)
+            return done.returncode
+        result = json.loads(done.stdout)
+        d = result["discrimination"]
+        print(f"  backtest: {result['observations']:,} observations in {seconds:.1f} s, peak RSS {rss:,.0f} MB; "
+              f"AUC {d['auc']:.3f} (CI {d['auc_ci'][0]:.3f}-{d['auc_ci'][1]:.3f}), "
+              f"{result['watermelons']['count']} watermelons")
+    print(f"  (this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Salesforce's catalogue metrics: support Cases per Account (open, urgent, escalated, recent).
+
+Each function gets one account's gathered records (`AccountData.of`): its Salesforce Account's
+Cases (`Belongs("Case", "AccountId", "Account")`, deleted ones left out by the store). The measure
+step calls them only for accounts with a Salesforce Account (the others are N/A with the plugin's
+`unmatched` reason). Cases are pulled only when a mapped metric needs one of these
+(`objects=("Case",)`), so an org whose mappings use none is never asked for them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from ...times import moment_of
+from ..base import AccountData, CatalogueMetric, Value
+
+SYSTEM = "salesforce"
+Inputs = dict[str, Value]
+URGENT_PRIORITIES = {"high", "critical", "urgent"}  # the standard picklist has High; orgs add the others
+
+
+def _open(acct: AccountData) -> list[dict[str, Any]]:
+    return [c for c in acct.of(SYSTEM, "Case") if not c.get("IsClosed")]
+
+
+def _open_cases(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
+    return float(len(_open(acct))), None
+
+
+def _urgent_cases(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
+    return float(sum(1 for c in _open(acct) if str(c.get("Priority") or "").strip().lower() in URGENT_PRIORITIES)), None
+
+
+def _escalated_cases(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
+    return float(sum(1 for c in _open(acct) if c.get("IsEscalated") is True or c.get("Status") == "Escalated")), None
+
+
+def _cases_30d(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
+    since = now - timedelta(days=30)
+    return float(sum(1 for c in acct.of(SYSTEM, "Case")
+                     if (created := moment_of(c.get("CreatedDate"))) is not None and created >= since)), None
+
+
+def _metric(description: str, compute: object) -> CatalogueMetric:
+    return CatalogueMetric("number", SYSTEM, description, compute, objects=("Case",))  # type: ignore[arg-type]
+
+
+CATALOGUE: dict[str, CatalogueMetric] = {
+    "open_cases": _metric("Salesforce Cases not closed", _open_cases),
+    "urgent_cases": _metric("open Cases of priority High, Critical or Urgent", _urgent_cases),
+    "escalated_cases": _metric("open Cases escalated (IsEscalated, or status Escalated)", _escalated_cases),
+    "cases_30d": _metric("Cases created in the last 30 days", _cases_30d),
+}
