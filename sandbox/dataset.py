@@ -3,6 +3,12 @@ HubSpot, Stripe and Zendesk APIs, served by the local API sandbox (server.py).
 
 Same arguments, same data. A hidden per-account "health" (0..1) makes the systems agree:
 healthy accounts use their seats, file few tickets, rate them well and pay on time.
+
+Outcomes (renewal opportunities, cases, HubSpot deals, Stripe cancellation details) follow the
+same hidden health: unhealthy accounts lose their renewals. They are drawn in a second pass from
+a random stream of their own, so every other record is exactly what it was before they existed.
+A few "watermelons" look green (CSM rating 4 or 5) but are red inside: their renewals are lost
+at the low-health rate.
 """
 
 from __future__ import annotations
@@ -165,6 +171,11 @@ def _token(rnd: random.Random, n: int = 14) -> str:
     return "".join(rnd.choices(B62, k=n))
 
 
+def _p_lost(h: float) -> float:
+    """Chance a renewal is lost at health h: ~0.63 below 0.2, ~0.27 at 0.3-0.45, ~0.04 above 0.6."""
+    return 0.03 + 0.65 / (1.0 + math.exp(min(50.0, (h - 0.34) / 0.07)))
+
+
 @dataclass
 class Dataset:
     """Every object per API, keyed by id in insertion order, as the API returns it."""
@@ -182,6 +193,13 @@ class Dataset:
     sf_users: dict[str, Record] = field(default_factory=dict)  # Salesforce User id -> {Id, Name, IsActive}
     sf_tasks: dict[str, Record] = field(default_factory=dict)  # created through composite/sobjects
     hs_tasks: dict[str, Record] = field(default_factory=dict)  # created through tasks batch/create
+    sf_opportunities: dict[str, Record] = field(default_factory=dict)  # renewals, new business, upgrades
+    sf_cases: dict[str, Record] = field(default_factory=dict)
+    hs_deals: dict[str, Record] = field(default_factory=dict)  # for linked and HubSpot-only companies
+    watermelons: set[str] = field(default_factory=set)  # SF Account ids: rated 4-5, renewals lost
+    # the health each account was drawn with: SF Account id, or "hubspot:<company id>" for a
+    # HubSpot-only company (watermelons keep theirs here; their outcomes are drawn at <= 0.2)
+    hidden_health: dict[str, float] = field(default_factory=dict)
     version: int = field(default=0, compare=False)  # bumped by mutate(); servers cache on it
     clock: float = field(default=0.0, compare=False, repr=False)
 
@@ -195,7 +213,7 @@ class Dataset:
         rnd = random.Random(seed)
         t = self.tick()
         changed: dict[str, list[str]] = {"sf_accounts": [], "hs_companies": [], "stripe": [],
-                                         "zd_tickets": []}
+                                         "zd_tickets": [], "sf_opportunities": []}
 
         def pick(records: dict[str, Record], ok: Any) -> list[str]:
             ids = [k for k, r in records.items() if ok(r)]
@@ -246,8 +264,26 @@ class Dataset:
                 [s for s in ("open", "pending", "solved") if s != ticket["status"]])
             ticket["updated_at"], ticket["generated_timestamp"] = zd_time(t), int(t)
             changed["zd_tickets"].append(tid)
+        changed["sf_opportunities"] = self._close_opportunities(fraction, seed, t)
         self.version += 1
         return changed
+
+    def _close_opportunities(self, fraction: float, seed: int, t: float) -> list[str]:
+        """Close round(fraction * open) open opportunities at t, won or lost by the account's
+        health; a random stream of its own, so the other mutations draw what they always drew."""
+        rnd = random.Random(f"outcomes-mutate-{seed}")
+        open_ids = [k for k, o in self.sf_opportunities.items()
+                    if not o["IsClosed"] and not o["IsDeleted"]]
+        picked = rnd.sample(open_ids, min(round(fraction * len(open_ids)), len(open_ids)))
+        stamp, day = sf_time(t), zd_time(t)[:10]
+        for oid in picked:
+            opp = self.sf_opportunities[oid]
+            h = self.hidden_health.get(opp["AccountId"], 0.5)
+            won = rnd.random() >= _p_lost(min(h, 0.125) if opp["AccountId"] in self.watermelons
+                                          else h)
+            opp.update(StageName="Closed Won" if won else "Closed Lost", IsClosed=True,
+                       IsWon=won, CloseDate=day, LastModifiedDate=stamp, SystemModstamp=stamp)
+        return picked
 
     def _event(self, rnd: random.Random, t: float, kind: str, obj: Record,
                previous: Record) -> None:
@@ -286,7 +322,10 @@ class _Builder:
     """Generates every system's records account by account, so they share a hidden health."""
 
     def __init__(self, seed: int, now: datetime) -> None:
+        self.seed = seed
         self.rnd = _Random(seed)
+        self.company_account: dict[str, str] = {}  # HubSpot company id -> its SF Account id
+        self.customer_health: dict[str, float] = {}  # Stripe customer id -> hidden health
         self.now = now.timestamp()
         self.ds = Dataset(now=now, clock=float(math.ceil(self.now)))
         self.hs_next = 18_000_000_001
@@ -322,6 +361,7 @@ class _Builder:
             if i % 97 != 50:  # otherwise: the previous account's domain, a matching conflict
                 domain = f"{stem}{k}.{rnd.choice(TLDS)}"
             acc = self.account(i, name, domain, health, i in sf_run)
+            self.ds.hidden_health[acc["Id"]] = health
             seats = int(acc["Seats_Purchased__c"])
             hid = self.company(name, domain, acc, health, i in hs_run) if rnd.random() < 0.6 \
                 else None
@@ -341,6 +381,7 @@ class _Builder:
                 self.organization(f"{base} Support {k}", f"{stem}-support{k}.org", None,
                                   rnd.random())
         self.bulk_close()
+        _Outcomes(self).build()
         return self.ds
 
     def account(self, i: int, name: str, domain: str, h: float, in_run: bool) -> Record:
@@ -407,6 +448,10 @@ class _Builder:
         if company["archived"]:
             company["archivedAt"] = company["updatedAt"]
         self.ds.hs_companies[hid] = company
+        if acc is None:
+            self.ds.hidden_health[f"hubspot:{hid}"] = h
+        else:
+            self.company_account[hid] = acc["Id"]
         return hid
 
     def customer(self, name: str, domain: str, acc: Record | None, h: float, seats: int,
@@ -427,6 +472,7 @@ class _Builder:
             "id": cid, "object": "customer", "created": int(created), "email": email,
             "name": None if rnd.random() < 0.02 else name.strip(), "description": None,
             "currency": currency, "delinquent": h < 0.2, "livemode": False, "metadata": metadata}
+        self.customer_health[cid] = h
         self.billing(cid, created, h, seats, currency,
                      SEAT_CENTS[acc["Customer_Segment__c"] if acc else None])
         return cid
@@ -579,3 +625,255 @@ class _Builder:
             if ticket["status"] == "solved":
                 ticket["status"] = "closed"
                 ticket["updated_at"], ticket["generated_timestamp"] = zd_time(stamp), int(stamp)
+
+
+Renewal = tuple[int, str, float]  # (close day: days since the epoch, "won" | "lost" | "open", amount)
+FEEDBACK_UNHAPPY = ["too_expensive", "too_expensive", "missing_features", "switched_service",
+                    "switched_service", "unused", None]
+FEEDBACK_OTHER = [None, None, None, "too_expensive", "missing_features", "switched_service",
+                  "unused"]
+# A renewal opportunity is opened this many days before the renewal date, as CRMs' renewal
+# automation does (366 would open one for every upcoming renewal, at some 10 % more build time).
+RENEWAL_LEAD_DAYS = 180
+_HMS_SF: list[str] = []  # "HH:MM:SS.000+0000" by second of the day, filled on first use
+_HMS_HS: list[str] = []  # "HH:MM:SS.000Z"
+_OPP_HEAD, _OPP_TAIL = sf_id("006", 0)[:5], sf_id("006", 0)[15:]
+_CASE_HEAD, _CASE_TAIL = sf_id("500", 0)[:5], sf_id("500", 0)[15:]
+_BIT40 = 1 << 40  # hex(n | _BIT40)[3:] == f"{n:010x}" for n < 16 ** 10
+
+
+class _Outcomes:
+    """The second pass: what became of each account, drawn from the hidden health with a random
+    stream of its own, so the main stream and every record built from it stay as they were.
+
+    Close dates are whole days; every created/modified time falls on a day up to today - 2, so
+    before now - 1 day like every other record's. Like the first pass, this one is written for
+    speed: randint/choice/expovariate are inlined with the same arithmetic as _Random's."""
+
+    def __init__(self, b: _Builder) -> None:
+        self.b, self.ds = b, b.ds
+        self.today = int(b.now) // 86_400
+        self.rnd = _Random(f"outcomes-{b.seed}")
+        self.opp_next = self.case_next = 0
+        self.deal_next = 24_000_000_001
+        self.midnight: dict[str, int] = {}  # "YYYY-MM-DD" -> its day
+        for day in range(self.today - 800, self.today + 800):  # every day a record can fall on
+            _day(day)
+        self.day10 = {day: _DATES[day][:10] for day in range(self.today - 800, self.today + 800)}
+        self.year = {day: _DATES[day][:4] for day in self.day10}
+        if not _HMS_SF:
+            _HMS_SF.extend([t + ".000+0000" for t in _HMS])
+            _HMS_HS.extend([t + ".000Z" for t in _HMS])
+
+    def build(self) -> None:
+        ds, r, health = self.ds, self.rnd.random, self.ds.hidden_health
+        low = self.watermelons()
+        renewals_of: dict[str, list[Renewal]] = {}
+        for aid, acc in ds.sf_accounts.items():
+            renewals_of[aid] = self.account(acc, low.get(aid) or health[aid])
+        for hid, company in ds.hs_companies.items():
+            aid = self.b.company_account.get(hid)
+            if aid is None:  # a HubSpot-only company: its own contract and anniversary
+                h = health[f"hubspot:{hid}"]
+                segment = company["properties"]["customer_segment"]
+                lo, hi = SEATS[segment]
+                base = (lo + int(r() * (hi - lo + 1))) * SEAT_CENTS[segment] * 12
+                self.deals(company, h, self.renewals(None, h, base, False), base, False)
+            elif r() < 0.3:  # the others' sales teams work in Salesforce only
+                renewals = renewals_of[aid]
+                self.deals(company, low.get(aid) or health[aid], renewals,
+                           renewals[-1][2] * 100 if renewals else 100_000.0, True)
+        self.cancellations()
+
+    def watermelons(self) -> dict[str, float]:
+        """~6 % of live accounts rated 4-5 whose health is low (or, short of those, middling):
+        their outcomes are drawn at a low health, which this returns by account id."""
+        ds, rnd, health = self.ds, self.rnd, self.ds.hidden_health
+        target = round(0.06 * sum(not a["IsDeleted"] for a in ds.sf_accounts.values()))
+        rated = [a["Id"] for a in ds.sf_accounts.values()
+                 if not a["IsDeleted"] and (a["CSM_Rating__c"] or 0) >= 4]
+        low = sorted((i for i in rated if health[i] < 0.3), key=health.__getitem__)[:target]
+        mid = [i for i in rated if 0.3 <= health[i] < 0.6]
+        picked = low + rnd.sample(mid, min(len(mid), target - len(low)))
+        ds.watermelons = set(picked)
+        return {aid: min(health[aid], 0.05 + 0.15 * rnd.random()) for aid in picked}
+
+    def renewals(self, date: str | None, h: float, base: float, sf: bool) -> list[Renewal]:
+        """One renewal a year back from the renewal date while within 400 days, oldest first,
+        and the upcoming one (open) if it is at most RENEWAL_LEAD_DAYS away; without a renewal
+        date, an SF account's past renewals fall on a random anniversary and none is open.
+        base: the yearly contract value in cents."""
+        r, today = self.rnd.random, self.today
+        if date is not None:
+            day = self.midnight.get(date)
+            if day is None:
+                day = self.midnight[date] = int(datetime.fromisoformat(date).replace(
+                    tzinfo=UTC).timestamp()) // 86_400
+        elif sf:
+            day = today - 2 - int(r() * 364)
+        else:
+            day = today - 20 + int(r() * 386)
+        out: list[Renewal] = []
+        p_lost = _p_lost(h + 0.17 * (r() - 0.5))  # noise: sd ~0.05
+        while day >= today - 400:
+            if day < today:
+                out.append((day, "lost" if r() < p_lost else "won",
+                            int(base * (0.9 + 0.2 * r())) / 100))
+            elif day - today < RENEWAL_LEAD_DAYS and (date is not None or not sf):
+                out.append((day, "open", int(base * (0.9 + 0.2 * r())) / 100))
+            day -= 365
+        out.reverse()
+        return out
+
+    def extra(self, h: float, base: float) -> tuple[bool, int, str, float] | None:
+        """Noise, now and then: an upgrade (likelier when healthy) or new business, as
+        (upgrade?, close day, state, amount), closing within the last 398 days or the next 120."""
+        r, today = self.rnd.random, self.today
+        roll = r()
+        if roll >= 0.07 + 0.08 * h:
+            return None
+        upgrade = roll < 0.03 + 0.08 * h
+        day = today - 398 + int(r() * 519)
+        state = "open" if day >= today else "won" if r() < (
+            0.35 + 0.55 * h if upgrade else 0.5) else "lost"
+        return upgrade, day, state, int(base * (0.3 if upgrade else 0.8) * (0.3 + r())) / 100
+
+    def account(self, acc: Record, h: float) -> list[Renewal]:
+        """An SF account's renewals and any extra deal as Opportunities, and its Cases (both
+        deleted with the account); returns the renewals. An opportunity is created 20-120 days
+        before its close (or within the last 90 days) and last modified by the close."""
+        r, today, day10, dates, hms = self.rnd.random, self.today, self.day10, _DATES, _HMS_SF
+        name, aid, deleted = acc["Name"].strip(), acc["Id"], acc["IsDeleted"]
+        base = (acc["Seats_Purchased__c"] or 1.0) * SEAT_CENTS[acc["Customer_Segment__c"]] * 12
+        renewals = self.renewals(acc["Renewal_Date__c"], h, base, True)
+        year = self.year
+        rows = [(f"{name} - Renewal {year[day]}", "Renewal", day, state, amount)
+                for day, state, amount in renewals]
+        more = self.extra(h, base)
+        if more is not None:
+            upgrade, day, state, amount = more
+            rows.append((f"{name} - Upgrade", "Existing Business - Upgrade", day, state, amount)
+                        if upgrade else (f"{name} - New Business", "New Business", day, state,
+                                         amount))
+        opps, last, n = self.ds.sf_opportunities, today - 2, self.opp_next
+        for title, kind, day, state, amount in rows:
+            cday = day - 20 - int(100 * r())
+            if cday > last:
+                cday = last - int(88 * r())
+            if state == "open":
+                mday = cday + int(r() * (last + 1 - cday))
+                stage = "Negotiation/Review" if day - today < 90 else "Prospecting"
+            else:
+                mday = day + int(2 * r())
+                mday = cday if mday < cday else last if mday > last else mday
+                stage = "Closed Won" if state == "won" else "Closed Lost"
+            cs, ms = int(86_400 * r()), int(86_400 * r())
+            if mday == cday and ms < cs:
+                cs, ms = ms, cs
+            n += 1
+            oid = f"{_OPP_HEAD}{hex(n | _BIT40)[3:]}{_OPP_TAIL}"  # sf_id("006", n), faster
+            modified = dates[mday] + hms[ms]
+            opps[oid] = {
+                "Id": oid, "AccountId": aid, "Name": title, "Type": kind, "StageName": stage,
+                "IsClosed": state != "open", "IsWon": state == "won", "CloseDate": day10[day],
+                "Amount": amount, "CreatedDate": dates[cday] + hms[cs],
+                "LastModifiedDate": modified, "SystemModstamp": modified, "IsDeleted": deleted}
+        self.opp_next = n
+        # Cases: unhealthy accounts open more, more of them escalated and high priority
+        u = 1.0 - h
+        u2 = u * u
+        count = int(-math.log(1.0 - r()) * (0.3 + 0.9 * u2) + 0.5)  # expovariate, mean .3 + .9u²
+        if count:
+            cases, n = self.ds.sf_cases, self.case_next
+            for _ in range(count if count < 25 else 25):
+                n += 1
+                cid = f"{_CASE_HEAD}{hex(n | _BIT40)[3:]}{_CASE_TAIL}"
+                cday = last - int(398 * r())  # within the last 400 days
+                escalated = r() < 0.03 + 0.35 * u2
+                roll = r()
+                priority = "High" if roll < 0.05 + 0.45 * u2 else "Medium" \
+                    if roll < 0.6 + 0.2 * u2 else "Low"
+                if today - cday < 45 and r() < 0.2 + 0.5 * u:
+                    status = "Escalated" if escalated else "New" if r() < 0.3 else "Working"
+                    mday = cday + int(r() * (last + 1 - cday))
+                else:
+                    status = "Closed"
+                    mday = cday + int(r() * 30)
+                    if mday > last:
+                        mday = last
+                cs, ms = int(86_400 * r()), int(86_400 * r())
+                if mday == cday and ms < cs:
+                    cs, ms = ms, cs
+                stamp = dates[mday] + hms[ms]
+                cases[cid] = {
+                    "Id": cid, "AccountId": aid, "Subject": SUBJECTS[int(r() * len(SUBJECTS))],
+                    "Status": status, "Priority": priority, "IsEscalated": escalated,
+                    "IsClosed": status == "Closed", "CreatedDate": dates[cday] + hms[cs],
+                    "ClosedDate": stamp if status == "Closed" else None,
+                    "LastModifiedDate": stamp, "SystemModstamp": stamp, "IsDeleted": deleted}
+            self.case_next = n
+        return renewals
+
+    def deals(self, company: Record, h: float, renewals: list[Renewal], base: float,
+              mirrored: bool) -> None:
+        """The company's renewals as deals (a linked company's mirror its account's
+        opportunities, closed a few days apart), plus an expansion or new business now and
+        then; timed like opportunities."""
+        r, today, hid, dates, hms = self.rnd.random, self.today, company["id"], _DATES, _HMS_HS
+        name, last = company["properties"]["name"], today - 2
+        rows = []
+        for day, state, amount in renewals:
+            if mirrored and state != "open":
+                day += int(r() * 7) - 3
+                day = last if day > last else today - 400 if day < today - 400 else day
+            rows.append((f"{name} - Renewal {self.year[day]}", "existingbusiness", day, state,
+                         amount))
+        more = self.extra(h, base)
+        if more is not None:
+            upgrade, day, state, amount = more
+            rows.append((f"{name} - Expansion", "existingbusiness", day, state, amount) if upgrade
+                        else (f"{name} - New Business", "newbusiness", day, state, amount))
+        deals, n = self.ds.hs_deals, self.deal_next
+        for title, kind, day, state, amount in rows:
+            cday = day - 20 - int(100 * r())
+            if cday > last:
+                cday = last - int(88 * r())
+            if state == "open":
+                mday = cday + int(r() * (last + 1 - cday))
+                stage = "contractsent" if day - today < 60 else "appointmentscheduled"
+            else:
+                mday = day + int(2 * r())
+                mday = cday if mday < cday else last if mday > last else mday
+                stage = "closedwon" if state == "won" else "closedlost"
+            cs, ms = int(86_400 * r()), int(86_400 * r())
+            if mday == cday and ms < cs:
+                cs, ms = ms, cs
+            did = str(n)
+            n += 1 + int(9 * r())
+            created, modified = dates[cday] + hms[cs], dates[mday] + hms[ms]
+            deals[did] = {
+                "id": did, "properties": {
+                    "dealname": title, "dealstage": stage, "pipeline": "default",
+                    "closedate": dates[day] + "00:00:00.000Z", "amount": f"{amount:.2f}",
+                    "dealtype": kind, "hs_is_closed_won": "true" if state == "won" else "false",
+                    "hs_is_closed": "false" if state == "open" else "true",
+                    "createdate": created, "hs_lastmodifieddate": modified, "hs_object_id": did},
+                "createdAt": created, "updatedAt": modified, "archived": False,
+                "associations": {"companies": {"results": [{"id": hid, "type": "deal_to_company"}]}}}
+        self.deal_next = n
+
+    def cancellations(self) -> None:
+        """Stripe's cancellation_details on every subscription: unhealthy customers mostly asked
+        to cancel (and said why); others' cancellations more often followed failed payments."""
+        r, health = self.rnd.random, self.b.customer_health
+        for sub in self.ds.stripe_subscriptions.values():
+            reason = feedback = None
+            if sub["status"] == "canceled":
+                unhappy = health[sub["customer"]] < 0.3
+                if r() < (0.85 if unhappy else 0.4):
+                    reason = "cancellation_requested"
+                    pool = FEEDBACK_UNHAPPY if unhappy else FEEDBACK_OTHER
+                    feedback = pool[int(r() * len(pool))]
+                else:
+                    reason = "payment_failed"
+            sub["cancellation_details"] = {"reason": reason, "feedback": feedback, "comment": None}

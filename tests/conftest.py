@@ -11,6 +11,20 @@ from connector.config.mappings import Mappings, check_mappings, load_mappings
 from connector.errors import Problem
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _without_outcomes() -> Path:
+    """The shipped mappings without outcomes.yaml: a pull reads Accounts, companies and billing
+    and support records only (no Opportunity, Case or deal), as the request-counting tests expect."""
+    import shutil
+    import tempfile
+
+    target = Path(tempfile.mkdtemp(prefix="healthsync-mappings-")) / "mappings"
+    shutil.copytree(REPO / "mappings", target, ignore=shutil.ignore_patterns("outcomes.yaml"))
+    return target
+
+
+NO_OUTCOMES = _without_outcomes()
 # The tests' clock: sandbox datasets and seeded values are built at NOW and the code under test is
 # given NOW where it takes a `now`, so no threshold depends on the day the suite runs. In the past
 # on purpose: the sandbox stamps the writes it receives with the wall clock, which must be later.

@@ -39,10 +39,9 @@ def _mappings(tmp_path: Path, outcomes: str = OUTCOMES, carry: bool = False):
     target = tmp_path / "mappings"
     shutil.copytree(REPO / "mappings", target, dirs_exist_ok=True)
     (target / "outcomes.yaml").write_text(outcomes)
-    if carry:
-        inputs = target / "inputs.yaml"
-        inputs.write_text(inputs.read_text().replace("    salesforce: Customer_Segment__c\n",
-                                                     "    salesforce: Customer_Segment__c\n    carry_back: true\n", 1))
+    inputs = target / "inputs.yaml"
+    if not carry:
+        inputs.write_text(inputs.read_text().replace("    carry_back: true", "    carry_back: false"))
     return load_mappings(target)
 
 

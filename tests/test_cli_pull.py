@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO
+from conftest import NO_OUTCOMES
 
 from connector.cli import cli
 from connector.store import Store
 from sandbox.dataset import build_dataset
 from sandbox.server import Sandbox
 
-MAPPINGS = str(REPO / "mappings")
+MAPPINGS = str(NO_OUTCOMES)
 CLEAR = {name: "" for name in (
     "SALESFORCE_INSTANCE_URL", "SALESFORCE_ACCESS_TOKEN", "SALESFORCE_USERNAME", "SALESFORCE_PASSWORD",
     "SALESFORCE_CLIENT_ID", "HUBSPOT_ACCESS_TOKEN", "STRIPE_API_KEY", "ZENDESK_URL", "ZENDESK_EMAIL",

@@ -10,13 +10,16 @@ import threading
 from datetime import timedelta
 
 import pytest
-from conftest import NOW, REPO
+from conftest import NO_OUTCOMES, NOW, REPO
 from test_e2e_push import MAPPINGS, assert_crm_matches_scores, env_of
 
+from connector.config.mappings import load_mappings
 from connector.pipeline import run
 from connector.store import Store
 from sandbox.dataset import build_dataset
 from sandbox.server import Sandbox, _Salesforce
+
+ACCOUNTS_ONLY = load_mappings(NO_OUTCOMES)
 
 
 @pytest.fixture
@@ -49,7 +52,7 @@ def test_sigkill_during_a_push_then_a_rerun_converges_without_resending(dataset,
     db = tmp_path / "kill.db"
     with Sandbox(dataset) as sb:
         env = {**os.environ, **env_of(sb), "PYTHONPATH": str(REPO)}
-        proc = subprocess.Popen([sys.executable, "-m", "connector", "--db", str(db), "--mappings", str(REPO / "mappings"),
+        proc = subprocess.Popen([sys.executable, "-m", "connector", "--db", str(db), "--mappings", str(NO_OUTCOMES),
                                  "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             assert holding.wait(180), proc.stderr.read().decode() if proc.poll() is not None else "no second batch"
@@ -86,7 +89,7 @@ def test_the_quota_reserve_stops_a_push_cleanly_and_the_next_run_finishes_it(dat
         env = {**env_of(sb), "HUBSPOT_DAILY_RESERVE": "499990"}
         with sb.lock:
             sb.sf_usage = 895  # the reserve (10 %) starts at 900: pull and a few batches fit
-        first = run(store, MAPPINGS, env, NOW)
+        first = run(store, ACCOUNTS_ONLY, env, NOW)  # the request counts above: no outcome records
         assert first.exit_code == 4, (first.pulled.stopped, first.pushed)
         assert first.pulled.stopped is None  # the pull fitted; the push met both reserves
         assert "SALESFORCE_API_RESERVE_PERCENT" in first.pushed.stopped

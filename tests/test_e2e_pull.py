@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import NOW, REPO
+from conftest import NO_OUTCOMES, NOW
 
 from connector.config.mappings import load_mappings
 from connector.pipeline import pull, score
@@ -14,7 +14,7 @@ from connector.store import Store
 from sandbox.dataset import build_dataset
 from sandbox.server import Faults, Sandbox
 
-MAPPINGS = load_mappings(REPO / "mappings")
+MAPPINGS = load_mappings(NO_OUTCOMES)
 
 
 def env_of(sb: Sandbox) -> dict[str, str]:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import pytest
 import responses
-from conftest import REPO
+from conftest import NO_OUTCOMES
 
 from connector.config.mappings import load_mappings
 from connector.delivery import MAX_ATTEMPTS, deliver
@@ -32,7 +32,7 @@ from connector.store import Store
 from sandbox.dataset import SF_OWNERS, build_dataset
 from sandbox.server import Faults, Sandbox
 
-MAPPINGS = load_mappings(REPO / "mappings")
+MAPPINGS = load_mappings(NO_OUTCOMES)
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 BASE = "https://acme.my.salesforce.com"
 DATA = f"{BASE}/services/data/v59.0"

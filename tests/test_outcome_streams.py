@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from conftest import NO_OUTCOMES, REPO
 
 from connector import metrics as measuring
 from connector.catalogue import catalogue
@@ -108,7 +108,7 @@ def _env(sb: Sandbox) -> dict[str, str]:
 
 def _mappings(tmp_path: Path, metrics: tuple[str, ...] = CASE_METRICS) -> Mappings:
     target = tmp_path / "mappings"
-    shutil.copytree(REPO / "mappings", target)
+    shutil.copytree(NO_OUTCOMES, target)
     path = target / "metrics.yaml"
     added = "".join(f"  {m}:\n    catalogue: {m}\n" for m in metrics)
     path.write_text(path.read_text().replace("metrics:\n", "metrics:\n" + added, 1))
@@ -141,8 +141,14 @@ def _pulled_now(store: Store, system: str, obj: str) -> set[str]:
 # ------------------------------------------------------------------ only when needed
 
 
-def test_shipped_mappings_read_no_opportunity_case_or_deal(dataset, tmp_path):
+def test_the_shipped_mappings_read_opportunities_and_deals_for_their_outcomes_and_no_case():
     mappings = load_mappings(REPO / "mappings")
+    assert mappings.reads("salesforce", "Opportunity") and mappings.reads("hubspot", "deals")
+    assert not mappings.reads("salesforce", "Case")
+
+
+def test_mappings_without_outcomes_read_no_opportunity_case_or_deal(dataset, tmp_path):
+    mappings = load_mappings(NO_OUTCOMES)
     assert not any(mappings.reads(system, obj) for system, obj in ON_DEMAND)
     with Sandbox(dataset) as sb, Store(tmp_path / "s.db") as store:
         summary = pull(store, mappings, _env(sb), now=NOW)

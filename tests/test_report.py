@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,9 +13,15 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO
 from report_store import MAPPINGS, two_runs
+from test_backtest import NOW as BACKTEST_NOW
+from test_backtest import _mappings, _pulled
 
+from connector.backtest.evaluate import backtest
+from connector.backtest.history import load, rebuild, schedule
+from connector.backtest.outcomes import events_of
 from connector.cli import cli
 from connector.config.models import BandsScheme, LinearScheme, ScoreDef, StatusBand
+from connector.metrics import gather
 from connector.report import render_report, write_report
 from connector.report.metrics import histogram, placed, thresholds
 from connector.scoring.frame import iso
@@ -281,6 +287,112 @@ def test_a_mover_shows_its_name_and_its_status_change(store, body):
     assert cells[0].text == name
     pills = [span.text for span in cells[5].iter("span")]
     assert pills[-1] == status
+
+
+# ---------------------------------------------------------------- does the score predict churn?
+
+
+def _section(page: str, score: str) -> ET.Element:
+    match = re.search(rf'<section class="block prediction" id="predict-{score}".*?</section>', page, re.S)
+    assert match, f"no backtest section for {score}"
+    return ET.fromstring(match.group(0))
+
+
+def _text(element: ET.Element) -> str:
+    return " ".join("".join(element.itertext()).split())
+
+
+def test_without_an_outcome_the_backtest_section_says_how_to_get_it(built, body):
+    section = _section(built[3], "health")
+    assert section.findtext("h2") == "Does the score predict churn?"
+    paragraphs = list(section.iter("p"))
+    assert len(paragraphs) == 1 and paragraphs[0].get("class") == "note how-to"
+    said = _text(paragraphs[0])
+    assert "healthsync rescore --from DATE" in said and "mappings/outcomes.yaml" in said and "docs/backtest.md" in said
+    assert not charts(section, "roc") and "predict-churn_risk" not in built[3]  # trigger indexes are not judged
+    assert any(a.get("href") == "#predict-health" for a in body.iter("a"))
+
+
+def _save_series(store: Store, mappings, first: datetime, last: datetime, every: int) -> None:
+    built = rebuild(store, mappings, schedule(first, last, timedelta(days=every)))
+    store.save_series(mappings.version, iso(first), iso(last), every, built.rows(), built.assumptions)
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory):
+    """(the page without a series, the page with one, what `backtest` makes of that series, Acme's id)."""
+    folder = tmp_path_factory.mktemp("judged")
+    mappings = _mappings(folder)
+    with Store(folder / "bt.db") as store:
+        _pulled(store, mappings)
+        without = render_report(store, mappings, now=BACKTEST_NOW)
+        _save_series(store, mappings, datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 10, 1, tzinfo=UTC), 14)
+        page = render_report(store, mappings, now=BACKTEST_NOW)
+        data = gather(store)
+        names = {i: name or key for i, (key, name) in store.live_accounts().items()}
+        rebuilt = load(store, mappings, store.latest_series(mappings.version))
+        result = backtest(rebuilt, mappings, "health", events_of(mappings.outcomes["churn"], data), 90,
+                          BACKTEST_NOW, names)
+        acme = store.account_keys()["salesforce:001000000000000001"]
+    return without, page, result, acme
+
+
+def test_with_an_outcome_but_no_series_the_section_says_to_rescore(judged):
+    section = _section(judged[0], "health")
+    said = _text(section.find("p"))
+    assert "healthsync rescore --from DATE" in said and "churn" in said and not charts(section, "roc")
+
+
+def test_the_backtest_section_shows_the_stored_series_judged(judged):
+    _, page, result, acme = judged
+    section = _section(page, "health")
+    d = result["discrimination"]
+    text = _text(section)
+    assert f"AUC {d['auc']:.3f}" in text and f"{result['observations']:,} observations" in text
+    roc = charts(section, "roc")
+    assert len(roc) == 1 and [p for p in roc[0].iter("path") if p.get("class") == "curve"][0].get("d").startswith("M ")
+    assert len([line for line in roc[0].iter("line") if line.get("class") == "diagonal"]) == 1
+    # the data is thin (one churner) and the page says so instead of pretending
+    assert d["thin"] and [_text(p) for p in section.iter("p") if p.get("class") == "warn thin"] == [
+        f"Too thin to judge: {d['thin']}"]
+    # one row and one bar per status band, worst first, in the score's status colours
+    rows = [(tr.get("data-band"), int(tr.get("data-n")), int(tr.get("data-outcomes")))
+            for tr in table(section, "band-rates", score="health").iter("tr") if tr.get("data-band")]
+    assert rows == [(r["band"], r["n"], r["outcomes"]) for r in result["bands"]["rows"]]
+    assert [row[0] for row in rows] == ["Red", "Yellow", "Green"]
+    drawn = {r.get("data-status"): r.get("fill") for r in bars(charts(section, "band-rates")[0])}
+    assert drawn == {"Green": "#2f9e44"}  # Red and Yellow held no observation: no bar
+    assert "lift 1.00" in text
+    assert len(bars(charts(section, "calibration")[0])) == len(result["calibration"]["bins"])
+    # every sub-score and metric judged on its own
+    separation = [(tr.get("data-kind"), tr.get("data-name")) for tr in table(section, "separation").iter("tr")
+                  if tr.get("data-name")]
+    assert separation == ([("sub-score", s["name"]) for s in result["sub_scores"]]
+                          + [("metric", s["name"]) for s in result["metrics"]])
+    # Acme was Green 90 days before it canceled: a watermelon, with what happened when
+    watermelons = [tr for tr in table(section, "watermelons").iter("tr") if tr.get("data-account")]
+    assert [int(tr.get("data-account")) for tr in watermelons] == [acme]
+    cells = [_text(td) for td in watermelons[0].iter("td")]
+    assert cells[1:4] == ["2026-07-13", "Green", "100"]
+    assert "cancellation_requested" in cells[4] and cells[4].endswith("on 2026-10-12")
+    alarms = next(p for p in section.iter("p") if p.get("class") == "false-alarms")
+    assert int(alarms.get("data-count")) == result["false_alarms"]["count"]
+    assumptions = [_text(li) for ul in section.iter("ul") for li in ul.iter("li")]
+    assert assumptions[0].startswith("At each snapshot only what was known then is used")
+    assert assumptions[1:] == result["assumptions"]  # the series' own, as rescore recorded them
+    assert "how-to" not in page
+
+
+def test_a_horizon_longer_than_the_series_shows_the_backtests_message(tmp_path):
+    mappings = _mappings(tmp_path)
+    with Store(tmp_path / "short.db") as store:
+        _pulled(store, mappings)
+        _save_series(store, mappings, BACKTEST_NOW - timedelta(days=28), BACKTEST_NOW, 7)
+        page = render_report(store, mappings, now=BACKTEST_NOW)
+    section = _section(page, "health")
+    error = next(p for p in section.iter("p") if p.get("class") == "warn backtest-error")
+    assert "a 90-day horizon needs a snapshot at least 90 days before" in _text(error)
+    assert not charts(section, "roc")
 
 
 # ---------------------------------------------------------------- matching, runs, header

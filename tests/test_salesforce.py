@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
-from conftest import REPO
+from conftest import NO_OUTCOMES
 
 from connector.config.mappings import load_mappings
 from connector.errors import ConfigError
@@ -20,7 +20,7 @@ from connector.sources.salesforce.client import SalesforceSource
 BASE = "https://acme.my.salesforce.com"
 DATA = f"{BASE}/services/data/v59.0"
 ENV = {"SALESFORCE_INSTANCE_URL": BASE, "SALESFORCE_ACCESS_TOKEN": "00Dsecret!token", "HEALTHSYNC_RETRY_BASE": "0.001"}
-MAPPINGS = load_mappings(REPO / "mappings")
+MAPPINGS = load_mappings(NO_OUTCOMES)
 FIELDS = ["Id", "IsDeleted", "SystemModstamp", "Name", "Website", "Customer_Segment__c", "Lifecycle_Stage__c",
           "CSM_Rating__c", "Seats_Purchased__c", "Active_Users_30d__c", "NPS__c", "Renewal_Date__c",
           "Stripe_Customer_Id__c"]

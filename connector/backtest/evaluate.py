@@ -111,6 +111,8 @@ def backtest(rebuilt: Rebuilt, mappings: Mappings, score: str, events: Events, h
     obs = observations(rebuilt, mappings, score, events, horizon, end)
     _sign, order = orientation(mappings, score, events.outcome.good)
     overall = measures.discrimination(obs.risk, obs.label)
+    one = _one_per_account(obs)
+    per_account = measures.discrimination(obs.risk[one], obs.label[one])
     result: dict[str, Any] = {
         "score": score, "outcome": events.outcome.name, "outcome_label": events.outcome.label,
         "good_outcome": events.outcome.good, "horizon_days": horizon, "mappings_version": rebuilt.version,
@@ -119,6 +121,9 @@ def backtest(rebuilt: Rebuilt, mappings: Mappings, score: str, events: Events, h
         "accounts_with_outcome": len(events.by_account), "events": events.count,
         "assumptions": rebuilt.assumptions,
         "discrimination": asdict(overall),
+        # the snapshots of one account are not independent: the interval that means something is the
+        # one over a single snapshot per account (drawn with a fixed seed)
+        "per_account": asdict(per_account),
         "bands": asdict(measures.bands(obs.status, obs.label, order)),
         "calibration": asdict(measures.calibration(obs.risk, obs.label)),
         "by_model": {},
@@ -136,6 +141,16 @@ def backtest(rebuilt: Rebuilt, mappings: Mappings, score: str, events: Events, h
         result["watermelons"] = _watermelons(rebuilt, score, events, order, names)
         result["false_alarms"] = _false_alarms(obs, order, names, renewals, horizon)
     return result
+
+
+def _one_per_account(obs: Observations) -> np.ndarray:
+    """One observation per account: a positive one when it has any, else one drawn at random (seed 0)."""
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(obs.account))
+    key = np.lexsort((order, ~obs.label, obs.account))  # by account, positives first, then random
+    accounts = obs.account[key]
+    first = np.r_[True, accounts[1:] != accounts[:-1]]
+    return np.sort(key[first])
 
 
 def _lead_times(rebuilt: Rebuilt, score: str, events: Events, order: list[str]) -> measures.LeadTimes:

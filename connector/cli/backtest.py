@@ -164,6 +164,31 @@ def backtest_command(obj: Invocation, score_name: str, outcome_name: str, horizo
         raise BelowFloor("; ".join(failed))
 
 
+def demo_backtest(path: Path, mappings: Mappings, snapshots: int = 26) -> None:
+    """What `demo` ends with: rescore the demo store weekly and print whether the score predicted churn."""
+    outcome = next((o for o in mappings.outcomes.values() if not o.good), None)
+    if outcome is None:
+        out.print("backtest: the mappings name no churn-like outcome (mappings/outcomes.yaml)", markup=False)
+        return
+    end = _now()
+    dates = schedule(end - (snapshots - 1) * timedelta(days=7), end, timedelta(days=7))
+    with Store(path) as store, RunLock(store):
+        data = gather(store)
+        rebuilt = rebuild(store, mappings, dates, data)
+        store.save_series(mappings.version, iso(dates[0]), iso(end), 7, rebuilt.rows(), rebuilt.assumptions)
+        names = {i: name or key for i, (key, name) in store.live_accounts().items()}
+    score = next((n for n, s in mappings.scores.items() if s.definition.kind == "weighted"), next(iter(mappings.scores)))
+    renewal = next((o for o in mappings.outcomes.values() if o.good), None)
+    try:
+        result = backtest(rebuilt, mappings, score, events_of(outcome, data), 90, end, names,
+                          events_of(renewal, data) if renewal else None)
+    except BacktestError as exc:
+        out.print(f"backtest: {exc}", markup=False)
+        return
+    out.print(f"does the score predict churn? (rescored {len(dates)} weekly snapshots)", markup=False)
+    _print(result, None)
+
+
 def _dates(start: str | None, every: str, end: datetime) -> list[datetime]:
     """Without a stored series: 26 snapshots ending today, or from --from on."""
     step = _every(every)
@@ -192,10 +217,14 @@ def _print(r: dict[str, Any], compared: dict[str, Any] | None) -> None:
     out.print(f"{r['score']} vs {r['outcome']} within {r['horizon_days']} days: {r['observations']:,} observations "
               f"({r['accounts']:,} accounts x {len(r['snapshots'])} snapshots), {d['positives']:,} with the outcome "
               f"(base rate {_pct(d['base_rate'])}); mappings {r['mappings_version']}", markup=False)
-    out.print(f"ROC AUC {show(d['auc'])}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f}, {d['ci_method']})" if ci else "")
+    one = r["per_account"]
+    ci = one["auc_ci"]
+    out.print(f"ROC AUC {show(d['auc'])} over every snapshot; one snapshot per account: {show(one['auc'])}"
+              + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f}, {one['ci_method']}, {one['positives']:,} of {one['n']:,} "
+                 "accounts with the outcome)" if ci else "")
               + f"; PR-AUC {show(d['pr_auc'])} (baseline {show(d['pr_baseline'])})", markup=False)
-    if d["thin"]:
-        out.print(f"too thin to judge: {d['thin']}", markup=False)
+    if one["thin"] or d["thin"]:
+        out.print(f"too thin to judge: {one['thin'] or d['thin']}", markup=False)
     bands = Table(title="outcome rate per status band (worst first)")
     for column in ("band", "accounts", "outcomes", "rate", "lift"):
         bands.add_column(column, justify="right" if column != "band" else "left")

@@ -20,6 +20,7 @@ from ..errors import StoreError
 from ..http import SettingsError
 from ..shutdown import Shutdown
 from ..store import Store
+from .backtest import demo_backtest
 from .base import Invocation, cli, handled
 from .output import out
 from .run import _print_run, _progress
@@ -72,8 +73,10 @@ def demo(obj: Invocation, accounts: int, faults: bool) -> None:
             sf, hs = crm[r["account_id"]]
             table.add_row(r["account_name"], f"{r['value']:g} {r['status']}", sf, hs)
         out.print(table)
+    demo_backtest(path, mappings)
     if records:
         out.print(f"next: {_program()} --db {path} explain {records[0]['account_key']}", markup=False)
+        out.print(f"      {_program()} --db {path} backtest --json", markup=False)
         out.print(f"      {_program()} --db {path} report --out report.html", markup=False)
 
 

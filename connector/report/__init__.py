@@ -3,7 +3,9 @@
 The page shows, per named score and segment, the score distribution against
 the status bands, the status counts, the sub-score distributions, every
 metric's values against its scheme thresholds with its N/A rate, and the
-biggest movers of the last days; then the records matching could not
+biggest movers of the last days; for each weighted score, whether it
+predicts churn (the backtest of the stored `rescore` series against the
+mappings' churn outcome, prediction.py); then the records matching could not
 resolve and the last runs. Charts are inline SVG drawn here; the page loads
 nothing (no scripts, fonts, images or styles from elsewhere) and works offline.
 

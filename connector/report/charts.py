@@ -2,8 +2,8 @@
 
 Kinds, as written in each chart's data-chart attribute: histogram (a score per
 segment), status-counts (a score's statuses per segment), groups (sub-scores of
-one segment), metric (one metric of one segment), na-rate (its N/A share) and
-movers.
+one segment), metric (one metric of one segment), na-rate (its N/A share),
+movers, and for the backtest roc, band-rates and calibration.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import numpy as np
 from ..config.models import ScoreDef
 from .contents import ScoreView
 from .metrics import Histogram, MetricView
-from .palette import GREEN, NA, NO_VERDICT, RED, points_colour
+from .palette import GREEN, NA, NEUTRAL, NO_VERDICT, RED, points_colour
+from .prediction import Prediction
 from .scores import SCORE_BIN, Movers, Segment, SegmentSubScores
 from .svg import (
     Axis,
@@ -22,12 +23,17 @@ from .svg import (
     Mark,
     Panel,
     Part,
+    Rate,
     Region,
     Row,
     bar_rows,
     diverging,
     histogram,
     nice_step,
+    percent,
+    rate_columns,
+    rate_rows,
+    roc,
     small_multiples,
 )
 from .svg import number as fmt
@@ -165,3 +171,47 @@ def na_meter(view: ScoreView, metric: MetricView) -> str:
              Part("has a value", metric.accounts - metric.not_available, NA_TRACK)]
     return bar_rows(ident, [Row("", parts)], width=130, label_width=0, note_width=0, row_height=16,
                     normalize=True)
+
+
+# ---------------------------------------------------------------- does the score predict churn?
+
+
+def roc_curve(view: ScoreView, prediction: Prediction) -> str:
+    """The ROC curve of "a lower score = more risk" against the diagonal of a coin toss."""
+    d = (prediction.result or {})["discrimination"]
+    auc = "n/a" if d["auc"] is None else f"{d['auc']:.3f}"
+    ident = ChartId("roc", f"{view.label}: ROC curve against {prediction.outcome} within {prediction.horizon} days, "
+                    f"AUC {auc}", score=view.name)
+    return roc(ident, d["roc_fpr"], d["roc_tpr"], NEUTRAL)
+
+
+def band_rates(view: ScoreView, prediction: Prediction) -> str:
+    """The outcome rate of each status band, worst band first, in the band's colour, with its lift."""
+    b = (prediction.result or {})["bands"]
+    rows = []
+    for row in b["rows"]:
+        lift = "" if row["lift"] is None else f" · lift {row['lift']:.2f}"
+        note = "no accounts" if row["rate"] is None else f"{percent(row['rate'])}{lift}"
+        tip = (f"{row['band']}: {row['outcomes']:,} of {row['n']:,} observations had the outcome"
+               + ("" if row["rate"] is None else f" ({percent(row['rate'])}){lift}"))
+        rows.append(Rate(row["band"], row["rate"], view.colours.get(row["band"], NA), note, tip, row["band"]))
+    ident = ChartId("band-rates", f"{view.label}: {prediction.outcome} rate within {prediction.horizon} days "
+                    "per status band", score=view.name)
+    return rate_rows(ident, rows, b["base_rate"])
+
+
+def calibration(view: ScoreView, prediction: Prediction) -> str:
+    """The outcome rate in each tenth of the observations, riskiest tenth first, coloured by the
+    status band of its mean score."""
+    c = (prediction.result or {})["calibration"]
+    sign, definition = prediction.sign, view.score.definition
+    columns = []
+    for b in c["bins"]:
+        lo, hi = sorted((sign * b["score_min"], sign * b["score_max"]))
+        mean = sign * b["mean_score"]
+        tip = (f"tenth {b['bin']}: {view.label} {fmt(lo)}–{fmt(hi)} (mean {mean:.1f}), {b['outcomes']:,} of "
+               f"{b['n']:,} observations had the outcome ({percent(b['rate'])})")
+        columns.append(Rate(f"{mean:.0f}", b["rate"], points_colour(mean, definition), percent(b["rate"]), tip,
+                            str(b["bin"])))
+    ident = ChartId("calibration", f"{view.label}: {prediction.outcome} rate per tenth of the scores", score=view.name)
+    return rate_columns(ident, columns, c["base_rate"], f"mean {view.label} of each tenth, riskiest first")

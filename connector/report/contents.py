@@ -10,6 +10,7 @@ from ..scoring.frame import from_store, iso
 from ..store import Store
 from . import metrics, operations, scores
 from .palette import status_colours
+from .prediction import Prediction, predictions
 
 
 @dataclass
@@ -22,6 +23,7 @@ class ScoreView:
     sub_scores: list[scores.SegmentSubScores]
     metrics: list[metrics.SegmentMetrics]
     movers: scores.Movers
+    prediction: Prediction | None = None  # weighted scores only: does it predict churn?
 
     @property
     def name(self) -> str:
@@ -47,6 +49,7 @@ class Report:
 def gather(store: Store, mappings: Mappings, now: datetime, movers_days: int) -> Report:
     """Read everything the report shows; `now` anchors the movers window."""
     frame = from_store(store, mappings, now)  # loaded once: every score's metrics come from it
+    predicted = predictions(store, mappings, now)
     views = [
         ScoreView(
             score=score,
@@ -55,6 +58,7 @@ def gather(store: Store, mappings: Mappings, now: datetime, movers_days: int) ->
             sub_scores=scores.sub_scores(store, score),
             metrics=metrics.segment_metrics(store, mappings, score, now, frame=frame),
             movers=scores.movers(store, score, now, movers_days),
+            prediction=predicted.get(score.name),
         )
         for score in sorted(mappings.scores.values(), key=lambda s: s.definition.kind != "weighted")
     ]

@@ -1,4 +1,5 @@
-"""The report's HTML page: a header of facts, one section per score, matching, runs.
+"""The report's HTML page: a header of facts, one section per score (and, for weighted scores,
+whether it predicts churn), matching, runs.
 
 Every text that comes from the store or the mappings goes through `esc`
 (html.escape). The page carries its own small stylesheet and loads nothing.
@@ -16,8 +17,9 @@ from .metrics import MetricView, SegmentMetrics
 from .operations import Header, MatchIssues, RunRow
 from .palette import NA, YELLOW
 from .palette import NO_VERDICT as NO_VERDICT_COLOUR
+from .prediction import NO_OUTCOME, Prediction
 from .scores import Mover, Movers, Segment, SegmentSubScores
-from .svg import number
+from .svg import number, percent
 
 STYLE = """
 :root { --ink:#212529; --muted:#6c757d; --line:#dee2e6; }
@@ -61,6 +63,9 @@ td.meter svg.chart { display:inline-block; vertical-align:middle; }
 .bands { font-size:12px; color:#495057; margin:4px 0 0; }
 .bands span { white-space:nowrap; margin-right:12px; }
 .twocol { display:grid; grid-template-columns:1fr 1fr; gap:20px; }
+ul.assumptions { margin:4px 0; padding-left:20px; font-size:12.5px; color:#495057; }
+tr.thin td { color:var(--muted); }
+td code { font-size:11.5px; color:var(--muted); }
 """
 
 
@@ -74,7 +79,7 @@ def render(report: Report) -> str:
         _header(report.header, report),
         "<main>",
         _version_warning(report.header),
-        *(_score_section(view) for view in report.scores),
+        *(_score_section(view) + _prediction_section(view) for view in report.scores),
         _issues_section(report.issues),
         _runs_section(report.runs),
         "</main>",
@@ -96,7 +101,9 @@ def _header(header: Header, report: Report) -> str:
              ("Mappings version", header.mappings_version), ("Accounts", f"{header.accounts:,}"),
              ("Last run", last_text)]
     items = "".join(f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in facts)
-    links = [(f"score-{v.name}", v.label) for v in report.scores] + [("matching", "Matching"), ("runs", "Runs")]
+    links = [link for v in report.scores for link in [(f"score-{v.name}", v.label)]
+             + ([(f"predict-{v.name}", f"{v.label}: predicts churn?")] if v.prediction else [])]
+    links += [("matching", "Matching"), ("runs", "Runs")]
     toc = "".join(f'<a href="#{esc(anchor)}">{esc(label)}</a>' for anchor, label in links)
     return (f'<header class="top"><h1>healthsync report</h1><dl class="facts">{items}</dl>'
             f'<nav class="toc">{toc}</nav></header>')
@@ -339,6 +346,190 @@ def _status_change(view: ScoreView, mover: Mover) -> str:
     if mover.status_before == mover.status_after:
         return before
     return before + " → " + _pill(mover.status_after or "N/A", view.colours.get(mover.status_after or "", NA))
+
+
+# ---------------------------------------------------------------- does the score predict churn?
+
+
+PREDICT_TITLE = "Does the score predict churn?"
+TOP_WATERMELONS = 10
+
+
+def _prediction_section(view: ScoreView) -> str:
+    """The backtest of a weighted score on the stored series; nothing for trigger indexes."""
+    found = view.prediction
+    if found is None:
+        return ""
+    if found.missing:
+        body = _prediction_how_to(view, found)
+    elif found.error or found.result is None:
+        body = (f'<p class="warn backtest-error">The backtest of {esc(view.label)} against the outcome '
+                f"<code>{esc(found.outcome)}</code> could not judge: {esc(found.error)}</p>")
+    else:
+        body = _prediction_body(view, found, found.result)
+    return (f'<section class="block prediction" id="predict-{esc(view.name)}" data-score="{esc(view.name)}">'
+            f"<h2>{PREDICT_TITLE}<code>{esc(view.name)}</code></h2>{body}</section>")
+
+
+def _prediction_how_to(view: ScoreView, found: Prediction) -> str:
+    if found.missing == NO_OUTCOME:
+        need = ("name the churn as an outcome with <code>good: false</code> in <code>mappings/outcomes.yaml</code> "
+                "and rebuild past scores with <code>healthsync rescore --from DATE</code>")
+    else:
+        need = (f"rebuild past scores with <code>healthsync rescore --from DATE</code> (at least {found.horizon} days "
+                f"back): the store holds no series for the loaded mappings, and the outcome "
+                f"<code>{esc(found.outcome)}</code> of <code>mappings/outcomes.yaml</code> is what it is judged against")
+    return (f'<p class="note how-to">To see whether {esc(view.label)} predicts churn, {need}; this section then '
+            f"shows the backtest of the stored series (docs/backtest.md).</p>")
+
+
+def _prediction_body(view: ScoreView, found: Prediction, r: dict) -> str:  # type: ignore[type-arg]
+    d, b = r["discrimination"], r["bands"]
+    snapshots = r["snapshots"]
+    span = f"{snapshots[0]} to {snapshots[-1]}" if snapshots else "no snapshot"
+    parts = [
+        f'<p class="note">{esc(view.label)} at {len(snapshots)} snapshots ({esc(span)}) against '
+        f"“{esc(r['outcome_label'] or r['outcome'])}” (outcome <code>{esc(r['outcome'])}</code>) within "
+        f"{r['horizon_days']} days: {r['observations']:,} observations of {r['accounts']:,} accounts, "
+        f"{d['positives']:,} with the outcome (base rate {_pct(d['base_rate'])}). From the stored series of mappings "
+        f"{esc(r['mappings_version'])} (<code>healthsync rescore</code>); <code>healthsync backtest</code> prints "
+        "the same measures.</p>",
+    ]
+    if d["thin"]:
+        parts.append(f'<p class="warn thin">Too thin to judge: {esc(d["thin"])}</p>')
+    monotonic = {True: "yes", False: "no", None: "n/a"}[b["monotonic"]]
+    cards = [
+        _card("ROC curve", _auc_caption(d), charts.roc_curve(view, found),
+              '<p class="note">The chance that an account with the outcome scored lower than one without: 0.5 is a '
+              "coin toss (the dashed diagonal), 0.7 useful, 0.8 strong.</p>"),
+        _card("Outcome rate per status band", f"worst band first · dashed line: the base rate · monotonic: {monotonic}",
+              charts.band_rates(view, found), _band_table(view, b)),
+        _card("Calibration by decile", "the outcome rate in each tenth of the observations; it should fall as the "
+              "score rises", charts.calibration(view, found)),
+    ]
+    parts.append(f'<div class="grid">{"".join(cards)}</div>')
+    parts.append(_lead_times(r, b))
+    parts.append(_by_model(view, r["by_model"]))
+    parts.append(_separation(view, found, r))
+    if "watermelons" in r:
+        parts.append(_watermelons(view, r["watermelons"], b))
+        f = r["false_alarms"]
+        what = (f"renewed (<code>{esc(f['renewal_outcome'])}</code>)" if f["renewal_outcome"]
+                else "did not churn")
+        parts.append(f'<p class="false-alarms" data-count="{f["count"]}"><b>False alarms:</b> {f["count"]:,} '
+                     f"account(s) {esc(f['band'])} at a snapshot that {what} within {r['horizon_days']} days.</p>")
+    parts.append(_assumptions(r["assumptions"]))
+    return "".join(parts)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else percent(value)
+
+
+def _auc_caption(d: dict) -> str:  # type: ignore[type-arg]
+    if d["auc"] is None:
+        return "AUC n/a: the observations hold only one class"
+    ci = d["auc_ci"]
+    interval = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f}, {d['ci_method']})" if ci else " (no interval: too few of a class)"
+    pr = "" if d["pr_auc"] is None else f" · PR-AUC {d['pr_auc']:.3f} (baseline {d['pr_baseline']:.3f})"
+    return f"AUC {d['auc']:.3f}{interval}{pr}"
+
+
+def _band_table(view: ScoreView, b: dict) -> str:  # type: ignore[type-arg]
+    head = ('<tr><th>Band</th><th class="num">Observations</th><th class="num">Outcomes</th><th class="num">Rate</th>'
+            '<th class="num">Lift</th></tr>')
+    rows = "".join(
+        f'<tr data-band="{esc(row["band"])}" data-n="{row["n"]}" data-outcomes="{row["outcomes"]}">'
+        f"<td>{_pill(row['band'], view.colours.get(row['band'], NA))}</td><td class=\"num\">{row['n']:,}</td>"
+        f'<td class="num">{row["outcomes"]:,}</td><td class="num">{_pct(row["rate"])}</td>'
+        f'<td class="num">{"–" if row["lift"] is None else format(row["lift"], ".2f")}</td></tr>'
+        for row in b["rows"])
+    precision = (f'<p class="note">{esc(b["worst"])}: precision {_pct(b["worst_precision"])} (of the {esc(b["worst"])}, '
+                 f"the share with the outcome), recall {_pct(b['worst_recall'])} (of those with the outcome, the share "
+                 f"{esc(b['worst'])}).</p>")
+    return (f'<table class="band-rates" data-score="{esc(view.name)}" style="margin-top:8px">{head}{rows}</table>'
+            f"{precision}")
+
+
+def _lead_times(r: dict, b: dict) -> str:  # type: ignore[type-arg]
+    lt = r.get("lead_times")
+    if not lt or not lt["horizons"]:
+        return ""
+    best = b["rows"][-1]["band"] if b["rows"] else "the best band"
+    shares = ", ".join(f"{h['days']} days {_pct(h['share'])}" for h in lt["horizons"])
+    median = "n/a" if lt["median_lead_days"] is None else f"{lt['median_lead_days']:g} days"
+    return (f'<p class="note lead-times">Churners not {esc(best)} before the event: {esc(shares)}; median lead time '
+            f"{esc(median)}.</p>")
+
+
+def _by_model(view: ScoreView, by_model: dict) -> str:  # type: ignore[type-arg]
+    if len(by_model) < 2:
+        return ""
+    labels = {m.name: m.label for m in view.score.models}
+    rows = []
+    for model, m in by_model.items():
+        d = m["discrimination"]
+        ci = d["auc_ci"]
+        rows.append([labels.get(model, model), "n/a" if d["auc"] is None else f"{d['auc']:.3f}",
+                     f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "–", f"{d['n']:,}", f"{d['positives']:,}"])
+    return "<h4>Per segment</h4>" + _table(["Segment", "AUC", "95% CI", "Observations", "Outcomes"], rows,
+                                           numeric={1, 2, 3, 4}, cls="by-model")
+
+
+SEPARATION_NOTE = ('<p class="note">Each sub-score and metric on its own, over every observation: its AUC in its risky '
+                   "direction (0.5 separates nothing, 1 perfectly), which way is riskier, the share of observations "
+                   "with a value and the 95% interval (DeLong) in the same direction. Trust those whose interval "
+                   "excludes 0.5; grey rows are too thin to judge.</p>")
+
+
+def _separation(view: ScoreView, found: Prediction, r: dict) -> str:  # type: ignore[type-arg]
+    listed = [("sub-score", s, (found.group_labels or {}).get(s["name"])) for s in r["sub_scores"]]
+    listed += [("metric", s, (found.metric_labels or {}).get(s["name"])) for s in r["metrics"]]
+    if not listed:
+        return ""
+    head = ('<tr><th>Kind</th><th>Name</th><th class="num">AUC (risky direction)</th><th>Direction</th>'
+            '<th class="num">Coverage</th><th class="num">95% CI</th></tr>')
+    rows = []
+    for kind, s, label in listed:
+        ci = s["auc_ci"]
+        if ci and s["auc"] is not None and s["auc"] < 0.5:
+            ci = (1 - ci[1], 1 - ci[0])
+        name = esc(label or s["name"]) + (f' <code>{esc(s["name"])}</code>' if label else "")
+        thin = ' class="thin"' if s["thin"] else ""
+        title = f' title="{esc(s["thin"])}"' if s["thin"] else ""
+        rows.append(f'<tr{thin}{title} data-kind="{kind}" data-name="{esc(s["name"])}"><td>{kind}</td><td>{name}</td>'
+                    f'<td class="num">{"–" if s["strength"] is None else format(s["strength"], ".3f")}</td>'
+                    f"<td>{esc(s['direction'] or '')}</td><td class=\"num\">{_pct(s['coverage'])}</td>"
+                    f'<td class="num">{f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "–"}</td></tr>')
+    return (f"<h3>What separates churners</h3>{SEPARATION_NOTE}"
+            f'<table class="separation" data-score="{esc(view.name)}">{head}{"".join(rows)}</table>')
+
+
+def _watermelons(view: ScoreView, w: dict, b: dict) -> str:  # type: ignore[type-arg]
+    best = b["rows"][-1]["band"] if b["rows"] else "the best band"
+    shown = w["accounts"][:TOP_WATERMELONS]
+    first = f"; the first {len(shown)} by score" if w["count"] > len(shown) else ""
+    parts = ["<h3>Watermelons</h3>",
+             f'<p class="note">{w["count"]:,} of {w["churners_judged"]:,} churners were {esc(best)} about '
+             f"{w['days_before']} days before the event: what the score missed, with the drivers it saw{first}.</p>"]
+    if shown:
+        head = ('<tr><th>Account</th><th>Snapshot</th><th>Status</th><th class="num">Score</th>'
+                "<th>What happened when</th><th>Drivers</th></tr>")
+        rows = "".join(
+            f'<tr data-account="{a["account_id"]}"><td>{esc(a["account"])}</td><td>{esc(a["snapshot"])}</td>'
+            f"<td>{_pill(a['status'], view.colours.get(a['status'], NA))}</td>"
+            f'<td class="num">{number(a["score"])}</td><td>{esc(a["event"])} on {esc(a["event_date"])}</td>'
+            f"<td>{esc(a['drivers'] or '–')}</td></tr>"
+            for a in shown)
+        parts.append(f'<table class="watermelons" data-score="{esc(view.name)}">{head}{rows}</table>')
+    return "".join(parts)
+
+
+def _assumptions(assumptions: Sequence[str]) -> str:
+    items = "".join(f"<li>{esc(a)}</li>" for a in assumptions)
+    return ('<h4>Assumptions</h4><ul class="assumptions">'
+            "<li>At each snapshot only what was known then is used; links between records and accounts are "
+            f"today's and overrides are not replayed (docs/backtest.md).</li>{items}</ul>")
 
 
 # ---------------------------------------------------------------- matching and runs

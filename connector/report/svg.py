@@ -355,3 +355,137 @@ def _clip(label: str, width: float) -> str:
     """Cut a label to what fits in `width` at about 6.3 units per character."""
     room = max(int(width / 6.3), 4)
     return label if len(label) <= room else label[: room - 1] + "…"
+
+
+# ---------------------------------------------------------------- rates and curves
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One bar of a rate chart: `rate` (0..1, None = nothing to measure) with its colour and tip."""
+
+    label: str
+    rate: float | None
+    colour: str
+    note: str = ""
+    tip: str = ""
+    name: str = ""  # written as data-status (a band) or data-bin
+
+
+def percent(value: float) -> str:
+    """A 0..1 share as a percentage: 0.125 -> 12.5%, 0.05 -> 5%, 0.0064 -> 0.64%."""
+    shown = f"{value * 100:.1f}" if value >= 0.01 or value == 0 else f"{value * 100:.2f}"
+    return (shown[:-2] if shown.endswith(".0") else shown) + "%"
+
+
+def _rate_top(peak: float) -> tuple[float, float]:
+    """(top of a 0..1 rate axis, tick step) for rates up to `peak`."""
+    if peak <= 0:
+        return 0.01, 0.0025
+    step = nice_step(peak, 4)
+    return math.ceil(peak / step - 1e-9) * step or step, step
+
+
+def rate_rows(ident: ChartId, rows: Sequence[Rate], base: float | None, width: float = 420,
+              label_width: float = 80, note_width: float = 120, row_height: float = 26) -> str:
+    """Horizontal bars of a rate, one per row (status bands), with a dashed line at the base rate."""
+    top, step = _rate_top(max([r.rate or 0 for r in rows] + [base or 0]))
+    bar_width = width - label_width - note_width - 8
+    plot_top, plot_height = 18.0, len(rows) * row_height
+    out = []
+    tick = 0.0
+    while tick <= top + 1e-12:
+        x = label_width + tick / top * bar_width
+        out.append(tag("line", {"x1": x, "x2": x, "y1": plot_top, "y2": plot_top + plot_height, "stroke": GRID}))
+        out.append(text(x, plot_top + plot_height + 13, percent(tick), size=9.5, anchor="middle"))
+        tick += step
+    for index, row in enumerate(rows):
+        y = plot_top + index * row_height
+        out.append(text(label_width - 6, y + row_height / 2 + 4, _clip(row.label, label_width), size=11.5,
+                        anchor="end", colour=INK, weight="600"))
+        if row.rate is not None:
+            out.append(tag("rect", {"class": "bar", "data-status": row.name or row.label, "data-rate": f"{row.rate:.6g}",
+                                    "x": label_width, "y": y + 4, "width": max(row.rate / top * bar_width, 0.8),
+                                    "height": row_height - 8, "fill": row.colour},
+                           tag("title", {}, escape(row.tip or row.note))))
+        out.append(text(label_width + bar_width + 6, y + row_height / 2 + 4, row.note, size=10.5, colour=INK))
+    if base is not None:
+        x = label_width + base / top * bar_width
+        out.append(tag("line", {"class": "baseline", "data-value": f"{base:.6g}", "x1": x, "x2": x, "y1": plot_top - 4,
+                                "y2": plot_top + plot_height, "stroke": INK, "stroke-width": 1.2,
+                                "stroke-dasharray": "4 3"}, tag("title", {}, escape(f"base rate {percent(base)}"))))
+        out.append(text(x, plot_top - 7, f"base {percent(base)}", size=9.5, anchor="middle", colour=INK))
+    return chart(ident, width, plot_top + plot_height + 20, "".join(out))
+
+
+def rate_columns(ident: ChartId, columns: Sequence[Rate], base: float | None, axis_label: str,
+                 width: float = 420, height: float = 240) -> str:
+    """Vertical bars of a rate, one per column (score deciles), with a dashed line at the base rate."""
+    box = Box(48, 22, width - 48 - 16, height - 22 - 46)
+    top, step = _rate_top(max([c.rate or 0 for c in columns] + [base or 0]))
+    out = []
+
+    def y(rate: float) -> float:
+        return box.bottom - rate / top * box.height
+
+    tick = 0.0
+    while tick <= top + 1e-12:
+        out.append(tag("line", {"x1": box.left, "x2": box.left + box.width, "y1": y(tick), "y2": y(tick),
+                                "stroke": GRID, "stroke-width": 1}))
+        out.append(text(box.left - 5, y(tick) + 3.5, percent(tick), size=9.5, anchor="end"))
+        tick += step
+    slot = box.width / max(len(columns), 1)
+    for index, column in enumerate(columns):
+        x = box.left + index * slot
+        if column.rate is not None:
+            out.append(tag("rect", {"class": "bar", "data-bin": column.name or column.label,
+                                    "data-rate": f"{column.rate:.6g}", "x": x + slot * 0.12, "y": y(column.rate),
+                                    "width": slot * 0.76, "height": max(box.bottom - y(column.rate), 0.6),
+                                    "fill": column.colour}, tag("title", {}, escape(column.tip or column.note))))
+        out.append(text(x + slot / 2, box.bottom + 14, column.label, size=9.5, anchor="middle"))
+    out.append(tag("line", {"x1": box.left, "x2": box.left + box.width, "y1": box.bottom, "y2": box.bottom,
+                            "stroke": "#ced4da", "stroke-width": 1}))
+    out.append(text(box.left + box.width / 2, box.bottom + 33, axis_label, size=10.5, anchor="middle", colour=INK))
+    if base is not None:
+        out.append(tag("line", {"class": "baseline", "data-value": f"{base:.6g}", "x1": box.left,
+                                "x2": box.left + box.width, "y1": y(base), "y2": y(base), "stroke": INK,
+                                "stroke-width": 1.2, "stroke-dasharray": "4 3"},
+                       tag("title", {}, escape(f"base rate {percent(base)}"))))
+        out.append(text(box.left + box.width - 2, y(base) - 4, f"base {percent(base)}", size=9.5, anchor="end",
+                        colour=INK))
+    return chart(ident, width, height, "".join(out))
+
+
+def roc(ident: ChartId, fpr: Sequence[float], tpr: Sequence[float], colour: str, size: float = 320) -> str:
+    """A ROC curve in a unit square: the diagonal of a coin toss, the curve and the area under it."""
+    box = Box(46, 12, size - 46 - 14, size - 12 - 44)
+
+    def point(f: float, t: float) -> str:
+        return f"{_attr(box.left + f * box.width)} {_attr(box.bottom - t * box.height)}"
+
+    out = []
+    for i in range(6):
+        v = i / 5
+        x, y = box.left + v * box.width, box.bottom - v * box.height
+        out.append(tag("line", {"x1": x, "x2": x, "y1": box.top, "y2": box.bottom, "stroke": GRID}))
+        out.append(tag("line", {"x1": box.left, "x2": box.left + box.width, "y1": y, "y2": y, "stroke": GRID}))
+        out.append(text(x, box.bottom + 14, f"{v:g}", size=9.5, anchor="middle"))
+        out.append(text(box.left - 5, y + 3.5, f"{v:g}", size=9.5, anchor="end"))
+    out.append(tag("rect", {"x": box.left, "y": box.top, "width": box.width, "height": box.height, "fill": "none",
+                            "stroke": "#ced4da"}))
+    out.append(tag("line", {"class": "diagonal", "x1": box.left, "y1": box.bottom, "x2": box.left + box.width,
+                            "y2": box.top, "stroke": MUTED, "stroke-width": 1, "stroke-dasharray": "4 3"},
+                   tag("title", {}, "a coin toss (AUC 0.5)")))
+    points = list(zip(fpr, tpr, strict=True))
+    if points:
+        line = "M " + " L ".join(point(f, t) for f, t in points)
+        area = f"{line} L {point(points[-1][0], 0)} L {point(points[0][0], 0)} Z"
+        out.append(tag("path", {"class": "area", "d": area, "fill": colour, "fill-opacity": 0.1, "stroke": "none"}))
+        out.append(tag("path", {"class": "curve", "d": line, "fill": "none", "stroke": colour, "stroke-width": 2.2,
+                                "stroke-linejoin": "round"}, tag("title", {}, escape(ident.title))))
+    out.append(text(box.left + box.width / 2, box.bottom + 32, "false positive rate: retained accounts flagged",
+                    size=10.5, anchor="middle", colour=INK))
+    out.append(tag("text", {"x": 12, "y": box.top + box.height / 2, "font-size": 10.5, "text-anchor": "middle",
+                            "fill": INK, "transform": f"rotate(-90 12 {_attr(box.top + box.height / 2)})"},
+                   "true positive rate: churners caught"))
+    return chart(ident, size, size, "".join(out))

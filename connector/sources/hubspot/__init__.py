@@ -4,6 +4,7 @@ Deals (read only when the mappings need them) belong to their company (`company_
 
 from ..base import Belongs, Capabilities, CrmSpec, Identity, SourcePlugin
 from .client import BATCH_SIZE, HubSpotSource
+from .history import OUTCOMES, as_of
 
 PLUGIN = SourcePlugin(
     system="hubspot",
@@ -18,5 +19,7 @@ PLUGIN = SourcePlugin(
     ),
     unmatched="no HubSpot company for this account",
     belongs=(Belongs("deals", "company_id", "companies"),),
+    outcomes=OUTCOMES,
+    as_of=as_of,
     crm=CrmSpec(object="companies", batch=BATCH_SIZE),
 )

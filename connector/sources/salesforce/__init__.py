@@ -5,6 +5,7 @@ the Case metrics of the catalogue count them."""
 
 from ..base import Belongs, Capabilities, CrmSpec, Identity, SourcePlugin
 from .client import COLLECTION_SIZE, SalesforceSource
+from .history import OUTCOMES, as_of
 from .metrics import CATALOGUE
 
 PLUGIN = SourcePlugin(
@@ -20,5 +21,7 @@ PLUGIN = SourcePlugin(
     unmatched="no Salesforce Account for this account",
     belongs=(Belongs("Opportunity", "AccountId", "Account"), Belongs("Case", "AccountId", "Account")),
     catalogue=CATALOGUE,
+    outcomes=OUTCOMES,
+    as_of=as_of,
     crm=CrmSpec(object="Account", batch=COLLECTION_SIZE),
 )
