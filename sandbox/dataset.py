@@ -679,7 +679,7 @@ class _Outcomes:
                 lo, hi = SEATS[segment]
                 base = (lo + int(r() * (hi - lo + 1))) * SEAT_CENTS[segment] * 12
                 self.deals(company, h, self.renewals(None, h, base, False), base, False)
-            elif r() < 0.3:  # the others' sales teams work in Salesforce only
+            elif r() < 0.15:  # the others' sales teams work in Salesforce only
                 renewals = renewals_of[aid]
                 self.deals(company, low.get(aid) or health[aid], renewals,
                            renewals[-1][2] * 100 if renewals else 100_000.0, True)
@@ -730,9 +730,9 @@ class _Outcomes:
         (upgrade?, close day, state, amount), closing within the last 398 days or the next 120."""
         r, today = self.rnd.random, self.today
         roll = r()
-        if roll >= 0.07 + 0.08 * h:
+        if roll >= 0.04 + 0.06 * h:
             return None
-        upgrade = roll < 0.03 + 0.08 * h
+        upgrade = roll < 0.02 + 0.06 * h
         day = today - 398 + int(r() * 519)
         state = "open" if day >= today else "won" if r() < (
             0.35 + 0.55 * h if upgrade else 0.5) else "lost"
@@ -782,7 +782,7 @@ class _Outcomes:
         # Cases: unhealthy accounts open more, more of them escalated and high priority
         u = 1.0 - h
         u2 = u * u
-        count = int(-math.log(1.0 - r()) * (0.3 + 0.9 * u2) + 0.5)  # expovariate, mean .3 + .9u²
+        count = int(-math.log(1.0 - r()) * (0.2 + 0.8 * u2) + 0.5)  # expovariate, mean .2 + .8u²
         if count:
             cases, n = self.ds.sf_cases, self.case_next
             for _ in range(count if count < 25 else 25):

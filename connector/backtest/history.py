@@ -16,6 +16,7 @@ rebuilt snapshot `trend.days` earlier.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,51 +60,46 @@ class Rebuilt:
     assumptions: list[str] = field(default_factory=list)
 
     def rows(self):  # type: ignore[no-untyped-def]
-        """Store rows (Snapshots.save_series order), made as they are consumed."""
+        """Store rows (Snapshots.save_series order): one blob per date and score, made as consumed."""
         for at in self.dates:
-            stamp = iso(at)
-            metric_cols = self.metrics[at]
-            names = list(metric_cols)
             for score, s in self.scores[at].items():
-                group_names = list(s.groups)
-                for i, account_id in enumerate(self.ids.tolist()):
-                    groups = {g: _num(s.groups[g][i]) for g in group_names}
-                    metrics = {m: _num(metric_cols[m][i]) for m in names}
-                    yield (stamp, score, account_id, s.model[i], _num(s.value[i]), s.status[i],
-                           _num(s.coverage[i]), json.dumps(groups), json.dumps(metrics), s.drivers[i])
+                columns = {"ids": self.ids, "value": s.value, "coverage": s.coverage,
+                           "status": _text(s.status), "model": _text(s.model), "drivers": _text(s.drivers),
+                           **{f"group:{g}": v for g, v in s.groups.items()},
+                           **{f"metric:{m}": v for m, v in self.metrics[at].items()}}
+                buffer = io.BytesIO()
+                np.savez(buffer, **{k: np.asarray(v) for k, v in columns.items()})
+                yield iso(at), score, len(self.ids), buffer.getvalue()
 
 
-def _num(value: object) -> float | None:
-    return None if value is None or value != value else float(value)  # type: ignore[arg-type]
+def _text(values: np.ndarray) -> np.ndarray:
+    """An object column as fixed-width unicode ('' for None), which np.load reads without pickle."""
+    return np.array(["" if v is None else str(v) for v in values.tolist()], dtype=str)
+
+
+def _objects(values: np.ndarray) -> np.ndarray:
+    out = values.astype(object)
+    out[values == ""] = None
+    return out
 
 
 def load(store: Store, mappings: Mappings, series: dict) -> Rebuilt:  # type: ignore[type-arg]
     """A stored series (`rescore`) read back: what `backtest` and the report judge without rebuilding."""
-    by_score = {name: store.snapshots(series["id"], name) for name in mappings.scores}
-    ids = np.array(sorted({r["account_id"] for rows in by_score.values() for r in rows}), dtype=np.int64)
-    index = {int(a): i for i, a in enumerate(ids.tolist())}
-    out = Rebuilt(series["mappings_version"], ids, [], assumptions=json.loads(series["assumptions"]))
-    n = len(ids)
-    for name, rows in by_score.items():
-        for r in rows:
-            at = parse_iso(r["as_of"])
-            if at not in out.scores:
-                out.dates.append(at)
-                out.scores[at], out.metrics[at] = {}, {}
-            s = out.scores[at].get(name)
-            if s is None:
-                s = out.scores[at][name] = ScoreAt(np.full(n, np.nan), np.full(n, None, dtype=object),
-                                                   np.full(n, None, dtype=object), np.full(n, np.nan), {},
-                                                   np.full(n, None, dtype=object))
-            i = index[r["account_id"]]
-            s.value[i] = np.nan if r["value"] is None else r["value"]
-            s.status[i], s.model[i], s.drivers[i] = r["status"], r["model"], r["drivers"]
-            s.coverage[i] = np.nan if r["coverage"] is None else r["coverage"]
-            for g, v in json.loads(r["groups"]).items():
-                s.groups.setdefault(g, np.full(n, np.nan))[i] = np.nan if v is None else v
-            metrics = out.metrics[at]
-            for m, v in json.loads(r["metrics"]).items():
-                metrics.setdefault(m, np.full(n, np.nan))[i] = np.nan if v is None else v
+    out = Rebuilt(series["mappings_version"], np.zeros(0, dtype=np.int64), [],
+                  assumptions=json.loads(series["assumptions"]))
+    for name in mappings.scores:
+        for stamp, blob in store.snapshots(series["id"], name):
+            at = parse_iso(stamp)
+            with np.load(io.BytesIO(blob), allow_pickle=False) as cols:
+                if at not in out.scores:
+                    out.dates.append(at)
+                    out.scores[at] = {}
+                    out.metrics[at] = {k[len("metric:"):]: cols[k] for k in cols.files if k.startswith("metric:")}
+                out.ids = cols["ids"]
+                out.scores[at][name] = ScoreAt(
+                    cols["value"], _objects(cols["status"]), _objects(cols["model"]), cols["coverage"],
+                    {k[len("group:"):]: cols[k] for k in cols.files if k.startswith("group:")},
+                    _objects(cols["drivers"]))
     out.dates.sort()
     return out
 

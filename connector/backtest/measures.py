@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 MIN_CLASS = 10
 """Fewer churned (or fewer retained) accounts than this and a result is called thin."""
@@ -214,6 +213,12 @@ def discrimination(score: Any, outcome: Any, *, min_class: int = MIN_CLASS,
     fpr: list[float] = []
     tpr: list[float] = []
     if pos and neg:
+        from sklearn.metrics import (  # late: a 3 s import
+            average_precision_score,
+            roc_auc_score,
+            roc_curve,
+        )
+
         auc = float(roc_auc_score(y, risk))
         ci = _delong_ci(risk[y], risk[~y])
         pr = float(average_precision_score(y, risk))
@@ -387,6 +392,8 @@ def separation(values: Any, outcome: Any, *, name: str = "", min_class: int = MI
     n = pos + neg
     auc = ci = direction = strength = None
     if pos and neg:
+        from sklearn.metrics import roc_auc_score
+
         auc = float(roc_auc_score(y, x))
         ci = _delong_ci(x[y], x[~y])
         direction = ("higher is riskier" if auc > 0.5 else

@@ -22,7 +22,7 @@ Tables (docs/store.md describes every column):
   alerts          each alert that fired, with what triggered it
   alert_deliveries each action of a fired alert (webhook, CRM task): what is sent, and its outcome
   snapshot_series a rebuilt score history (`rescore`): its mappings version, dates and assumptions
-  score_snapshots each account's rebuilt score, status, sub-scores and metric values at one date
+  score_snapshots one rebuilt date of one score: every account's columns in one blob
 """
 
 from __future__ import annotations
@@ -278,15 +278,9 @@ _MIGRATIONS: list[str] = [
         series INTEGER NOT NULL REFERENCES snapshot_series(id) ON DELETE CASCADE,
         as_of TEXT NOT NULL,
         score TEXT NOT NULL,
-        account_id INTEGER NOT NULL,
-        model TEXT,
-        value REAL,
-        status TEXT,
-        coverage REAL,
-        groups TEXT NOT NULL DEFAULT '{}',
-        metrics TEXT NOT NULL DEFAULT '{}',
-        drivers TEXT,
-        PRIMARY KEY (series, score, as_of, account_id)
+        accounts INTEGER NOT NULL,
+        columns BLOB NOT NULL,
+        PRIMARY KEY (series, score, as_of)
     );
     """,
 ]

@@ -9,8 +9,7 @@ from typing import Any
 
 from .base import Area, utcnow
 
-SnapshotRow = tuple[str, str, int, Any, Any, Any, Any, Any, Any, Any]
-# (as_of, score, account_id, model, value, status, coverage, groups json, metrics json, drivers)
+SnapshotRow = tuple[str, str, int, bytes]  # (as_of, score, accounts, the columns: one .npz blob)
 
 
 class Snapshots(Area):
@@ -26,7 +25,7 @@ class Snapshots(Area):
                 "INSERT INTO snapshot_series (mappings_version, first, last, every_days, built_at, assumptions) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (version, first, last, every_days, utcnow(), json.dumps(assumptions))
             ).lastrowid
-            self.conn.executemany("INSERT INTO score_snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.conn.executemany("INSERT INTO score_snapshots VALUES (?, ?, ?, ?, ?)",
                                   ((series, *row) for row in rows))
         return int(series or 0)
 
@@ -42,9 +41,8 @@ class Snapshots(Area):
         """The newest series built with this mappings version, or None."""
         return next((s for s in self.series_list() if s["mappings_version"] == version), None)
 
-    def snapshots(self, series: int, score: str) -> list[dict[str, Any]]:
+    def snapshots(self, series: int, score: str) -> list[tuple[str, bytes]]:
+        """(as_of, columns blob) of one score in a series, oldest first."""
         rows = self.conn.execute(
-            """SELECT as_of, account_id, model, value, status, coverage, groups, metrics, drivers
-               FROM score_snapshots WHERE series = ? AND score = ? ORDER BY as_of, account_id""", (series, score))
-        names = [d[0] for d in rows.description]
-        return [dict(zip(names, r, strict=True)) for r in rows]
+            "SELECT as_of, columns FROM score_snapshots WHERE series = ? AND score = ? ORDER BY as_of", (series, score))
+        return [(r[0], bytes(r[1])) for r in rows]
