@@ -70,9 +70,9 @@ def main() -> int:
             print(done.stderr, file=sys.stderr)
             return done.returncode
         result = json.loads(done.stdout)
-        d = result["discrimination"]
+        d, one = result["discrimination"], result["per_account"]
         print(f"  backtest: {result['observations']:,} observations in {seconds:.1f} s, peak RSS {rss:,.0f} MB; "
-              f"AUC {d['auc']:.3f} (CI {d['auc_ci'][0]:.3f}-{d['auc_ci'][1]:.3f}), "
+              f"AUC {d['auc']:.3f}, one snapshot per account {one['auc']:.3f} (CI {one['auc_ci'][0]:.3f}-{one['auc_ci'][1]:.3f}), "
               f"{result['watermelons']['count']} watermelons")
     print(f"  (this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB)")
     return 0
