@@ -253,8 +253,12 @@ def _print(r: dict[str, Any], compared: dict[str, Any] | None) -> None:
         out.print(f"watermelons (best band {w['days_before']} days before the event): {w['count']:,} of "
                   f"{w['churners_judged']:,} churners", markup=False)
         for acct in w["accounts"][:10]:
+            known = ", ".join(f"{g} {v:g}" for g, v in acct["sub_scores"].items() if v is not None)
+            blind = ", ".join(g for g, v in acct["sub_scores"].items() if v is None)
+            seen = f"drivers: {acct['drivers']}" if acct["drivers"] else f"sub-scores: {known or '-'}"
             out.print(f"  {acct['account']}: {acct['status']} {acct['score']:g} on {acct['snapshot']}, then "
-                      f"{acct['event']} on {acct['event_date']}; drivers: {acct['drivers'] or '-'}", markup=False)
+                      f"{acct['event']} on {acct['event_date']}; {seen}" + (f"; no data: {blind}" if blind else ""),
+                      markup=False)
         f = r["false_alarms"]
         out.print(f"false alarms ({f['band']} that " + ("renewed" if f["renewal_outcome"] else "did not churn")
                   + f" within the horizon): {f['count']:,}", markup=False)
