@@ -173,7 +173,8 @@ def _token(rnd: random.Random, n: int = 14) -> str:
 
 def _p_lost(h: float) -> float:
     """Chance a renewal is lost at health h: ~0.63 below 0.2, ~0.27 at 0.3-0.45, ~0.04 above 0.6."""
-    return 0.03 + 0.65 / (1.0 + math.exp(min(50.0, (h - 0.34) / 0.07)))
+    z = (h - 0.34) / 0.07
+    return 0.03 + 0.65 / (1.0 + math.exp(z if z < 50.0 else 50.0))
 
 
 @dataclass
@@ -209,7 +210,8 @@ class Dataset:
         return self.clock
 
     def mutate(self, fraction: float = 0.01, seed: int = 0) -> dict[str, list[str]]:
-        """Change a business field on round(fraction * n) records per system, stamped now."""
+        """Change a business field on round(fraction * n) records per system, stamped now, and
+        close round(fraction * n) of the open opportunities (returned as "sf_opportunities")."""
         rnd = random.Random(seed)
         t = self.tick()
         changed: dict[str, list[str]] = {"sf_accounts": [], "hs_companies": [], "stripe": [],
@@ -633,7 +635,8 @@ FEEDBACK_UNHAPPY = ["too_expensive", "too_expensive", "missing_features", "switc
 FEEDBACK_OTHER = [None, None, None, "too_expensive", "missing_features", "switched_service",
                   "unused"]
 # A renewal opportunity is opened this many days before the renewal date, as CRMs' renewal
-# automation does (366 would open one for every upcoming renewal, at some 10 % more build time).
+# automation does (366 would open one for every upcoming renewal: ~0.4 more opportunities per
+# account, some 3 % more build time).
 RENEWAL_LEAD_DAYS = 180
 _HMS_SF: list[str] = []  # "HH:MM:SS.000+0000" by second of the day, filled on first use
 _HMS_HS: list[str] = []  # "HH:MM:SS.000Z"
@@ -668,21 +671,27 @@ class _Outcomes:
     def build(self) -> None:
         ds, r, health = self.ds, self.rnd.random, self.ds.hidden_health
         low = self.watermelons()
+        # 15 % of the linked companies' sales teams keep their deals in HubSpot (the others
+        # work in Salesforce only): those mirror their account's renewals
+        mirrored = {hid: aid for hid, aid in self.b.company_account.items() if r() < 0.15}
+        keep = set(mirrored.values())
         renewals_of: dict[str, list[Renewal]] = {}
         for aid, acc in ds.sf_accounts.items():
-            renewals_of[aid] = self.account(acc, low.get(aid) or health[aid])
+            renewals = self.account(acc, low.get(aid) or health[aid])
+            if aid in keep:
+                renewals_of[aid] = renewals
         for hid, company in ds.hs_companies.items():
-            aid = self.b.company_account.get(hid)
-            if aid is None:  # a HubSpot-only company: its own contract and anniversary
+            aid = mirrored.get(hid)
+            if aid is not None:
+                renewals = renewals_of[aid]
+                self.deals(company, low.get(aid) or health[aid], renewals,
+                           renewals[-1][2] * 100 if renewals else 100_000.0, True)
+            elif hid not in self.b.company_account:  # HubSpot-only: its own contract and dates
                 h = health[f"hubspot:{hid}"]
                 segment = company["properties"]["customer_segment"]
                 lo, hi = SEATS[segment]
                 base = (lo + int(r() * (hi - lo + 1))) * SEAT_CENTS[segment] * 12
                 self.deals(company, h, self.renewals(None, h, base, False), base, False)
-            elif r() < 0.15:  # the others' sales teams work in Salesforce only
-                renewals = renewals_of[aid]
-                self.deals(company, low.get(aid) or health[aid], renewals,
-                           renewals[-1][2] * 100 if renewals else 100_000.0, True)
         self.cancellations()
 
     def watermelons(self) -> dict[str, float]:
@@ -725,13 +734,11 @@ class _Outcomes:
         out.reverse()
         return out
 
-    def extra(self, h: float, base: float) -> tuple[bool, int, str, float] | None:
-        """Noise, now and then: an upgrade (likelier when healthy) or new business, as
-        (upgrade?, close day, state, amount), closing within the last 398 days or the next 120."""
+    def extra(self, roll: float, h: float, base: float) -> tuple[bool, int, str, float]:
+        """Noise, now and then (roll: a draw): an upgrade (likelier when healthy) or new
+        business, as (upgrade?, close day, state, amount), closing within the last 398 days or
+        the next 120. The caller skips the call when roll >= 0.04 + 0.06 * h (no extra)."""
         r, today = self.rnd.random, self.today
-        roll = r()
-        if roll >= 0.04 + 0.06 * h:
-            return None
         upgrade = roll < 0.02 + 0.06 * h
         day = today - 398 + int(r() * 519)
         state = "open" if day >= today else "won" if r() < (
@@ -749,9 +756,9 @@ class _Outcomes:
         year = self.year
         rows = [(f"{name} - Renewal {year[day]}", "Renewal", day, state, amount)
                 for day, state, amount in renewals]
-        more = self.extra(h, base)
-        if more is not None:
-            upgrade, day, state, amount = more
+        roll = r()
+        if roll < 0.04 + 0.06 * h:
+            upgrade, day, state, amount = self.extra(roll, h, base)
             rows.append((f"{name} - Upgrade", "Existing Business - Upgrade", day, state, amount)
                         if upgrade else (f"{name} - New Business", "New Business", day, state,
                                          amount))
@@ -828,9 +835,9 @@ class _Outcomes:
                 day = last if day > last else today - 400 if day < today - 400 else day
             rows.append((f"{name} - Renewal {self.year[day]}", "existingbusiness", day, state,
                          amount))
-        more = self.extra(h, base)
-        if more is not None:
-            upgrade, day, state, amount = more
+        roll = r()
+        if roll < 0.04 + 0.06 * h:
+            upgrade, day, state, amount = self.extra(roll, h, base)
             rows.append((f"{name} - Expansion", "existingbusiness", day, state, amount) if upgrade
                         else (f"{name} - New Business", "newbusiness", day, state, amount))
         deals, n = self.ds.hs_deals, self.deal_next
