@@ -171,6 +171,10 @@ def _token(rnd: random.Random, n: int = 14) -> str:
     return "".join(rnd.choices(B62, k=n))
 
 
+SF_STAGES = ("Closed Won", "Closed Lost", "Negotiation/Review", "Prospecting")
+HS_STAGES = ("closedwon", "closedlost", "contractsent", "appointmentscheduled")
+
+
 def _p_lost(h: float) -> float:
     """Chance a renewal is lost at health h: ~0.63 below 0.2, ~0.27 at 0.3-0.45, ~0.04 above 0.6."""
     z = (h - 0.34) / 0.07
@@ -764,19 +768,7 @@ class _Outcomes:
                                          amount))
         opps, last, n = self.ds.sf_opportunities, today - 2, self.opp_next
         for title, kind, day, state, amount in rows:
-            cday = day - 20 - int(100 * r())
-            if cday > last:
-                cday = last - int(88 * r())
-            if state == "open":
-                mday = cday + int(r() * (last + 1 - cday))
-                stage = "Negotiation/Review" if day - today < 90 else "Prospecting"
-            else:
-                mday = day + int(2 * r())
-                mday = cday if mday < cday else last if mday > last else mday
-                stage = "Closed Won" if state == "won" else "Closed Lost"
-            cs, ms = int(86_400 * r()), int(86_400 * r())
-            if mday == cday and ms < cs:
-                cs, ms = ms, cs
+            cday, mday, cs, ms, stage = self.timeline(day, state, last, SF_STAGES, 90)
             n += 1
             oid = f"{_OPP_HEAD}{hex(n | _BIT40)[3:]}{_OPP_TAIL}"  # sf_id("006", n), faster
             modified = dates[mday] + hms[ms]
@@ -842,19 +834,7 @@ class _Outcomes:
                         else (f"{name} - New Business", "newbusiness", day, state, amount))
         deals, n = self.ds.hs_deals, self.deal_next
         for title, kind, day, state, amount in rows:
-            cday = day - 20 - int(100 * r())
-            if cday > last:
-                cday = last - int(88 * r())
-            if state == "open":
-                mday = cday + int(r() * (last + 1 - cday))
-                stage = "contractsent" if day - today < 60 else "appointmentscheduled"
-            else:
-                mday = day + int(2 * r())
-                mday = cday if mday < cday else last if mday > last else mday
-                stage = "closedwon" if state == "won" else "closedlost"
-            cs, ms = int(86_400 * r()), int(86_400 * r())
-            if mday == cday and ms < cs:
-                cs, ms = ms, cs
+            cday, mday, cs, ms, stage = self.timeline(day, state, last, HS_STAGES, 60)
             did = str(n)
             n += 1 + int(9 * r())
             created, modified = dates[cday] + hms[cs], dates[mday] + hms[ms]
@@ -868,6 +848,28 @@ class _Outcomes:
                 "createdAt": created, "updatedAt": modified, "archived": False,
                 "associations": {"companies": {"results": [{"id": hid, "type": "deal_to_company"}]}}}
         self.deal_next = n
+
+    def timeline(self, day: int, state: str, last: int, stages: tuple[str, str, str, str],
+                 soon: int) -> tuple[int, int, int, int, str]:
+        """(created day, modified day, created second, modified second, stage) of an opportunity or
+        deal closing on `day`: created 20-120 days before (never after `last`), modified at the close
+        or, while open, any day since; stages are (won, lost, open and closing within `soon` days,
+        open later)."""
+        r = self.rnd.random
+        cday = day - 20 - int(100 * r())
+        if cday > last:
+            cday = last - int(88 * r())
+        if state == "open":
+            mday = cday + int(r() * (last + 1 - cday))
+            stage = stages[2] if day - self.today < soon else stages[3]
+        else:
+            mday = day + int(2 * r())
+            mday = cday if mday < cday else last if mday > last else mday
+            stage = stages[0] if state == "won" else stages[1]
+        cs, ms = int(86_400 * r()), int(86_400 * r())
+        if mday == cday and ms < cs:
+            cs, ms = ms, cs
+        return cday, mday, cs, ms, stage
 
     def cancellations(self) -> None:
         """Stripe's cancellation_details on every subscription: unhealthy customers mostly asked
