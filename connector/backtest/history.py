@@ -21,10 +21,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
-from ..catalogue import catalogue
+from ..catalogue import CRM_PAST, catalogue
 from ..config.mappings import Mappings
 from ..expressions import TEXT
 from ..metrics import calculator, gather
@@ -33,7 +34,9 @@ from ..scoring.frame import Frame, add_metric_columns
 from ..sources import registry
 from ..sources.base import NA, AccountData, Value
 from ..store import Column, Store
+from ..store.values import ValueHistory
 from ..times import iso, parse_iso
+from .tables import load_tables
 
 
 @dataclass
@@ -60,20 +63,29 @@ class Rebuilt:
     assumptions: list[str] = field(default_factory=list)
 
     def rows(self):  # type: ignore[no-untyped-def]
-        """Store rows (Snapshots.save_series order): one blob per date and score, made as consumed."""
+        """Store rows (Snapshots.save_series order), made as consumed: per date, one blob of the
+        numeric metric values (score METRICS) and one per score; text as codes into its distinct values."""
         for at in self.dates:
+            yield iso(at), METRICS, len(self.ids), _blob({"ids": self.ids, **self.metrics[at]})
             for score, s in self.scores[at].items():
-                columns = {"ids": self.ids, "value": s.value, "coverage": s.coverage,
-                           "status": _text(s.status), "model": _text(s.model), "drivers": _text(s.drivers),
-                           **{f"group:{g}": v for g, v in s.groups.items()},
-                           **{f"metric:{m}": v for m, v in self.metrics[at].items()}}
-                buffer = io.BytesIO()
-                np.savez(buffer, **{k: np.asarray(v) for k, v in columns.items()})
-                yield iso(at), score, len(self.ids), buffer.getvalue()
+                columns = {"value": s.value, "coverage": s.coverage, **{f"group:{g}": v for g, v in s.groups.items()}}
+                for name, values in (("status", s.status), ("model", s.model), ("drivers", s.drivers)):
+                    distinct, codes = np.unique(_text(values), return_inverse=True)
+                    columns[f"text:{name}"], columns[f"code:{name}"] = distinct, codes.astype(np.int32)
+                yield iso(at), score, len(self.ids), _blob(columns)
+
+
+METRICS = ""  # the score name under which a date's metric values are stored
+
+
+def _blob(columns: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in columns.items()})
+    return buffer.getvalue()
 
 
 def _text(values: np.ndarray) -> np.ndarray:
-    """An object column as fixed-width unicode ('' for None), which np.load reads without pickle."""
+    """An object column as unicode ('' for None), which np.load reads without pickle."""
     return np.array(["" if v is None else str(v) for v in values.tolist()], dtype=str)
 
 
@@ -83,23 +95,28 @@ def _objects(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _decoded(cols: Any, name: str) -> np.ndarray:
+    return _objects(cols[f"text:{name}"])[cols[f"code:{name}"]]
+
+
 def load(store: Store, mappings: Mappings, series: dict) -> Rebuilt:  # type: ignore[type-arg]
     """A stored series (`rescore`) read back: what `backtest` and the report judge without rebuilding."""
     out = Rebuilt(series["mappings_version"], np.zeros(0, dtype=np.int64), [],
                   assumptions=json.loads(series["assumptions"]))
+    for stamp, blob in store.snapshots(series["id"], METRICS):
+        at = parse_iso(stamp)
+        with np.load(io.BytesIO(blob), allow_pickle=False) as cols:
+            out.ids = cols["ids"]
+            out.metrics[at] = {k: cols[k] for k in cols.files if k != "ids"}
+        out.dates.append(at)
+        out.scores[at] = {}
     for name in mappings.scores:
         for stamp, blob in store.snapshots(series["id"], name):
-            at = parse_iso(stamp)
             with np.load(io.BytesIO(blob), allow_pickle=False) as cols:
-                if at not in out.scores:
-                    out.dates.append(at)
-                    out.scores[at] = {}
-                    out.metrics[at] = {k[len("metric:"):]: cols[k] for k in cols.files if k.startswith("metric:")}
-                out.ids = cols["ids"]
-                out.scores[at][name] = ScoreAt(
-                    cols["value"], _objects(cols["status"]), _objects(cols["model"]), cols["coverage"],
+                out.scores[parse_iso(stamp)][name] = ScoreAt(
+                    cols["value"], _decoded(cols, "status"), _decoded(cols, "model"), cols["coverage"],
                     {k[len("group:"):]: cols[k] for k in cols.files if k.startswith("group:")},
-                    _objects(cols["drivers"]))
+                    _decoded(cols, "drivers"))
     out.dates.sort()
     return out
 
@@ -118,7 +135,6 @@ def schedule(start: datetime, end: datetime, every: timedelta) -> list[datetime]
 def rebuild(store: Store, mappings: Mappings, dates: list[datetime],
             data: dict[int, AccountData] | None = None) -> Rebuilt:
     """Metric values and scores at each date (oldest first), in memory; nothing is written."""
-    data = data if data is not None else gather(store)
     ids = store.account_ids()
     out = Rebuilt(mappings.version, ids, sorted(dates))
     builder = _Builder(store, mappings, ids, data)
@@ -150,17 +166,34 @@ def _score_at(r: ScoreResult) -> ScoreAt:
 class _Builder:
     """Builds the frame of one past date (and, for change() expressions, of dates before it)."""
 
-    def __init__(self, store: Store, mappings: Mappings, ids: np.ndarray, data: dict[int, AccountData]):
-        self.store, self.mappings, self.ids, self.data = store, mappings, ids, data
+    def __init__(self, store: Store, mappings: Mappings, ids: np.ndarray, data: dict[int, AccountData] | None = None):
+        self.store, self.mappings, self.ids, self._data = store, mappings, ids, data
         self.text_names = {n for n, t in mappings.types.items() if t in (TEXT, "date")}
         self.known = catalogue()
         self.keys = {m: d.catalogue for m, d in mappings.metrics.items() if d.catalogue}
         self.as_of = {p.system: p.as_of for p in registry.plugins() if p.as_of is not None}
+        self.past = {p.system: p.past for p in registry.plugins() if p.past is not None}
+        self.unmatched = {p.system: p.unmatched for p in registry.plugins()}
+        self._tables: tuple | None = None  # type: ignore[type-arg]
+        self._history: dict[str, ValueHistory] = {}
         self.carry = {name for name, spec in mappings.inputs.items() if spec.carry_back}
         self.today = {name: store.load_column(name, ids, name in self.text_names, with_since=False)
                       for name in self.carry}
         self._catalogue: dict[tuple[str, datetime], Column] = {}
         self._views: dict[datetime, dict[int, AccountData]] = {}
+
+    @property
+    def data(self) -> dict[int, AccountData]:
+        """Every account's records, gathered only when a metric has no column-wise past."""
+        if self._data is None:
+            self._data = gather(self.store)
+        return self._data
+
+    def history(self, name: str) -> ValueHistory:
+        """A stored metric's recorded values (metric_history), read once for every date."""
+        if name not in self._history:
+            self._history[name] = self.store.value_history(name, self.ids, name in self.text_names)
+        return self._history[name]
 
     def assumptions(self) -> list[str]:
         found = [f"input {name} is carried back: today's value stands for every past date (carry_back)"
@@ -174,7 +207,7 @@ class _Builder:
 
     def input(self, name: str, at: datetime) -> Column:
         text = name in self.text_names
-        col = self.store.history_column(name, self.ids, text, iso(at))
+        col = self.history(name).at(iso(at))
         missing = np.array([v is None for v in col.values]) if text else np.isnan(col.values)
         reasons = np.full(len(self.ids), None, dtype=object)
         if name in self.carry:
@@ -193,35 +226,77 @@ class _Builder:
             self._views[at] = {account_id: _rolled_back(acct, self.as_of, at) for account_id, acct in self.data.items()}
         return self._views[at]
 
+    def columnar(self, key: str) -> bool:
+        """Whether a catalogue metric has a column-wise past (computed for all accounts at once)."""
+        metric = self.known[key]
+        return key in CRM_PAST or (metric.system in self.past and key in self.past[metric.system].metrics)
+
+    def tables(self) -> tuple:  # type: ignore[type-arg]
+        if self._tables is None:
+            self._tables = load_tables(self.store, self.ids)
+        return self._tables
+
+    def _columnar(self, key: str, at: datetime, inputs: dict[str, Column]) -> Column:
+        n, metric = len(self.ids), self.known[key]
+        if key in CRM_PAST:
+            values, reasons = CRM_PAST[key](inputs, n, at)
+        else:
+            tables, linked = self.tables()
+            values, reasons = self.past[metric.system].metrics[key](tables[metric.system], at)
+            values = values.copy()
+            reasons = np.full(n, None, dtype=object) if reasons is None else reasons.astype(object)
+            away = ~linked[metric.system]
+            values[away] = np.nan if values.dtype != object else None
+            reasons[away] = self.unmatched[metric.system]
+        if reasons is None:
+            reasons = np.full(n, None, dtype=object)
+        if metric.type != "number":
+            values = values.astype(object)
+        return Column(values, np.full(n, None, dtype=object), reasons)
+
     def catalogue_columns(self, keys: list[str], at: datetime, inputs: dict[str, Column]) -> dict[str, Column]:
-        """The catalogue metrics `keys` at `at`, computed in one pass over the accounts."""
+        """The catalogue metrics `keys` at `at`: column-wise where the source offers it, else in one
+        pass over the accounts' rolled-back records."""
+        dates = list(dict.fromkeys(d for _k, d in self._catalogue))
+        if at not in dates and len(dates) > 3:  # keep the date being built and those it looks back to
+            self._catalogue = {(k, d): c for (k, d), c in self._catalogue.items() if d in dates[-3:]}
+        for k in dict.fromkeys(keys):
+            if (k, at) not in self._catalogue and self.columnar(k):
+                self._catalogue[(k, at)] = self._columnar(k, at, inputs)
         missing = [k for k in dict.fromkeys(keys) if (k, at) not in self._catalogue]
         if missing:
-            compute = calculator(self.known, at)
-            views = self.view(at)
-            empty = AccountData()
-            n = len(self.ids)
-            given = {name: [_value(v, r) for v, r in zip(col.values.tolist(), col.na_reason.tolist(), strict=True)]
-                     for name, col in inputs.items()}
-            names = list(given)
-            texts = {k: self.known[k].type != "number" for k in missing}
-            values = {k: [None] * n for k in missing}
-            reasons = {k: [None] * n for k in missing}
-            for i, account_id in enumerate(self.ids.tolist()):
-                acct = views.get(account_id, empty)
-                account_inputs = {name: given[name][i] for name in names}
-                for k in missing:
-                    value, reason = compute(k, acct, account_inputs)
-                    if value is None:
-                        reasons[k][i] = reason
-                    else:
-                        values[k][i] = value
-            for k in missing:
-                column = np.array(values[k], dtype=object) if texts[k] else \
-                    np.array([np.nan if v is None else v for v in values[k]], dtype=float)
-                self._catalogue[(k, at)] = Column(column, np.full(n, None, dtype=object),
-                                                  np.array(reasons[k], dtype=object))
+            for k, column in self.per_account(missing, at, inputs).items():
+                self._catalogue[(k, at)] = column
         return {k: self._catalogue[(k, at)] for k in keys}
+
+    def per_account(self, keys: list[str], at: datetime, inputs: dict[str, Column]) -> dict[str, Column]:
+        """The catalogue metrics `keys` at `at` by each metric's own `compute`, account by account,
+        over the records each source's `as_of` rolled back (a source without a column-wise past)."""
+        compute = calculator(self.known, at)
+        views = self.view(at)
+        empty = AccountData()
+        n = len(self.ids)
+        given = {name: [_value(v, r) for v, r in zip(col.values.tolist(), col.na_reason.tolist(), strict=True)]
+                 for name, col in inputs.items()}
+        names = list(given)
+        texts = {k: self.known[k].type != "number" for k in keys}
+        values: dict[str, list] = {k: [None] * n for k in keys}  # type: ignore[type-arg]
+        reasons: dict[str, list] = {k: [None] * n for k in keys}  # type: ignore[type-arg]
+        for i, account_id in enumerate(self.ids.tolist()):
+            acct = views.get(account_id, empty)
+            account_inputs = {name: given[name][i] for name in names}
+            for k in keys:
+                value, reason = compute(k, acct, account_inputs)
+                if value is None:
+                    reasons[k][i] = reason
+                else:
+                    values[k][i] = value
+        out = {}
+        for k in keys:
+            column = np.array(values[k], dtype=object) if texts[k] else \
+                np.array([np.nan if v is None else v for v in values[k]], dtype=float)
+            out[k] = Column(column, np.full(n, None, dtype=object), np.array(reasons[k], dtype=object))
+        return out
 
     def stored(self, at: datetime) -> dict[str, Column]:
         inputs = {name: self.input(name, at) for name in self.mappings.inputs}
@@ -243,7 +318,7 @@ class _Builder:
             return self.catalogue_columns([key], then, inputs)[key]
 
         def last_known(name: str, text: bool) -> Column:
-            return self.store.history_column(name, self.ids, text, iso(at), non_null=True)
+            return self.history(name).at(iso(at), non_null=True)
 
         frame = Frame(self.ids, at, history=history, last_known=last_known, text_names=self.text_names)
         frame.columns.update(columns)

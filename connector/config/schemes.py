@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -218,15 +218,12 @@ class MapScheme(BaseScheme):
         return [p for key, value in self.values.items() for p in _outside(value, ("values", key))]
 
     def score(self, values: np.ndarray, population: np.ndarray | None = None) -> np.ndarray:
-        keys = [_key(v) for v in values]
-        return np.fromiter((self.values.get(k, np.nan) if k is not None else np.nan for k in keys), float, len(keys))
+        return _per_distinct(values, lambda k: self.values.get(k, np.nan) if k is not None else np.nan, float)
 
     def why_not(self, values: np.ndarray) -> np.ndarray:
-        keys = [_key(v) for v in values]
-        return np.array(
-            [None if k is None or k in self.values else f"value {k!r} is not in the scheme's values" for k in keys],
-            dtype=object,
-        )
+        return _per_distinct(
+            values, lambda k: None if k is None or k in self.values else f"value {k!r} is not in the scheme's values",
+            object)
 
     def describe(self) -> str:
         return "map: " + ", ".join(f"{k} → {written(v)}" for k, v in self.values.items())
@@ -278,6 +275,19 @@ def _key(value: object) -> str | None:
             return None
         return str(int(value)) if value.is_integer() else repr(value)
     return str(value)
+
+
+def _per_distinct(values: np.ndarray, of_key: Any, dtype: type) -> np.ndarray:
+    """of_key(_key(v)) for every value, computed once per distinct value (a picklist has a few)."""
+    items = values.tolist()
+    found: dict[Any, Any] = {}
+    for v in set(items):
+        found[v] = of_key(_key(v))
+    if dtype is float:
+        return np.fromiter(map(found.__getitem__, items), float, len(items))
+    out = np.empty(len(items), dtype=object)
+    out[:] = list(map(found.__getitem__, items))
+    return out
 
 
 def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ vector operations per metric rather than a million Python loops.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -342,6 +343,13 @@ def _safe(values: np.ndarray) -> np.ndarray:
     return np.where(values > 0, values, 1.0)
 
 
+@functools.lru_cache(maxsize=64)
+def _driver_table(labels: tuple[str, ...]) -> np.ndarray:
+    """Every possible piece, formatted once per set of labels; rows only pick from the table."""
+    return np.array([[[f"{label} {s} (-{lost})" for lost in range(101)] for s in range(101)] for label in labels],
+                    dtype=object)
+
+
 def _driver_texts(model: CompiledModel, model_pass: ModelPass, top: int, rounding: str = "half_up") -> np.ndarray:
     """'Support 22 (-18), Usage 41 (-9)': the sub-scores costing the most points.
 
@@ -356,11 +364,7 @@ def _driver_texts(model: CompiledModel, model_pass: ModelPass, top: int, roundin
     scores = np.column_stack([model_pass.groups[g.name] for g in model.groups])
     lost_r = np.clip(round_score(np.round(losses, 2), rounding), 0, 100).astype(np.int64)
     score_r = np.clip(round_score(np.round(np.nan_to_num(scores), 2), rounding), 0, 100).astype(np.int64)
-    # every possible piece is formatted once; rows only pick from the table
-    table = np.array(
-        [[[f"{g.label} {s} (-{lost})" for lost in range(101)] for s in range(101)] for g in model.groups],
-        dtype=object,
-    )
+    table = _driver_table(tuple(g.label for g in model.groups))
     order = np.argsort(-losses, axis=1, kind="stable")[:, :top]
     columns = []
     for rank in range(order.shape[1]):

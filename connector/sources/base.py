@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import numpy as np
+
 from ..errors import Problem
 from ..http import CallLog, RetryPolicy
 
@@ -200,6 +202,63 @@ AsOf = Callable[[str, dict[str, Any], Any], "dict[str, Any] | None"]  # (object,
 
 
 @dataclass(frozen=True)
+class Table:
+    """Rows made from one stored object's records, as arrays: `rows(record)` gives each record's rows
+    (usually one; a subscription gives one per item), with the values of `columns` in that order
+    (float: a number or a moment in epoch seconds, NaN when missing; str: text, '' when missing)."""
+
+    obj: str
+    columns: Mapping[str, type]
+    rows: Callable[[dict[str, Any]], list[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True)
+class Records:
+    """One table's rows in store order; row i belongs to the account at position `account[i]`."""
+
+    account: np.ndarray  # int64 positions in the accounts being measured
+    columns: dict[str, np.ndarray]
+    _codes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def codes(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct values sorted, each row's index among them) of a text column, made once."""
+        if name not in self._codes:
+            self._codes[name] = np.unique(self.columns[name], return_inverse=True)
+        return self._codes[name]
+
+
+@dataclass(frozen=True)
+class Tables:
+    """A source's tables for `n` accounts."""
+
+    n: int
+    tables: dict[str, Records]
+
+    def __getitem__(self, name: str) -> Records:
+        return self.tables[name]
+
+    def count(self, name: str, where: np.ndarray) -> np.ndarray:
+        """Per account: how many of the table's rows satisfy `where` (float, like a metric value)."""
+        return np.bincount(self.tables[name].account[where], minlength=self.n).astype(float)
+
+
+Columnar = tuple[np.ndarray, "np.ndarray | None"]  # (values: float NaN / object None = N/A, N/A reasons or None)
+
+
+@dataclass(frozen=True)
+class Past:
+    """A source's catalogue metrics at any past moment, for every account at once, from its records
+    as arrays: the path `rescore` takes (dozens of dates x every account). Each metric gives exactly
+    what its `compute` gives over the records `as_of` rolled back (tests/test_past_columns.py)."""
+
+    tables: Mapping[str, Table]
+    metrics: Mapping[str, Callable[[Tables, Any], Columnar]]  # catalogue key -> (tables, moment) -> values
+
+
+@dataclass(frozen=True)
 class CrmSpec:
     """A source that is a CRM: the object whose fields are read and written, and its batch size."""
 
@@ -223,3 +282,4 @@ class SourcePlugin:
     # the record as it was at a past moment, from its own timestamps (None: not known yet then);
     # a source without it offers nothing to `rescore` for past dates
     as_of: AsOf | None = None
+    past: Past | None = None  # its catalogue metrics at past dates, column-wise (falls back to as_of)

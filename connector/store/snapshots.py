@@ -10,6 +10,8 @@ from typing import Any
 from .base import Area, utcnow
 
 SnapshotRow = tuple[str, str, int, bytes]  # (as_of, score, accounts, the columns: one .npz blob)
+# each date has one row per score and one under the score '' with the date's metric values; a
+# series made before that layout (no '' rows) is not offered, so `backtest` rebuilds it
 
 
 class Snapshots(Area):
@@ -39,7 +41,11 @@ class Snapshots(Area):
 
     def latest_series(self, version: str) -> dict[str, Any] | None:
         """The newest series built with this mappings version, or None."""
-        return next((s for s in self.series_list() if s["mappings_version"] == version), None)
+        for s in self.series_list():
+            if s["mappings_version"] == version and self.conn.execute(
+                    "SELECT 1 FROM score_snapshots WHERE series = ? AND score = '' LIMIT 1", (s["id"],)).fetchone():
+                return s
+        return None
 
     def snapshots(self, series: int, score: str) -> list[tuple[str, bytes]]:
         """(as_of, columns blob) of one score in a series, oldest first."""

@@ -120,6 +120,13 @@ class Values(Area):
             since[at] = np.array([r[1] for r in found], dtype=object)[keep]
         return Column(values, since, reasons)
 
+    def value_history(self, name: str, ids: np.ndarray, text: bool) -> ValueHistory:
+        """A metric's whole history, for many `history_column` lookups (the rescore's dates)."""
+        rows = self.conn.execute(
+            "SELECT account_id, num, text, since FROM metric_history WHERE name = ? ORDER BY account_id, since",
+            (name,)).fetchall()
+        return ValueHistory(ids, rows, text)
+
     def history_column(
         self, name: str, ids: np.ndarray, text: bool, before: str, non_null: bool = False
     ) -> Column:
@@ -138,6 +145,30 @@ class Values(Area):
             _fill(values, at, kept, text)
             since[at] = [r[3] for r in kept]
         return Column(values, since, np.full(n, None, dtype=object))
+
+
+class ValueHistory:
+    """One metric's whole history for the accounts `ids`, read once; `at(before)` gives each
+    account's value as it stood then, as `history_column` would, without another query."""
+
+    def __init__(self, ids: np.ndarray, rows: list[Any], text: bool):
+        self.n, self.text = len(ids), text
+        at, kept = _aligned(ids, rows)
+        self.position = at
+        self.since = np.array([r[3] for r in kept], dtype=str)
+        self.values = np.full(len(kept), None, dtype=object) if text else np.full(len(kept), np.nan)
+        _fill(self.values, np.arange(len(kept)), kept, text)
+        self.present = np.array([r[1] is not None or r[2] is not None for r in kept], dtype=bool)
+
+    def at(self, before: str, non_null: bool = False) -> Column:
+        values = np.full(self.n, None, dtype=object) if self.text else np.full(self.n, np.nan)
+        since = np.full(self.n, None, dtype=object)
+        rows = np.flatnonzero((self.since <= before) & (self.present if non_null else True))
+        if len(rows):  # rows are ordered by account, then since: the last of each account's run
+            last = rows[np.r_[self.position[rows][1:] != self.position[rows][:-1], True]]
+            values[self.position[last]] = self.values[last]
+            since[self.position[last]] = self.since[last].tolist()
+        return Column(values, since, np.full(self.n, None, dtype=object))
 
 
 def _positions(ids: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

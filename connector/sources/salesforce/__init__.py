@@ -5,7 +5,7 @@ the Case metrics of the catalogue count them."""
 
 from ..base import Belongs, Capabilities, CrmSpec, Identity, SourcePlugin
 from .client import COLLECTION_SIZE, SalesforceSource
-from .history import OUTCOMES, as_of
+from .history import OUTCOMES, PAST, as_of
 from .metrics import CATALOGUE
 
 PLUGIN = SourcePlugin(
@@ -23,5 +23,6 @@ PLUGIN = SourcePlugin(
     catalogue=CATALOGUE,
     outcomes=OUTCOMES,
     as_of=as_of,
+    past=PAST,
     crm=CrmSpec(object="Account", batch=COLLECTION_SIZE),
 )

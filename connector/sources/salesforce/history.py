@@ -3,13 +3,15 @@ opportunities (a renewal lost is a churn, won a renewal)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...times import moment_of
-from ..base import AccountData, Event, OutcomeRule
+from ..base import AccountData, Columnar, Event, OutcomeRule, Past, Table, Tables
+from .metrics import URGENT_PRIORITIES
 
 SYSTEM = "salesforce"
 
@@ -60,3 +62,54 @@ OUTCOMES = {
     "salesforce_opportunity": OutcomeRule(ClosedOpportunity, ("Opportunity",), closed_opportunities,  # type: ignore[arg-type]
                                           "opportunities of some types closed won or lost"),
 }
+
+
+# ------------------------------------------------------------------ Cases, column-wise
+
+
+def _stamp(value: Any) -> float:
+    moment = moment_of(value)
+    return moment.timestamp() if moment is not None else np.nan
+
+
+def _case(rec: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [(_stamp(rec.get("CreatedDate")), _stamp(rec.get("ClosedDate")), float(bool(rec.get("IsClosed"))),
+             float(str(rec.get("Priority") or "").strip().lower() in URGENT_PRIORITIES),
+             float(rec.get("IsEscalated") is True), float(rec.get("Status") == "Escalated"))]
+
+
+CASES = Table("Case", {"created": float, "closed": float, "is_closed": float, "urgent": float,
+                       "escalated_flag": float, "escalated_status": float}, _case)
+
+
+def _cases_then(t: Tables, at: datetime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(existed at `at`, open then, closed later: reopened by the roll-back) per Case."""
+    rows, stamp = t["Case"], at.timestamp()
+    existed = ~(rows["created"] > stamp)  # a Case without CreatedDate is kept, as `as_of` keeps it
+    reopened = (rows["is_closed"] == 1) & (rows["closed"] > stamp)
+    return existed, existed & ((rows["is_closed"] == 0) | reopened), reopened
+
+
+def _open_cases(t: Tables, at: datetime) -> Columnar:
+    return t.count("Case", _cases_then(t, at)[1]), None
+
+
+def _urgent_cases(t: Tables, at: datetime) -> Columnar:
+    return t.count("Case", _cases_then(t, at)[1] & (t["Case"]["urgent"] == 1)), None
+
+
+def _escalated_cases(t: Tables, at: datetime) -> Columnar:
+    _existed, is_open, reopened = _cases_then(t, at)
+    rows = t["Case"]
+    escalated = (rows["escalated_flag"] == 1) | ((rows["escalated_status"] == 1) & ~reopened)
+    return t.count("Case", is_open & escalated), None
+
+
+def _cases_30d(t: Tables, at: datetime) -> Columnar:
+    existed = _cases_then(t, at)[0]
+    return t.count("Case", existed & (t["Case"]["created"] >= (at - timedelta(days=30)).timestamp())), None
+
+
+PAST = Past(tables={"Case": CASES},
+            metrics={"open_cases": _open_cases, "urgent_cases": _urgent_cases,
+                     "escalated_cases": _escalated_cases, "cases_30d": _cases_30d})

@@ -3,7 +3,7 @@ the email's domain); their subscriptions, invoices and charges give the billing 
 
 from ..base import Belongs, Capabilities, Identity, SourcePlugin
 from .client import StripeSource
-from .history import OUTCOMES, as_of
+from .history import OUTCOMES, PAST, as_of
 from .metrics import CATALOGUE
 
 
@@ -28,4 +28,5 @@ PLUGIN = SourcePlugin(
     catalogue=CATALOGUE,
     outcomes=OUTCOMES,
     as_of=as_of,
+    past=PAST,
 )

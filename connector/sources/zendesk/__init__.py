@@ -3,7 +3,7 @@ domains); their tickets give the support metrics."""
 
 from ..base import Belongs, Capabilities, Identity, SourcePlugin
 from .client import ZendeskSource
-from .history import as_of
+from .history import PAST, as_of
 from .metrics import CATALOGUE
 
 PLUGIN = SourcePlugin(
@@ -20,4 +20,5 @@ PLUGIN = SourcePlugin(
     belongs=(Belongs("tickets", "organization_id", "organizations"),),
     catalogue=CATALOGUE,
     as_of=as_of,
+    past=PAST,
 )

@@ -1,0 +1,115 @@
+"""The rescore's column-wise path gives exactly what the per-account path gives: every catalogue
+metric with a `Past` (and the two computed from CRM inputs), at many dates, over the sandbox pulled
+over HTTP plus records made to trip every branch (tiered prices, two currencies, unparseable dates,
+Cases closed later, invoices paid later, unknown statuses). Values and N/A reasons must be equal."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from connector.backtest.history import _Builder
+from connector.config.mappings import load_mappings
+from connector.identity import match
+from connector.pipeline import pull
+from connector.store import Store
+from sandbox.dataset import build_dataset
+from sandbox.server import Sandbox
+
+NOW = datetime(2026, 11, 20, 6, tzinfo=UTC)
+T = int(NOW.timestamp())
+DAY = 86400
+
+
+def _odd_records(store: Store) -> None:
+    """Records no sandbox account has, attached to matched customers, organizations and Accounts."""
+    customer = next(iter(store.linked("stripe", "customers")))
+    org = next(iter(store.linked("zendesk", "organizations")))
+    account = next(iter(store.linked("salesforce", "Account")))
+    other, third = list(store.linked("stripe", "customers"))[1:3]
+    item = lambda amount, currency, interval="month", **price: {  # noqa: E731
+        "quantity": 2, "price": {"unit_amount": amount, "currency": currency,
+                                 "recurring": {"interval": interval} if interval else None, **price}}
+    subs = [
+        {"id": "sub_tiered", "customer": customer, "status": "active", "created": T - 200 * DAY,
+         "items": {"data": [item(None, "usd")]}},
+        {"id": "sub_eur", "customer": third, "status": "active", "created": T - 150 * DAY,
+         "items": {"data": [item(1999, "eur", "year"), item(500, "usd")]}},
+        {"id": "sub_once", "customer": other, "status": "past_due", "created": T - 20 * DAY,
+         "items": {"data": [item(300, "jpy", None)]}},
+        {"id": "sub_trial", "customer": other, "status": "active", "created": T - 40 * DAY, "trial_end": T - 10 * DAY,
+         "items": {"data": [item(700, "eur", "week")]}},
+        {"id": "sub_odd", "customer": other, "status": "mystery", "created": "yesterday", "items": {"data": []}},
+        {"id": "sub_gone", "customer": other, "status": "canceled", "created": T - 400 * DAY,
+         "canceled_at": T - 30 * DAY, "ended_at": T - 30 * DAY, "items": {"data": [item(900, "usd")]}},
+    ]
+    store.put_records("stripe", "subscriptions", [(s["id"], s, None, False) for s in subs])
+    invoices = [
+        {"id": "in_paid_later", "customer": other, "status": "paid", "created": T - 60 * DAY, "due_date": T - 45 * DAY,
+         "status_transitions": {"paid_at": T - 5 * DAY}},
+        {"id": "in_bad", "customer": other, "status": "uncollectible", "created": T - 90 * DAY, "due_date": "soon",
+         "status_transitions": {"marked_uncollectible_at": T - 2 * DAY}},
+    ]
+    store.put_records("stripe", "invoices", [(i["id"], i, None, False) for i in invoices])
+    store.put_records("stripe", "charges", [("ch_x", {"id": "ch_x", "customer": other, "status": "failed",
+                                                      "created": T - 3 * DAY}, None, False)])
+    tickets = [
+        {"id": 9_000_001, "organization_id": int(org) if org.isdigit() else org, "status": "solved",
+         "priority": "urgent", "created_at": "not a date", "updated_at": "2026-11-01T00:00:00Z", "satisfaction": "good"},
+        {"id": 9_000_002, "organization_id": int(org) if org.isdigit() else org, "status": "closed", "priority": None,
+         "created_at": "2026-09-01T00:00:00Z", "updated_at": None, "satisfaction": "bad"},
+    ]
+    store.put_records("zendesk", "tickets", [(str(t["id"]), t, None, False) for t in tickets])
+    cases = [
+        {"Id": "500X1", "AccountId": account, "CreatedDate": None, "IsClosed": False, "Priority": " Critical ",
+         "Status": "Escalated", "IsEscalated": False},
+        {"Id": "500X2", "AccountId": account, "CreatedDate": "2026-10-01T00:00:00.000+0000", "IsClosed": True,
+         "ClosedDate": "2026-11-10T00:00:00.000+0000", "Priority": "High", "Status": "Escalated", "IsEscalated": True},
+    ]
+    store.put_records("salesforce", "Case", [(c["Id"], c, None, False) for c in cases])
+
+
+@pytest.fixture(scope="module")
+def builder(tmp_path_factory):
+    mappings = load_mappings(REPO / "mappings")
+    db = tmp_path_factory.mktemp("past") / "s.db"
+    with Sandbox(build_dataset(accounts=400, seed=11, now=NOW)) as sb, Store(db) as store:
+        pull(store, mappings, sb.unpaced_env(), now=NOW)
+        _odd_records(store)
+        match(store, mappings)
+        yield _Builder(store, mappings, store.account_ids(), __import__("connector.metrics").metrics.gather(store))
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype == object or b.dtype == object:
+        return np.array([x == y or (x != x and y != y) for x, y in zip(a.tolist(), b.tolist(), strict=True)])
+    return (a == b) | (np.isnan(a) & np.isnan(b))
+
+
+@pytest.mark.parametrize("days_ago", [0, 3, 29, 45, 91, 180, 420])
+def test_every_columnar_metric_equals_the_per_account_path(builder, days_ago):
+    at = NOW - timedelta(days=days_ago)
+    keys = [k for k in builder.known if builder.columnar(k)]
+    assert {"mrr", "mrr_change_90d", "subscription_status", "csat_90d", "open_cases", "days_past_due",
+            "license_utilization", "days_to_renewal"} <= set(keys)
+    inputs = {name: builder.input(name, at) for name in builder.mappings.inputs}
+    fast = {k: builder._columnar(k, at, inputs) for k in keys}
+    slow = builder.per_account(keys, at, inputs)
+    for k in keys:
+        same_values, same_reasons = _equal(fast[k].values, slow[k].values), _equal(fast[k].na_reason, slow[k].na_reason)
+        rows = np.flatnonzero(~(same_values & same_reasons))[:3]
+        assert same_values.all() and same_reasons.all(), (
+            k, [(fast[k].values[i], slow[k].values[i], fast[k].na_reason[i], slow[k].na_reason[i]) for i in rows])
+        assert fast[k].values.dtype == slow[k].values.dtype
+
+
+def test_the_odd_records_reach_their_branches(builder):
+    at = NOW
+    inputs = {name: builder.input(name, at) for name in builder.mappings.inputs}
+    reasons = {k: set(builder._columnar(k, at, inputs).na_reason.tolist()) for k in ("mrr", "mrr_change_90d")}
+    assert any("without unit amount" in str(r) for r in reasons["mrr"])
+    assert any("several currencies" in str(r) for r in reasons["mrr"])
+    assert "no MRR 90 days ago" in reasons["mrr_change_90d"]
