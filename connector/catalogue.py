@@ -49,44 +49,52 @@ CRM_METRICS: dict[str, CatalogueMetric] = {
 }
 
 
-def _given(inputs: dict[str, Any], name: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(values, N/A reasons) of an input column, as `_number` / the inputs dict would give them."""
+def _given(inputs: dict[str, Any], name: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, known, N/A reasons where not known) of an input column, as the inputs dict gives them."""
     if name not in inputs:
-        return np.full(n, None, dtype=object), np.full(n, f"the mappings have no input '{name}'", dtype=object)
+        return (np.full(n, None, dtype=object), np.zeros(n, dtype=bool),
+                np.full(n, f"the mappings have no input '{name}'", dtype=object))
     col = inputs[name]
-    values = col.values.astype(object)
-    missing = np.array([v is None or (isinstance(v, float) and v != v) for v in values.tolist()], dtype=bool)
-    values[missing] = None
-    reasons = np.array([str(r or "N/A") for r in col.na_reason.tolist()], dtype=object)
-    reasons[~missing] = None
-    return values, reasons
+    values = col.values
+    known = ~np.isnan(values) if values.dtype != object else \
+        np.array([v is not None and not (isinstance(v, float) and v != v) for v in values.tolist()], dtype=bool)
+    reasons = np.full(n, None, dtype=object)
+    reasons[~known] = [str(r or "N/A") for r in col.na_reason[~known].tolist()]
+    return values, known, reasons
+
+
+def _explained(template: str, reasons: np.ndarray, rows: np.ndarray) -> list[str]:
+    made: dict[Any, str] = {}
+    return [made.setdefault(r, template.format(r)) for r in reasons[rows].tolist()]
 
 
 def _license_utilization_columns(inputs: dict[str, Any], n: int, now: datetime) -> Columnar:
-    seats, why_seats = _given(inputs, "seats", n)
-    active, why_active = _given(inputs, "active_users_30d", n)
+    seats, has_seats, why_seats = _given(inputs, "seats", n)
+    active, has_active, why_active = _given(inputs, "active_users_30d", n)
+    has_seats &= seats.dtype != object
+    has_active &= active.dtype != object
     values, reasons = np.full(n, np.nan), np.full(n, None, dtype=object)
-    for i, (s, a) in enumerate(zip(seats.tolist(), active.tolist(), strict=True)):
-        if not isinstance(s, float):
-            reasons[i] = f"seats unknown ({why_seats[i]})"
-        elif not isinstance(a, float):
-            reasons[i] = f"active users unknown ({why_active[i]})"
-        elif s <= 0:
-            reasons[i] = f"seats is {s:g}"
-        else:
-            values[i] = round(100.0 * a / s, 1)
+    no_seats = np.flatnonzero(~has_seats)
+    reasons[no_seats] = _explained("seats unknown ({})", why_seats, no_seats)
+    no_active = np.flatnonzero(has_seats & ~has_active)
+    reasons[no_active] = _explained("active users unknown ({})", why_active, no_active)
+    both = has_seats & has_active
+    bad = np.flatnonzero(both & (np.where(both, seats, 1.0).astype(float) <= 0))
+    reasons[bad] = [f"seats is {v:g}" for v in seats[bad].tolist()]
+    good = np.flatnonzero(both & (np.where(both, seats, 0.0).astype(float) > 0))
+    values[good] = [round(100.0 * a / s, 1) for a, s in zip(active[good].tolist(), seats[good].tolist(), strict=True)]
     return values, reasons
 
 
 def _days_to_renewal_columns(inputs: dict[str, Any], n: int, now: datetime) -> Columnar:
-    renewal, why = _given(inputs, "renewal_date", n)
+    renewal, known, why = _given(inputs, "renewal_date", n)
     values, reasons = np.full(n, np.nan), np.full(n, None, dtype=object)
+    unknown = np.flatnonzero(~known)
+    reasons[unknown] = _explained("renewal date unknown ({})", why, unknown)
+    rows = np.flatnonzero(known)
     today = now.date()
-    for i, value in enumerate(renewal.tolist()):
-        if value is None:
-            reasons[i] = f"renewal date unknown ({why[i]})"
-        else:
-            values[i] = float((date.fromisoformat(value) - today).days)
+    days: dict[str, float] = {}
+    values[rows] = [days.setdefault(v, float((date.fromisoformat(v) - today).days)) for v in renewal[rows].tolist()]
     return values, reasons
 
 

@@ -96,19 +96,22 @@ def _total(summary: MeasureSummary, key: str, value: Value, unit: Value) -> None
 # ------------------------------------------------------------------ gathering
 
 
-def gather(store: Store) -> dict[int, AccountData]:
-    """Each account's CRM records, the ids of its matched records and the records that belong to them."""
+def gather(store: Store, only: set[tuple[str, str]] | None = None) -> dict[int, AccountData]:
+    """Each account's CRM records, the ids of its matched records and the records that belong to them
+    (with `only`: just those (system, object) records, e.g. what an outcome reads)."""
     data: dict[int, AccountData] = defaultdict(AccountData)
     for plugin in registry.plugins():
         system, rule = plugin.system, plugin.identity
         owner = store.linked(system, rule.obj)
         for rid, account_id in owner.items():
             data[account_id].linked.setdefault(system, []).append(rid)
-        if rule.role != "linked":
+        if rule.role != "linked" and (only is None or (system, rule.obj) in only):
             for rid, rec in store.records(system, rule.obj):
                 if rid in owner:
                     data[owner[rid]].crm.append((system, rec))
         for belongs in plugin.belongs:
+            if only is not None and (system, belongs.obj) not in only:
+                continue
             parent = owner if belongs.parent == rule.obj else store.linked(system, belongs.parent)
             for _rid, rec in store.records(system, belongs.obj):
                 account_id = parent.get(str(rec.get(belongs.via) or ""))

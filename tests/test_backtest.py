@@ -181,9 +181,30 @@ def test_a_stored_series_reads_back_as_it_was_built(store, tmp_path):
     for at in dates:
         for name, s in built.scores[at].items():
             other = back.scores[at][name]
-            assert np.allclose(s.value, other.value, equal_nan=True)
+            assert np.array_equal(s.value, other.value, equal_nan=True) and other.value.dtype == np.float64
             assert s.status.tolist() == other.status.tolist() and s.model.tolist() == other.model.tolist()
+            assert [d or None for d in s.drivers.tolist()] == other.drivers.tolist()
             for g in s.groups:
-                assert np.allclose(np.round(s.groups[g], 6), other.groups[g], equal_nan=True)
-        for m, v in built.metrics[at].items():
-            assert np.allclose(v, back.metrics[at][m], equal_nan=True), m
+                assert np.array_equal(s.groups[g], other.groups[g], equal_nan=True)
+        for m, v in built.metrics[at].items():  # float32 only where that loses nothing
+            assert np.array_equal(v, back.metrics[at][m], equal_nan=True) and back.metrics[at][m].dtype == np.float64, m
+
+
+def test_rescore_keeps_the_outcome_events_backtest_reuses_until_a_record_changes(store, tmp_path):
+    from connector.backtest.outcomes import EventsLater, encoded
+    mappings = _mappings(tmp_path)
+    _pulled(store, mappings)
+    with EventsLater(store, mappings, ["churn"], reuse=False) as later:  # found in a forked process
+        assert not later.reused
+        store.save_events(later.fingerprint, encoded(later.found()))
+        found = later.events(mappings.outcomes["churn"])
+    assert found is not None and found.by_account == events_of(mappings.outcomes["churn"], gather(store)).by_account
+    with EventsLater(store, mappings, ["churn"]) as again:
+        assert again.reused and again.pool is None  # nothing is read again
+        assert again.events(mappings.outcomes["churn"]).by_account == found.by_account
+    store.put_records("stripe", "subscriptions", [("sub_2", {"id": "sub_2", "customer": "cus_explicit", "status": "active",
+                                                             "created": T - 10 * DAY}, None, False)])
+    with EventsLater(store, mappings, ["churn"]) as changed:
+        assert not changed.reused and changed.events(mappings.outcomes["churn"]).by_account == {}  # a plan change now
+    other = _mappings(tmp_path / "other", OUTCOMES.replace("[cancellation_requested]", "[payment_failed]"))
+    assert EventsLater(store, other, []).fingerprint != EventsLater(store, mappings, []).fingerprint

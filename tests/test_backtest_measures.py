@@ -1,4 +1,5 @@
-"""The backtest's statistics: hand-computed cases, agreement with scikit-learn and scipy, and the
+"""The backtest's statistics: hand-computed cases, agreement with scikit-learn and scipy (the
+references its own numpy code is held to; neither is imported at run time), and the
 behaviour of the DeLong interval on synthetic data whose true AUC is known."""
 
 from __future__ import annotations
@@ -138,6 +139,20 @@ def test_auc_and_average_precision_agree_with_scipy_sklearn_and_a_brute_force_co
     hits = np.cumsum(ranked)
     by_hand = float(np.mean(hits[ranked] / (np.flatnonzero(ranked) + 1)))
     assert discrimination(distinct, outcome).pr_auc == pytest.approx(by_hand)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_roc_curve_and_average_precision_are_sklearns_exactly(seed):
+    from sklearn.metrics import roc_curve
+    rng = np.random.default_rng(50 + seed)
+    n = int(rng.integers(20, 3000))
+    risk = np.round(rng.normal(0, 1, n), int(rng.integers(0, 3)))  # 0-2 decimals: few to no ties
+    y = rng.random(n) < 1 / (1 + np.exp(-2 * risk))
+    fpr, tpr, ap = measures._curve(y, risk)
+    want_fpr, want_tpr, _ = roc_curve(y, risk, drop_intermediate=False)
+    assert np.allclose(fpr, want_fpr) and np.allclose(tpr, want_tpr)
+    assert ap == pytest.approx(average_precision_score(y, risk), rel=1e-12)
+    assert measures._auc_ci(risk[y], risk[~y])[0] == pytest.approx(roc_auc_score(y, risk), rel=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -8,6 +8,7 @@ end of the data: its label is whether the outcome happened in (T, T + horizon]. 
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,20 +70,17 @@ def observations(rebuilt: Rebuilt, mappings: Mappings, score: str, events: Event
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("date", "account", "value", "status", "model", "label")}
     groups: dict[str, list[np.ndarray]] = {}
     metrics: dict[str, list[np.ndarray]] = {}
-    index = {int(a): i for i, a in enumerate(ids.tolist())}
+    rows, when = _event_rows(ids, events)
+    first = np.full(len(ids), np.inf)
+    np.minimum.at(first, rows, when)
     for at in usable:
         s = rebuilt.scores[at][score]
+        stamp, until = at.timestamp(), (at + timedelta(days=horizon)).timestamp()
         keep = ~np.isnan(s.value)
+        if not events.outcome.good:
+            keep &= ~(first <= stamp)  # gone before this snapshot
         label = np.zeros(len(ids), dtype=bool)
-        until = at + timedelta(days=horizon)
-        for account_id, found in events.by_account.items():
-            i = index.get(account_id)
-            if i is None:
-                continue
-            if not events.outcome.good and found[0][0] <= at:
-                keep[i] = False  # gone before this snapshot
-                continue
-            label[i] = any(at < when <= until for when, _what in found)
+        label[rows[(when > stamp) & (when <= until)]] = True
         parts["date"].append(np.full(int(keep.sum()), np.datetime64(at.replace(tzinfo=None), "s")))
         parts["account"].append(ids[keep])
         parts["value"].append(s.value[keep])
@@ -98,6 +96,16 @@ def observations(rebuilt: Rebuilt, mappings: Mappings, score: str, events: Event
                         np.concatenate(parts["status"]), np.concatenate(parts["model"]),
                         np.concatenate(parts["label"]), {g: np.concatenate(v) for g, v in groups.items()},
                         {m: np.concatenate(v) for m, v in metrics.items()})
+
+
+def _event_rows(ids: np.ndarray, events: Events) -> tuple[np.ndarray, np.ndarray]:
+    """(row in ids, moment in epoch seconds) of every event of an account among `ids`."""
+    index = {int(a): i for i, a in enumerate(ids.tolist())}
+    pairs = [(index[a], w.timestamp()) for a, found in events.by_account.items() if a in index for w, _what in found]
+    if not pairs:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    rows, when = zip(*pairs, strict=True)
+    return np.array(rows, dtype=np.int64), np.array(when, dtype=float)
 
 
 def backtest(rebuilt: Rebuilt, mappings: Mappings, score: str, events: Events, horizon: int, end: datetime,
@@ -116,8 +124,8 @@ def backtest(rebuilt: Rebuilt, mappings: Mappings, score: str, events: Events, h
     result: dict[str, Any] = {
         "score": score, "outcome": events.outcome.name, "outcome_label": events.outcome.label,
         "good_outcome": events.outcome.good, "horizon_days": horizon, "mappings_version": rebuilt.version,
-        "snapshots": sorted({str(d)[:10] for d in obs.date.tolist()}),
-        "observations": int(len(obs.label)), "accounts": int(len(set(obs.account.tolist()))),
+        "snapshots": [str(d)[:10] for d in np.unique(obs.date).tolist()],
+        "observations": int(len(obs.label)), "accounts": int(len(np.unique(obs.account))),
         "accounts_with_outcome": len(events.by_account), "events": events.count,
         "assumptions": rebuilt.assumptions,
         "discrimination": asdict(overall),
@@ -178,15 +186,16 @@ def _watermelons(rebuilt: Rebuilt, score: str, events: Events, order: list[str],
     """Accounts in the best band about `days` before their event: what the score missed, and why."""
     best = order[-1]
     index = {int(a): i for i, a in enumerate(rebuilt.ids.tolist())}
+    dates = sorted(rebuilt.dates)
     found: list[dict[str, Any]] = []
     judged = 0
     for account_id, evs in events.by_account.items():
         i = index.get(account_id)
         for when, what in evs:
-            before = [d for d in rebuilt.dates if d <= when - timedelta(days=days)]
-            if i is None or not before:
+            last = bisect.bisect_right(dates, when - timedelta(days=days))  # the snapshots on or before
+            if i is None or last == 0:
                 continue
-            at = max(before)
+            at = dates[last - 1]
             s = rebuilt.scores[at][score]
             if s.value[i] != s.value[i]:
                 continue

@@ -70,8 +70,7 @@ class Rebuilt:
             for score, s in self.scores[at].items():
                 columns = {"value": s.value, "coverage": s.coverage, **{f"group:{g}": v for g, v in s.groups.items()}}
                 for name, values in (("status", s.status), ("model", s.model), ("drivers", s.drivers)):
-                    distinct, codes = np.unique(_text(values), return_inverse=True)
-                    columns[f"text:{name}"], columns[f"code:{name}"] = distinct, codes.astype(np.int32)
+                    columns[f"text:{name}"], columns[f"code:{name}"] = _factorized(values)
                 yield iso(at), score, len(self.ids), _blob(columns)
 
 
@@ -80,13 +79,28 @@ METRICS = ""  # the score name under which a date's metric values are stored
 
 def _blob(columns: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.asarray(v) for k, v in columns.items()})
+    np.savez(buffer, **{k: _compact(np.asarray(v)) for k, v in columns.items()})
     return buffer.getvalue()
 
 
-def _text(values: np.ndarray) -> np.ndarray:
-    """An object column as unicode ('' for None), which np.load reads without pickle."""
-    return np.array(["" if v is None else str(v) for v in values.tolist()], dtype=str)
+def _compact(values: np.ndarray) -> np.ndarray:
+    """A float column as float32 when that loses nothing (counts, days, whole scores): half the bytes."""
+    if values.dtype != np.float64:
+        return values
+    narrow = values.astype(np.float32)
+    return narrow if np.array_equal(narrow.astype(np.float64), values, equal_nan=True) else values
+
+
+def _wide(values: np.ndarray) -> np.ndarray:
+    return values.astype(np.float64) if values.dtype == np.float32 else values
+
+
+def _factorized(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An object column as (its distinct texts, '' for None, in unicode np.load reads without
+    pickle; each row's index among them)."""
+    codes: dict[object, int] = {}
+    index = np.fromiter((codes.setdefault(v, len(codes)) for v in values.tolist()), np.int32, len(values))
+    return np.array(["" if v is None else str(v) for v in codes], dtype=str), index
 
 
 def _objects(values: np.ndarray) -> np.ndarray:
@@ -107,15 +121,15 @@ def load(store: Store, mappings: Mappings, series: dict) -> Rebuilt:  # type: ig
         at = parse_iso(stamp)
         with np.load(io.BytesIO(blob), allow_pickle=False) as cols:
             out.ids = cols["ids"]
-            out.metrics[at] = {k: cols[k] for k in cols.files if k != "ids"}
+            out.metrics[at] = {k: _wide(cols[k]) for k in cols.files if k != "ids"}
         out.dates.append(at)
         out.scores[at] = {}
     for name in mappings.scores:
         for stamp, blob in store.snapshots(series["id"], name):
             with np.load(io.BytesIO(blob), allow_pickle=False) as cols:
                 out.scores[parse_iso(stamp)][name] = ScoreAt(
-                    cols["value"], _decoded(cols, "status"), _decoded(cols, "model"), cols["coverage"],
-                    {k[len("group:"):]: cols[k] for k in cols.files if k.startswith("group:")},
+                    _wide(cols["value"]), _decoded(cols, "status"), _decoded(cols, "model"), _wide(cols["coverage"]),
+                    {k[len("group:"):]: _wide(cols[k]) for k in cols.files if k.startswith("group:")},
                     _decoded(cols, "drivers"))
     out.dates.sort()
     return out

@@ -213,16 +213,8 @@ def discrimination(score: Any, outcome: Any, *, min_class: int = MIN_CLASS,
     fpr: list[float] = []
     tpr: list[float] = []
     if pos and neg:
-        from sklearn.metrics import (  # late: a 3 s import
-            average_precision_score,
-            roc_auc_score,
-            roc_curve,
-        )
-
-        auc = float(roc_auc_score(y, risk))
-        ci = _delong_ci(risk[y], risk[~y])
-        pr = float(average_precision_score(y, risk))
-        f, t, _ = roc_curve(y, risk)
+        auc, ci = _auc_ci(risk[y], risk[~y])
+        f, t, pr = _curve(y, risk)
         fpr, tpr = _downsample(f, t, ROC_POINTS)
     rate = pos / n if n else None
     return Discrimination(
@@ -392,10 +384,7 @@ def separation(values: Any, outcome: Any, *, name: str = "", min_class: int = MI
     n = pos + neg
     auc = ci = direction = strength = None
     if pos and neg:
-        from sklearn.metrics import roc_auc_score
-
-        auc = float(roc_auc_score(y, x))
-        ci = _delong_ci(x[y], x[~y])
+        auc, ci = _auc_ci(x[y], x[~y])
         direction = ("higher is riskier" if auc > 0.5 else
                      "lower is riskier" if auc < 0.5 else "neither")
         strength = max(auc, 1.0 - auc)
@@ -467,12 +456,33 @@ def _delong(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
     return float(v10.mean()), float(v10.var(ddof=1) / m + v01.var(ddof=1) / n)
 
 
-def _delong_ci(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float] | None:
+def _auc_ci(pos: np.ndarray, neg: np.ndarray) -> tuple[float, tuple[float, float] | None]:
+    """The AUC (the Mann-Whitney statistic / (m n), ties counting half) and its DeLong interval."""
     auc, var = _delong(pos, neg)
     if not np.isfinite(var):
-        return None
+        return auc, None
     half = Z95 * float(np.sqrt(max(var, 0.0)))
-    return max(0.0, auc - half), min(1.0, auc + half)
+    return auc, (max(0.0, auc - half), min(1.0, auc + half))
+
+
+def _delong_ci(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float] | None:
+    return _auc_ci(pos, neg)[1]
+
+
+def _curve(y: np.ndarray, risk: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The ROC curve (fpr, tpr at each distinct threshold, from (0, 0)) and the average precision
+    (sum over thresholds of recall gained x precision there), riskiest first, as scikit-learn's
+    roc_curve and average_precision_score define them (tests/test_backtest_measures.py)."""
+    order = np.argsort(-risk, kind="mergesort")
+    ranked, hits = risk[order], y[order]
+    last = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1]  # each threshold's last row
+    tps = np.cumsum(hits)[last].astype(float)
+    fps = (last + 1) - tps
+    pos, neg = tps[-1], fps[-1]
+    recall = tps / pos
+    precision = tps / (tps + fps)
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return np.r_[0.0, fps / neg], np.r_[0.0, recall], ap
 
 
 def _downsample(fpr: np.ndarray, tpr: np.ndarray, most: int) -> tuple[list[float], list[float]]:

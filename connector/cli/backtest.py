@@ -13,9 +13,8 @@ from rich.table import Table
 
 from ..backtest.evaluate import BacktestError, BelowFloor, backtest, compare, floors
 from ..backtest.history import Rebuilt, load, rebuild, schedule
-from ..backtest.outcomes import check_against_records, events_of
+from ..backtest.outcomes import EventsLater, encoded, events_of, outcome_records
 from ..config.mappings import Mappings, load_mappings
-from ..metrics import gather
 from ..runlock import RunLock
 from ..store import Store
 from ..times import iso, parse_iso
@@ -65,10 +64,12 @@ def rescore(obj: Invocation, start: str, end: str | None, every: str, as_json: b
     if first >= last:
         raise click.BadParameter(f"--from {start} is not before the last date {last.date()}", param_hint="--from")
     dates = schedule(first, last, step)
-    with obj.store() as store, RunLock(store):
+    with obj.store() as store, RunLock(store), \
+            EventsLater(store, mappings, list(mappings.outcomes), reuse=False) as later:  # on the other core
         rebuilt = rebuild(store, mappings, dates)
         series = store.save_series(mappings.version, iso(first), iso(last), step.days, rebuilt.rows(),
                                    rebuilt.assumptions)
+        store.save_events(later.fingerprint, encoded(later.found()))
     summary = _series_summary(rebuilt, mappings)
     if as_json:
         click.echo(json.dumps({"series": series, "mappings_version": mappings.version, **summary}, indent=2))
@@ -136,23 +137,21 @@ def backtest_command(obj: Invocation, score_name: str, outcome_name: str, horizo
         known = ", ".join(mappings.outcomes) or "none: add mappings/outcomes.yaml (docs/backtest.md)"
         raise BacktestError(f"no outcome named '{outcome_name}' in the mappings (outcomes: {known})")
     end = _now()
-    with obj.reader() as store:
-        data = gather(store)
-        check_against_records(outcome, data, mappings)
-        events = events_of(outcome, data)
-        renewal = next((o for o in mappings.outcomes.values() if o.good), None)
-        renewals = events_of(renewal, data) if renewal is not None else None
+    renewal = next((o for o in mappings.outcomes.values() if o.good), None)
+    with obj.reader() as store, EventsLater(store, mappings, [o.name for o in (outcome, renewal) if o]) as later:
         names = {i: name or key for i, (key, name) in store.live_accounts().items()}
         stored = store.latest_series(mappings.version) if start is None else None
         rebuilt = load(store, mappings, stored) if stored else \
-            rebuild(store, mappings, _dates(start, every, end), data)
+            rebuild(store, mappings, _dates(start, every, end))
         dates = rebuilt.dates
+        events, renewals = later.events(outcome, check=True), later.events(renewal)
+        assert events is not None
         result = backtest(rebuilt, mappings, score_name, events, horizon, end, names, renewals)
         compared = None
         if other is not None:
             kept = store.latest_series(other.version)
             theirs = load(store, other, kept) if kept and _same_dates(store, other, kept, dates) else \
-                rebuild(store, other, dates, data)
+                rebuild(store, other, dates)
             old = backtest(theirs, other, score_name, events, horizon, end, names, renewals)
             compared = compare(result, old, _band_changes(rebuilt, theirs, score_name))
     failed = floors(result, min_auc, min_red_lift)
@@ -173,8 +172,8 @@ def demo_backtest(path: Path, mappings: Mappings, snapshots: int = 26) -> None:
     end = _now()
     dates = schedule(end - (snapshots - 1) * timedelta(days=7), end, timedelta(days=7))
     with Store(path) as store, RunLock(store):
-        data = gather(store)
-        rebuilt = rebuild(store, mappings, dates, data)
+        data = outcome_records(store, mappings)
+        rebuilt = rebuild(store, mappings, dates)
         store.save_series(mappings.version, iso(dates[0]), iso(end), 7, rebuilt.rows(), rebuilt.assumptions)
         names = {i: name or key for i, (key, name) in store.live_accounts().items()}
     score = next((n for n, s in mappings.scores.items() if s.definition.kind == "weighted"), next(iter(mappings.scores)))

@@ -279,15 +279,16 @@ def _key(value: object) -> str | None:
 
 def _per_distinct(values: np.ndarray, of_key: Any, dtype: type) -> np.ndarray:
     """of_key(_key(v)) for every value, computed once per distinct value (a picklist has a few)."""
-    items = values.tolist()
-    found: dict[Any, Any] = {}
-    for v in set(items):
-        found[v] = of_key(_key(v))
-    if dtype is float:
-        return np.fromiter(map(found.__getitem__, items), float, len(items))
-    out = np.empty(len(items), dtype=object)
-    out[:] = list(map(found.__getitem__, items))
-    return out
+    if values.dtype != object:
+        distinct, where = np.unique(values.astype(float), return_inverse=True)  # NaNs are one value
+        found = [of_key(_key(v)) for v in distinct.tolist()]
+        return (np.array(found, dtype=float) if dtype is float else np.array(found + [None], dtype=object)[:-1])[where.reshape(-1)]
+    codes: dict[Any, int] = {}
+    index = np.fromiter((codes.setdefault(None if isinstance(v, float) and v != v else v, len(codes))
+                         for v in values.tolist()), np.int64, len(values))
+    found = [of_key(_key(v)) for v in codes]
+    table = np.array(found, dtype=float) if dtype is float else np.array(found + [None], dtype=object)[:-1]
+    return table[index]
 
 
 def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

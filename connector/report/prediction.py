@@ -15,10 +15,9 @@ from typing import Any
 
 from ..backtest.evaluate import BacktestError, backtest, orientation
 from ..backtest.history import load
-from ..backtest.outcomes import check_against_records, events_of
+from ..backtest.outcomes import check_against_records, events_of, outcome_records
 from ..config.mappings import Mappings
 from ..errors import ConfigError
-from ..metrics import gather
 from ..store import Store
 
 HORIZON = 90  # days after a snapshot within which the outcome counts, as `healthsync backtest` defaults
@@ -53,7 +52,7 @@ def predictions(store: Store, mappings: Mappings, now: datetime) -> dict[str, Pr
     series = store.latest_series(mappings.version)
     if series is None:
         return {s.name: Prediction(s.name, outcome=outcome.name, missing=NO_SERIES) for s in weighted}
-    data = gather(store)
+    data = outcome_records(store, mappings)
     try:
         check_against_records(outcome, data, mappings)
     except ConfigError as err:

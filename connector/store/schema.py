@@ -23,6 +23,7 @@ Tables (docs/store.md describes every column):
   alert_deliveries each action of a fired alert (webhook, CRM task): what is sent, and its outcome
   snapshot_series a rebuilt score history (`rescore`): its mappings version, dates and assumptions
   score_snapshots one rebuilt date of one score: every account's columns in one blob
+  outcome_events  the outcome events rescore found, reused by backtest while records are unchanged
 """
 
 from __future__ import annotations
@@ -281,6 +282,14 @@ _MIGRATIONS: list[str] = [
         accounts INTEGER NOT NULL,
         columns BLOB NOT NULL,
         PRIMARY KEY (series, score, as_of)
+    );
+    """,
+    # 8: the outcome events rescore found, for backtest to reuse while the records and outcomes are unchanged
+    """
+    CREATE TABLE IF NOT EXISTS outcome_events (
+        fingerprint TEXT PRIMARY KEY,
+        built_at TEXT NOT NULL,
+        events TEXT NOT NULL
     );
     """,
 ]

@@ -52,3 +52,22 @@ class Snapshots(Area):
         rows = self.conn.execute(
             "SELECT as_of, columns FROM score_snapshots WHERE series = ? AND score = ? ORDER BY as_of", (series, score))
         return [(r[0], bytes(r[1])) for r in rows]
+
+    # ------------------------------------------------------------ outcome events
+
+    def records_state(self, pairs: list[tuple[str, str]]) -> list[list[Any]]:
+        """Per (system, object): live and deleted records and the latest pull, which change with any
+        record pulled or deleted (what cached outcome events are keyed by)."""
+        return [[system, obj, *self.conn.execute(
+            "SELECT sum(deleted = 0), sum(deleted), max(pulled_at) FROM records WHERE system = ? AND object = ?",
+            (system, obj)).fetchone()] for system, obj in pairs]
+
+    def save_events(self, fingerprint: str, events: str) -> None:
+        """Keep these outcome events (JSON) as the only cached ones."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM outcome_events")
+            self.conn.execute("INSERT INTO outcome_events VALUES (?, ?, ?)", (fingerprint, utcnow(), events))
+
+    def cached_events(self, fingerprint: str) -> str | None:
+        row = self.conn.execute("SELECT events FROM outcome_events WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return row[0] if row else None
