@@ -1,6 +1,6 @@
 """Rescore N accounts x 26 weekly snapshots, then backtest: wall time and peak RSS of each step.
 
-    .venv/bin/python benchmarks/backtest_bench.py 10000 [--snapshots 26]
+    .venv/bin/python benchmarks/backtest_bench.py 10000 [--snapshots 26] [--store pulled.db]
 
 A sandbox dataset of N accounts is pulled over HTTP into a fresh store with the shipped mappings
 (outcomes included); then `healthsync rescore` and `healthsync backtest` run as their own
@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,18 +73,26 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("accounts", type=int, nargs="?", default=10_000)
     parser.add_argument("--snapshots", type=int, default=26)
+    parser.add_argument("--store", type=Path, default=None,
+                        help="use this pulled store (copied, never changed) instead of pulling a new sandbox")
     args = parser.parse_args()
     mappings = load_mappings(ROOT / "mappings")
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
         clock = time.perf_counter()
-        dataset = build_dataset(accounts=args.accounts, seed=7, now=now)
-        with Sandbox(dataset) as sb, Store(db) as store:
-            pull(store, mappings, sb.unpaced_env(), now=now)
-            accounts = store.live_account_count()
-        print(f"{args.accounts:,} sandbox accounts ({accounts:,} in the store) pulled in "
-              f"{time.perf_counter() - clock:.1f} s")
+        if args.store is not None:
+            shutil.copyfile(args.store, db)
+            with Store(db) as store:
+                accounts = store.live_account_count()
+            print(f"a copy of {args.store} ({accounts:,} accounts in the store)")
+        else:
+            dataset = build_dataset(accounts=args.accounts, seed=7, now=now)
+            with Sandbox(dataset) as sb, Store(db) as store:
+                pull(store, mappings, sb.unpaced_env(), now=now)
+                accounts = store.live_account_count()
+            print(f"{args.accounts:,} sandbox accounts ({accounts:,} in the store) pulled in "
+                  f"{time.perf_counter() - clock:.1f} s")
         start = (now - timedelta(days=7 * (args.snapshots - 1))).date().isoformat()
         base = [sys.executable, "-m", "connector", "--db", str(db), "--mappings", str(ROOT / "mappings")]
         seconds, rss, done = timed([*base, "rescore", "--from", start, "--every", "7d", "--json"])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +34,7 @@ from ..scoring.frame import Frame, add_metric_columns
 from ..sources import registry
 from ..sources.base import NA, AccountData, Value
 from ..store import Column, Store
+from ..store.snapshots import SnapshotRow
 from ..store.values import ValueHistory
 from ..times import iso, parse_iso
 from .tables import load_tables
@@ -62,10 +63,10 @@ class Rebuilt:
     metrics: dict[datetime, dict[str, np.ndarray]] = field(default_factory=dict)  # numeric metrics only
     assumptions: list[str] = field(default_factory=list)
 
-    def rows(self):  # type: ignore[no-untyped-def]
+    def rows(self, dates: list[datetime] | None = None) -> Iterator[SnapshotRow]:
         """Store rows (Snapshots.save_series order), made as consumed: per date, one blob of the
         numeric metric values (score METRICS) and one per score; text as codes into its distinct values."""
-        for at in self.dates:
+        for at in self.dates if dates is None else dates:
             yield iso(at), METRICS, len(self.ids), _blob({"ids": self.ids, **self.metrics[at]})
             for score, s in self.scores[at].items():
                 columns = {"value": s.value, "coverage": s.coverage, **{f"group:{g}": v for g, v in s.groups.items()}}
@@ -98,8 +99,9 @@ def _wide(values: np.ndarray) -> np.ndarray:
 def _factorized(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """An object column as (its distinct texts, '' for None, in unicode np.load reads without
     pickle; each row's index among them)."""
-    codes: dict[object, int] = {}
-    index = np.fromiter((codes.setdefault(v, len(codes)) for v in values.tolist()), np.int32, len(values))
+    items = values.tolist()
+    codes = {v: i for i, v in enumerate(dict.fromkeys(items))}
+    index = np.fromiter(map(codes.__getitem__, items), np.int32, len(items))
     return np.array(["" if v is None else str(v) for v in codes], dtype=str), index
 
 
@@ -149,19 +151,42 @@ def schedule(start: datetime, end: datetime, every: timedelta) -> list[datetime]
 def rebuild(store: Store, mappings: Mappings, dates: list[datetime],
             data: dict[int, AccountData] | None = None) -> Rebuilt:
     """Metric values and scores at each date (oldest first), in memory; nothing is written."""
+    out, steps = rebuilding(store, mappings, dates, data)
+    for _at in steps:
+        pass
+    return out
+
+
+def rebuilding(store: Store, mappings: Mappings, dates: list[datetime],
+               data: dict[int, AccountData] | None = None) -> tuple[Rebuilt, Iterator[datetime]]:
+    """The history being rebuilt, and the steps that build it: each yields the date it added."""
     ids = store.account_ids()
     out = Rebuilt(mappings.version, ids, sorted(dates))
     builder = _Builder(store, mappings, ids, data)
     out.assumptions = builder.assumptions()
-    for at in out.dates:
-        frame = builder.frame(at)
-        previous = {name: _previous(out, name, at - timedelta(days=s.definition.trend.days))
-                    for name, s in mappings.scores.items()}
-        results = score_all(mappings, frame, previous, overrides=None)
-        out.scores[at] = {name: _score_at(r) for name, r in results.items()}
-        out.metrics[at] = {name: col.values for name, col in frame.columns.items()
-                           if name in mappings.metrics and col.values.dtype != object}
-    return out
+
+    def steps() -> Iterator[datetime]:
+        for at in out.dates:
+            frame = builder.frame(at)
+            previous = {name: _previous(out, name, at - timedelta(days=s.definition.trend.days))
+                        for name, s in mappings.scores.items()}
+            results = score_all(mappings, frame, previous, overrides=None)
+            out.scores[at] = {name: _score_at(r) for name, r in results.items()}
+            out.metrics[at] = {name: col.values for name, col in frame.columns.items()
+                               if name in mappings.metrics and col.values.dtype != object}
+            yield at
+
+    return out, steps()
+
+
+def streamed_rows(out: Rebuilt, steps: Iterator[datetime]) -> Iterator[SnapshotRow]:
+    """Store rows as each date is built; then that date keeps only its values and statuses (what
+    later trends and the summary read), so memory holds one date's columns, not the series'."""
+    for at in steps:
+        yield from out.rows([at])
+        out.metrics[at] = {}
+        for s in out.scores[at].values():
+            s.groups, s.drivers, s.model, s.coverage = {}, np.zeros(0, dtype=object), np.zeros(0, dtype=object), np.zeros(0)
 
 
 def _previous(out: Rebuilt, score: str, at: datetime) -> np.ndarray:

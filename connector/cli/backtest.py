@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import click
 from rich.table import Table
 
 from ..backtest.evaluate import BacktestError, BelowFloor, backtest, compare, floors
-from ..backtest.history import Rebuilt, load, rebuild, schedule
+from ..backtest.history import Rebuilt, load, rebuild, rebuilding, schedule, streamed_rows
 from ..backtest.outcomes import EventsLater, encoded, events_of, outcome_records
 from ..config.mappings import Mappings, load_mappings
 from ..runlock import RunLock
@@ -66,9 +67,9 @@ def rescore(obj: Invocation, start: str, end: str | None, every: str, as_json: b
     dates = schedule(first, last, step)
     with obj.store() as store, RunLock(store), \
             EventsLater(store, mappings, list(mappings.outcomes), reuse=False) as later:  # on the other core
-        rebuilt = rebuild(store, mappings, dates)
-        series = store.save_series(mappings.version, iso(first), iso(last), step.days, rebuilt.rows(),
-                                   rebuilt.assumptions)
+        rebuilt, steps = rebuilding(store, mappings, dates)  # each date written as it is built
+        series = store.save_series(mappings.version, iso(first), iso(last), step.days,
+                                   streamed_rows(rebuilt, steps), rebuilt.assumptions)
         store.save_events(later.fingerprint, encoded(later.found()))
     summary = _series_summary(rebuilt, mappings)
     if as_json:
@@ -103,9 +104,9 @@ def _series_summary(rebuilt: Rebuilt, mappings: Mappings) -> dict[str, Any]:
 
 
 def _unique(values: Any) -> tuple[list[str], list[int]]:
-    found: dict[str, int] = {}
-    for v in values.tolist():
-        found[str(v)] = found.get(str(v), 0) + 1
+    found: Counter[str] = Counter()
+    for v, n in Counter(values.tolist()).items():
+        found[str(v)] += n
     return sorted(found), [found[k] for k in sorted(found)]
 
 

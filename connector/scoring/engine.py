@@ -366,13 +366,16 @@ def _driver_texts(model: CompiledModel, model_pass: ModelPass, top: int, roundin
     score_r = np.clip(round_score(np.round(np.nan_to_num(scores), 2), rounding), 0, 100).astype(np.int64)
     table = _driver_table(tuple(g.label for g in model.groups))
     order = np.argsort(-losses, axis=1, kind="stable")[:, :top]
-    columns = []
+    pieces = np.zeros((m, order.shape[1]), dtype=np.int64)  # (group, score, lost) per rank, as one number
     for rank in range(order.shape[1]):
         group = order[:, rank]
         lost = np.take_along_axis(lost_r, group[:, None], axis=1)[:, 0]
         score = np.take_along_axis(score_r, group[:, None], axis=1)[:, 0]
-        columns.append(np.where(lost > 0, table[group, score, lost], ""))
-    return np.array([", ".join(filter(None, parts)) for parts in zip(*columns, strict=True)], dtype=object)
+        pieces[:, rank] = np.where(lost > 0, (group * 101 + score) * 101 + lost + 1, 0)
+    distinct, where = np.unique(pieces, axis=0, return_inverse=True)  # texts made once per distinct row
+    texts = [", ".join(str(table[(p - 1) // 10201, (p - 1) // 101 % 101, (p - 1) % 101]) for p in row if p)
+             for row in distinct.tolist()]
+    return np.array(texts + [None], dtype=object)[:-1][where.reshape(-1)]
 
 
 # ---------------------------------------------------------------- trigger indexes
