@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..base import AccountData, Columnar, Event, OutcomeRule, Past, Table, Tables
-from .metrics import MONTHS_PER, MRR_STATUSES, STATUS_RANK, SYSTEM, ZERO_DECIMAL, _mrr_at, _single
+from .metrics import MRR_STATUSES, STATUS_RANK, SYSTEM, _mrr_at, _single, item_monthly
 
 PAYING = ("active", "past_due")
 
@@ -136,22 +136,8 @@ def _items(sub: dict[str, Any]) -> list[tuple[Any, ...]]:
     head = _subscription(sub)[0]
     rows = []
     for item in (sub.get("items") or {}).get("data") or []:
-        price = item.get("price") or item.get("plan") or {}
-        recurring = price.get("recurring") or ({"interval": price.get("interval"), "interval_count": price.get("interval_count")} if price.get("interval") else None)
-        amount = price.get("unit_amount")
-        if amount is None and price.get("unit_amount_decimal") is not None:
-            amount = float(price["unit_amount_decimal"])
-        currency = str(price.get("currency") or sub.get("currency") or "").lower()
-        if not recurring or recurring.get("interval") not in MONTHS_PER:
-            rows.append((*head, "", np.nan, f"subscription {sub.get('id')} has a price without a recurring interval"))
-            continue
-        if amount is None or not currency:
-            rows.append((*head, "", np.nan, f"subscription {sub.get('id')} has a price without unit amount (tiered pricing is not supported)"))
-            continue
-        quantity = item.get("quantity") if item.get("quantity") is not None else 1
-        months = MONTHS_PER[recurring["interval"]] * (recurring.get("interval_count") or 1)
-        minor = 1 if currency in ZERO_DECIMAL else 100
-        rows.append((*head, currency, float(amount) * float(quantity) / minor / months, ""))
+        currency, monthly, problem = item_monthly(sub, item)
+        rows.append((*head, currency, np.nan, problem) if problem else (*head, currency, monthly, ""))
     return rows
 
 

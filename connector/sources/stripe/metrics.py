@@ -39,21 +39,29 @@ def _mrr_at(acct: AccountData, at: datetime | None) -> tuple[dict[str, float], s
             if isinstance(trial_end, int) and trial_end > stamp:
                 continue
         for item in (sub.get("items") or {}).get("data") or []:
-            price = item.get("price") or item.get("plan") or {}
-            recurring = price.get("recurring") or ({"interval": price.get("interval"), "interval_count": price.get("interval_count")} if price.get("interval") else None)
-            amount = price.get("unit_amount")
-            if amount is None and price.get("unit_amount_decimal") is not None:
-                amount = float(price["unit_amount_decimal"])
-            currency = str(price.get("currency") or sub.get("currency") or "").lower()
-            if not recurring or recurring.get("interval") not in MONTHS_PER:
-                return {}, f"subscription {sub.get('id')} has a price without a recurring interval"
-            if amount is None or not currency:
-                return {}, f"subscription {sub.get('id')} has a price without unit amount (tiered pricing is not supported)"
-            quantity = item.get("quantity") if item.get("quantity") is not None else 1
-            months = MONTHS_PER[recurring["interval"]] * (recurring.get("interval_count") or 1)
-            minor = 1 if currency in ZERO_DECIMAL else 100
-            totals[currency] += float(amount) * float(quantity) / minor / months
+            currency, monthly, problem = item_monthly(sub, item)
+            if problem:
+                return {}, problem
+            totals[currency] += monthly
     return dict(totals), None
+
+
+def item_monthly(sub: dict[str, Any], item: dict[str, Any]) -> tuple[str, float, str | None]:
+    """(currency, amount per month, why it has none) of one subscription item."""
+    price = item.get("price") or item.get("plan") or {}
+    recurring = price.get("recurring") or ({"interval": price.get("interval"), "interval_count": price.get("interval_count")} if price.get("interval") else None)
+    amount = price.get("unit_amount")
+    if amount is None and price.get("unit_amount_decimal") is not None:
+        amount = float(price["unit_amount_decimal"])
+    currency = str(price.get("currency") or sub.get("currency") or "").lower()
+    if not recurring or recurring.get("interval") not in MONTHS_PER:
+        return "", 0.0, f"subscription {sub.get('id')} has a price without a recurring interval"
+    if amount is None or not currency:
+        return "", 0.0, f"subscription {sub.get('id')} has a price without unit amount (tiered pricing is not supported)"
+    quantity = item.get("quantity") if item.get("quantity") is not None else 1
+    months = MONTHS_PER[recurring["interval"]] * (recurring.get("interval_count") or 1)
+    minor = 1 if currency in ZERO_DECIMAL else 100
+    return currency, float(amount) * float(quantity) / minor / months, None
 
 
 def _single(totals: dict[str, float]) -> tuple[str | None, float | None, str | None]:
