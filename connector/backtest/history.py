@@ -268,7 +268,8 @@ class _Builder:
     def columnar(self, key: str) -> bool:
         """Whether a catalogue metric has a column-wise past (computed for all accounts at once)."""
         metric = self.known[key]
-        return key in CRM_PAST or (metric.system in self.past and key in self.past[metric.system].metrics)
+        past = self.past.get(metric.system)
+        return key in CRM_PAST or (past is not None and (key in past.metrics or key in past.with_inputs))
 
     def tables(self) -> tuple:  # type: ignore[type-arg]
         if self._tables is None:
@@ -281,7 +282,9 @@ class _Builder:
             values, reasons = CRM_PAST[key](inputs, n, at)
         else:
             tables, linked = self.tables()
-            values, reasons = self.past[metric.system].metrics[key](tables[metric.system], at)
+            past = self.past[metric.system]
+            values, reasons = past.metrics[key](tables[metric.system], at) if key in past.metrics else \
+                past.with_inputs[key](tables[metric.system], at, inputs)
             values = values.copy()
             reasons = np.full(n, None, dtype=object) if reasons is None else reasons.astype(object)
             away = ~linked[metric.system]

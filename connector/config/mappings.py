@@ -18,6 +18,7 @@ from ..catalogue import catalogue
 from ..errors import ConfigError, ExpressionError, Problem
 from ..expressions import ANY, BOOL, NUM, Expression, infer_type, parse
 from .alerts import CompiledAlert, check_alerts
+from .datasources import MappedSource, check_sources
 from .models import (
     InputField,
     MetricDef,
@@ -30,7 +31,7 @@ from .reach import analyse
 from .schemes import SCHEME_TYPES, BaseScheme
 from .source import KeyPath, Located, load_file
 
-TOP_LEVEL = {"inputs", "metrics", "scores", "alerts", "outcomes"}
+TOP_LEVEL = {"inputs", "metrics", "scores", "alerts", "outcomes", "sources"}
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Mappings:
     located: Located
     alerts: list[CompiledAlert] = field(default_factory=list)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    sources: dict[str, MappedSource] = field(default_factory=dict)  # `sources:`: SQL queries, file drops
 
     def reads(self, system: str, obj: str) -> bool:
         """Whether something in the mappings needs a stored object that its source pulls only on
@@ -226,7 +228,7 @@ class _Checker:
         data = self.loc.data
         for key in data:
             if key not in TOP_LEVEL:
-                self.add((key,), f"unknown top-level key '{key}'", "use inputs, metrics, scores, alerts or outcomes")
+                self.add((key,), f"unknown top-level key '{key}'", "use inputs, metrics, scores, alerts, outcomes or sources")
         inputs = self._section(data, "inputs", InputField)
         metrics = self._section(data, "metrics", MetricDef)
         types = self._types(inputs, metrics)
@@ -242,11 +244,12 @@ class _Checker:
         declared = {str(n) for n in _mapping(data.get("scores"))}
         alerts = check_alerts(data.get("alerts"), scores, self.add, self._typed, declared)
         outcomes = check_outcomes(data.get("outcomes"), self.add, self._typed)
+        sources = check_sources(data.get("sources"), self.add, self._typed)
         if self.problems or self.loc.problems:
             return None
         return Mappings(
             root, inputs, metrics, derived, scores, types, version_of(root, self._alert_only_files(root)), self.loc,
-            alerts, outcomes,
+            alerts, outcomes, sources,
         )
 
     def _alert_only_files(self, root: Path) -> set[Path]:

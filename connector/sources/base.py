@@ -256,6 +256,8 @@ class Past:
 
     tables: Mapping[str, Table]
     metrics: Mapping[str, Callable[[Tables, Any], Columnar]]  # catalogue key -> (tables, moment) -> values
+    # metrics that also read input values: (tables, moment, input name -> its Column) -> values
+    with_inputs: Mapping[str, Callable[[Tables, Any, Any], Columnar]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -283,3 +285,5 @@ class SourcePlugin:
     # a source without it offers nothing to `rescore` for past dates
     as_of: AsOf | None = None
     past: Past | None = None  # its catalogue metrics at past dates, column-wise (falls back to as_of)
+    # entry types of the mappings' `sources:` it reads (type -> pydantic model of an entry)
+    mapped: Mapping[str, Any] = field(default_factory=dict)

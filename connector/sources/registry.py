@@ -17,6 +17,7 @@ SOURCES = (
     "hubspot",
     "stripe",
     "zendesk",
+    "usage",
 )
 
 _PLUGINS: list[SourcePlugin] = [importlib.import_module(f"{__package__}.{name}").PLUGIN for name in SOURCES]

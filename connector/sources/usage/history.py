@@ -1,0 +1,124 @@
+"""Usage rows as they were at a past moment (a row exists from its timestamp on: rows never change
+later, a period's counts are what they are), and the catalogue's usage metrics column-wise."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from ...times import parse_iso
+from ..base import Columnar, Past, Table, Tables
+
+
+def _stamp(value: Any) -> float:
+    try:
+        return parse_iso(str(value)).timestamp()
+    except ValueError:
+        return np.nan
+
+
+def as_of(obj: str, rec: dict[str, Any], at: datetime) -> dict[str, Any] | None:
+    if obj == "rows":
+        return rec if _stamp(rec.get("at")) <= at.timestamp() else None
+    return rec
+
+
+def _number(value: Any) -> float:
+    return value if isinstance(value, float) else np.nan
+
+
+def _row(rec: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [(_stamp(rec.get("at")), _number(rec.get("active_users")), _number(rec.get("key_events")),
+             _number(rec.get("events")), float("active_users" in rec), float("key_events" in rec),
+             float("events" in rec))]
+
+
+ROWS = Table("rows", {"at": float, "active_users": float, "key_events": float, "events": float,
+                      "has_active_users": float, "has_key_events": float, "has_events": float}, _row)
+
+
+def _window(t: Tables, at: datetime, column: str, days: int, ending_days_ago: int = 0
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows up to `at`, rows in the window with a value of `column`, why N/A per account or None)."""
+    rows, stamp = t["rows"], at.timestamp()
+    upto = rows["at"] <= stamp
+    end = (at - timedelta(days=ending_days_ago)).timestamp()
+    inside = upto & (rows["at"] > end - days * 86400) & (rows["at"] <= end) & ~np.isnan(rows[column])
+    reasons = np.full(t.n, None, dtype=object)
+    has = t.count("rows", upto & (rows[f"has_{column}"] == 1)) > 0
+    reasons[~has] = f"no usage source has a {column} column"
+    reasons[t.count("rows", upto) == 0] = "no usage rows for this account yet"
+    return upto, inside, reasons
+
+
+def _active(t: Tables, at: datetime) -> Columnar:
+    _upto, inside, reasons = _window(t, at, "active_users", 30)
+    values = np.full(t.n, -np.inf)
+    rows = t["rows"]
+    np.maximum.at(values, rows.account[inside], rows["active_users"][inside])
+    values[np.isinf(values)] = 0.0  # rows, none in the window: no one was active
+    values[reasons != None] = np.nan  # noqa: E711
+    return values, reasons
+
+
+def _sum(column: str) -> Any:
+    def compute(t: Tables, at: datetime) -> Columnar:
+        _upto, inside, reasons = _window(t, at, column, 30)
+        rows = t["rows"]
+        values = np.bincount(rows.account[inside], weights=rows[column][inside], minlength=t.n).astype(float)
+        values[reasons != None] = np.nan  # noqa: E711
+        return values, reasons
+    return compute
+
+
+def _change(t: Tables, at: datetime) -> Columnar:
+    rows = t["rows"]
+    _upto, recent, reasons = _window(t, at, "events", 30)
+    _upto, before, _ = _window(t, at, "events", 30, ending_days_ago=90)
+    now = np.bincount(rows.account[recent], weights=rows["events"][recent], minlength=t.n)
+    then = np.bincount(rows.account[before], weights=rows["events"][before], minlength=t.n)
+    reasons[(reasons == None) & (then == 0)] = "no usage 90 days ago"  # noqa: E711
+    values = np.full(t.n, np.nan)
+    ok = np.flatnonzero(reasons == None)  # noqa: E711
+    values[ok] = [round(100.0 * (a - b) / b, 1) for a, b in zip(now[ok].tolist(), then[ok].tolist(), strict=True)]
+    return values, reasons
+
+
+def _days_since(t: Tables, at: datetime) -> Columnar:
+    rows, stamp = t["rows"], at.timestamp()
+    active = (rows["at"] <= stamp) & ((rows["active_users"] > 0) | (rows["events"] > 0) | (rows["key_events"] > 0))
+    latest = np.full(t.n, -np.inf)
+    np.maximum.at(latest, rows.account[active], rows["at"][active])
+    values = np.full(t.n, np.nan)
+    some = np.isfinite(latest)
+    values[some] = np.floor_divide(stamp - latest[some], 86400)
+    reasons = np.where(some, None, "no activity in any usage row").astype(object)
+    return values, reasons
+
+
+def _seats(t: Tables, at: datetime, inputs: dict[str, Any]) -> Columnar:
+    active, reasons = _active(t, at)
+    values = np.full(t.n, np.nan)
+    if "seats" not in inputs:
+        why = np.full(t.n, "the mappings have no input 'seats'", dtype=object)
+        seats = np.full(t.n, np.nan)
+    else:
+        seats = inputs["seats"].values.astype(float)
+        why = inputs["seats"].na_reason
+    for i in np.flatnonzero(reasons == None).tolist():  # noqa: E711
+        s = seats[i]
+        if s != s:
+            reasons[i] = f"seats unknown ({why[i] or 'N/A'})"
+        elif s <= 0:
+            reasons[i] = f"seats is {s:g}"
+        else:
+            values[i] = round(100.0 * active[i] / s, 1)
+    return values, reasons
+
+
+PAST = Past(tables={"rows": ROWS},
+            metrics={"active_users_30d": _active, "key_events_30d": _sum("key_events"), "events_30d": _sum("events"),
+                     "usage_change_90d": _change, "days_since_active": _days_since},
+            with_inputs={"seat_utilization": _seats})

@@ -1,0 +1,106 @@
+"""Usage metrics: from the rows of every usage source matched to an account.
+
+A row is one period's activity (a day, a week) ending at its timestamp. The conventional columns
+the catalogue reads, when a source declares them:
+
+* `active_users`: people active in the period;
+* `key_events`: uses of the features tied to outcomes (the admin picks which, in the query);
+* `events`: all activity.
+
+An account with rows, none in the window, has 0 activity there (a real zero); an account whose
+key no usage row names is N/A with the plugin's `unmatched` reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from ...times import parse_iso
+from ..base import NA, AccountData, CatalogueMetric, Value
+
+SYSTEM = "usage"
+Inputs = dict[str, Value]
+
+
+def _rows(acct: AccountData, now: datetime) -> list[tuple[float, dict[str, Any]]]:
+    """(epoch seconds, row) of the account's rows up to `now`."""
+    stamp = now.timestamp()
+    found = []
+    for row in acct.of(SYSTEM, "rows"):
+        try:
+            at = parse_iso(str(row.get("at"))).timestamp()
+        except ValueError:
+            continue
+        if at <= stamp:
+            found.append((at, row))
+    return found
+
+
+def _window(acct: AccountData, now: datetime, column: str, days: int, ending_days_ago: int = 0) -> Value:
+    """The values of `column` in the rows of the `days` days ending `ending_days_ago` before now."""
+    rows = _rows(acct, now)
+    if not rows:
+        return NA, "no usage rows for this account yet"
+    if not any(column in r for _at, r in rows):
+        return NA, f"no usage source has a {column} column"
+    end = (now - timedelta(days=ending_days_ago)).timestamp()
+    start = end - days * 86400
+    return [r[column] for at, r in rows if start < at <= end and isinstance(r.get(column), float)], None
+
+
+def _active_users(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
+    values, reason = _window(acct, now, "active_users", 30)
+    return (NA, reason) if reason else (max(values, default=0.0), None)
+
+
+def _sum(column: str, days: int = 30) -> Any:
+    def compute(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
+        values, reason = _window(acct, now, column, days)
+        return (NA, reason) if reason else (float(sum(values)), None)
+    return compute
+
+
+def _change(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
+    recent, reason = _window(acct, now, "events", 30)
+    if reason:
+        return NA, reason
+    before, _ = _window(acct, now, "events", 30, ending_days_ago=90)
+    total = float(sum(before))
+    if not total:
+        return NA, "no usage 90 days ago"
+    return round(100.0 * (float(sum(recent)) - total) / total, 1), None
+
+
+def _days_since_active(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
+    active = [at for at, r in _rows(acct, now)
+              if any(isinstance(r.get(c), float) and r[c] > 0 for c in ("active_users", "events", "key_events"))]
+    if not active:
+        return NA, "no activity in any usage row"
+    return float((now.timestamp() - max(active)) // 86400), None
+
+
+def _seat_utilization(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
+    active, reason = _active_users(acct, inputs, now)
+    if active is None:
+        return NA, reason
+    seats, why = inputs.get("seats", (NA, "the mappings have no input 'seats'"))
+    if not isinstance(seats, float):
+        return NA, f"seats unknown ({why})"
+    if seats <= 0:
+        return NA, f"seats is {seats:g}"
+    return round(100.0 * active / seats, 1), None
+
+
+def _metric(description: str, compute: Any) -> CatalogueMetric:
+    return CatalogueMetric("number", SYSTEM, description, compute)
+
+
+CATALOGUE: dict[str, CatalogueMetric] = {
+    "active_users_30d": _metric("most active users of any usage row (day, week) in the last 30 days", _active_users),
+    "key_events_30d": _metric("key-feature events in the last 30 days", _sum("key_events")),
+    "events_30d": _metric("all usage events in the last 30 days", _sum("events")),
+    "usage_change_90d": _metric("events in the last 30 days against the 30 days ending 90 days ago, percent", _change),
+    "days_since_active": _metric("days since the last usage row with any activity", _days_since_active),
+    "seat_utilization": _metric("active users in 30 days (usage) / seats (CRM input), percent", _seat_utilization),
+}
