@@ -76,7 +76,7 @@ def expected_systems(mappings: Mappings) -> dict[str, str]:
 
 def sources(
     env: Mapping[str, str], calls: CallLog, only: Iterable[str] | None = None, shutdown: Shutdown | None = None,
-    expected: Mapping[str, str] | None = None, skip: Iterable[str] = (),
+    expected: Mapping[str, str] | None = None, skip: Iterable[str] = (), mappings: Mappings | None = None,
 ) -> tuple[list[Source], dict[str, str]]:
     """The configured sources, and the systems skipped (asked to, or not used and without credentials).
 
@@ -84,7 +84,7 @@ def sources(
     naming its variables: a run never quietly goes without a system it needs; `skip` names the
     systems to leave out on purpose (`--skip`, HEALTHSYNC_SKIP).
     """
-    ctx = SourceSetup(env, calls, dataclasses.replace(RetryPolicy.from_env(env), shutdown=shutdown))
+    ctx = SourceSetup(env, calls, dataclasses.replace(RetryPolicy.from_env(env), shutdown=shutdown), mappings)
     skip = {s.strip() for s in skip if s.strip()} | {s.strip() for s in env.get("HEALTHSYNC_SKIP", "").split(",") if s.strip()}
     unknown = sorted(skip - set(registry.systems()))
     if unknown:
@@ -132,7 +132,7 @@ def pull(
     summary = summary or PullSummary()
     if not summary.sources:
         summary.sources, summary.skipped = sources(env, summary.calls, only, shutdown,
-                                                   expected=expected_systems(mappings), skip=skip)
+                                                   expected=expected_systems(mappings), skip=skip, mappings=mappings)
     problems = []
     for source in list(summary.sources):
         try:

@@ -22,6 +22,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from .activities import HookInbox
@@ -40,6 +41,7 @@ from .http import Handler, Server, tls_context
 from .hubspot import HubSpot, hs_tables
 from .salesforce import BulkJob, Salesforce, org_fields
 from .stripe import Stripe
+from .usage import usage_rows, write_duckdb
 from .zendesk import Zendesk
 
 _Salesforce = Salesforce  # the name tests patch (e.g. _Salesforce.update)
@@ -113,6 +115,8 @@ class Sandbox:
             return self
         self._tmp = tempfile.mkdtemp(prefix="healthsync-sandbox-")
         self.ca_file, context = tls_context(self._tmp)
+        self.usage_db = Path(self._tmp) / "usage.duckdb"  # product usage: the mappings' sources/usage.yaml
+        write_duckdb(self.usage_db, usage_rows(self.dataset))
         for family, handler in _FAMILIES.items():
             server = Server(self, handler)
             if family == "salesforce":
@@ -150,6 +154,7 @@ class Sandbox:
                 "STRIPE_API_KEY": STRIPE_KEY, "STRIPE_API_BASE": self.urls["stripe"],
                 "ZENDESK_URL": self.urls["zendesk"], "ZENDESK_EMAIL": USERNAME,
                 "ZENDESK_API_TOKEN": ZENDESK_TOKEN,
+                "USAGE_DATABASE_URL": f"duckdb:///{self.usage_db}?access_mode=READ_ONLY",
                 "HEALTHSYNC_SLACK_WEBHOOK": f"{self.urls['hooks']}/hooks/slack",
                 "HEALTHSYNC_ALERT_WEBHOOK": f"{self.urls['hooks']}/hooks/alerts"}
 

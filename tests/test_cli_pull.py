@@ -55,12 +55,13 @@ def test_systems_the_mappings_use_without_credentials_are_exit_2_naming_the_vari
     result = run(tmp_path / "e.db", {}, "pull")
     assert result.exit_code == 2, result.output
     for system, variable in (("salesforce", "SALESFORCE_USERNAME"), ("hubspot", "HUBSPOT_ACCESS_TOKEN"),
-                             ("stripe", "STRIPE_API_KEY"), ("zendesk", "ZENDESK_API_TOKEN")):
+                             ("stripe", "STRIPE_API_KEY"), ("zendesk", "ZENDESK_API_TOKEN"),
+                             ("usage", "USAGE_DATABASE_URL")):
         assert f"{system}: the mappings use it" in result.output and variable in result.output
     skipped = run(tmp_path / "e.db", {}, "pull", "--skip", "salesforce", "--skip", "hubspot", "--skip", "stripe",
-                  "--skip", "zendesk")
+                  "--skip", "zendesk", "--skip", "usage")
     assert skipped.exit_code == 0, skipped.output
-    for system in ("salesforce", "hubspot", "stripe", "zendesk"):
+    for system in ("salesforce", "hubspot", "stripe", "zendesk", "usage"):
         assert f"{system}: skipped (--skip / HEALTHSYNC_SKIP)" in skipped.output
 
 

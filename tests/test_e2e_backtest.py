@@ -72,8 +72,12 @@ def test_a_worse_formula_loses_side_by_side_and_fails_the_floor(pulled):
                  "{active: 0, trialing: 30, past_due: 80, unpaid: 100, canceled: 100, incomplete: 70}")
     text = text.replace("bands: [{upto: 0, score: 100}, {upto: 1, score: 40}, {score: 0}]",
                         "bands: [{upto: 0, score: 0}, {upto: 1, score: 40}, {score: 100}]")
-    health.write_text(text.replace("direction: lower_is_better,\n                         bands: [{upto: 0, score: 0}",
-                                   "direction: higher_is_better,\n                         bands: [{upto: 0, score: 0}"))
+    text = text.replace("direction: lower_is_better,\n                         bands: [{upto: 0, score: 0}",
+                        "direction: higher_is_better,\n                         bands: [{upto: 0, score: 0}")
+    # and product usage read backwards: the strongest signal in the sandbox, turned against itself
+    text = text.replace("scheme: {type: linear, worst: 10, best: 70}", "scheme: {type: linear, worst: 70, best: 10}")
+    health.write_text(text.replace("scheme: {type: linear, worst: -60, best: 10}",
+                                   "scheme: {type: linear, worst: 10, best: -60}"))
     start = (NOW - timedelta(days=7 * 25)).date().isoformat()
     both = cli(db, "backtest", "--from", start, "--against", str(REPO / "mappings"), "--json", mappings=worse)
     assert both.returncode == 0, both.stderr

@@ -6,7 +6,9 @@ import logging
 
 import pytest
 import tenacity
+from conftest import REPO
 
+from connector.config.mappings import load_mappings
 from connector.http import (
     ApiError,
     CallLog,
@@ -48,7 +50,8 @@ def test_secrets_from_env_or_file_are_redacted_everywhere(tmp_path, caplog):
 
 
 SANDBOX_SECRETS = {"SALESFORCE_PASSWORD": PASSWORD, "SALESFORCE_SECURITY_TOKEN": SECURITY_TOKEN,
-                   "HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "STRIPE_API_KEY": STRIPE_KEY, "ZENDESK_API_TOKEN": ZENDESK_TOKEN}
+                   "HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "STRIPE_API_KEY": STRIPE_KEY, "ZENDESK_API_TOKEN": ZENDESK_TOKEN,
+                   "USAGE_DATABASE_URL": "postgresql+psycopg://reader:usage-pass-4242@127.0.0.1:9/product"}
 
 
 @pytest.mark.parametrize("from_files", [False, True], ids=["env", "files"])
@@ -66,11 +69,12 @@ def test_every_credential_a_source_reads_is_registered_by_the_source(tmp_path, f
             env[f"{name}_FILE"] = str(tmp_path / name)
         else:
             env[name] = value
-    ctx = SourceSetup(env, CallLog(), RetryPolicy())
+    ctx = SourceSetup(env, CallLog(), RetryPolicy(), load_mappings(REPO / "mappings"))  # usage: the mappings' URLs
     assert all(cls.from_env(ctx) is not None for cls in (p.client for p in registry.plugins()))
     assert WebhookSender(env, CallLog(), RetryPolicy()).url("SLACK_URL")
     line = " ".join([*SANDBOX_SECRETS.values(), "/services/T0SANDBOX/B0SANDBOX/sandboxHookSecret"])
-    assert redact(line) == " ".join(["***"] * 6)
+    assert redact(line) == " ".join(["***"] * 7)
+    assert redact("password authentication failed: usage-pass-4242") == "password authentication failed: ***"
 
 
 def test_a_missing_secret_file_is_named():

@@ -56,7 +56,7 @@ def _fields(mappings: Any, create: bool, metadata: str | None, ping: bool = Fals
         out.print(f"wrote the Salesforce DX project for these mappings to {metadata}", markup=False)
     expected = pipeline.expected_systems(mappings)
     found, skipped = pipeline.sources(os.environ, CallLog(), only=None if ping else list(registry.crms()),
-                                      expected=expected)
+                                      expected=expected, mappings=mappings)
     for system, why in skipped.items():
         out.print(f"{system}: {why}", markup=False)
     problems: list[Problem] = []

@@ -123,6 +123,7 @@ class SourceSetup:
     env: Mapping[str, str]
     calls: CallLog
     policy: RetryPolicy
+    mappings: Mappings | None = None  # a source configured by the mappings (usage) reads its entries here
 
 
 @dataclass

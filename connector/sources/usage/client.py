@@ -150,7 +150,7 @@ def _number(value: Any) -> tuple[float | None, str | None]:
 
 
 class UsageSource:
-    CREDENTIALS = "the variable each `type: sql` entry of mappings/sources names in url_env"
+    CREDENTIALS = "the variables the mappings' `sources:` name in url_env (USAGE_DATABASE_URL in the shipped ones)"
     system = SYSTEM
 
     def __init__(self, ctx: SourceSetup):
@@ -159,8 +159,13 @@ class UsageSource:
         self.rows_returned: dict[str, int] = {}  # entry -> rows the last read returned (tests, benchmarks)
 
     @classmethod
-    def from_env(cls, ctx: SourceSetup) -> UsageSource:
-        return cls(ctx)  # configured by the mappings' `sources:`, not by the environment alone
+    def from_env(cls, ctx: SourceSetup) -> UsageSource | None:
+        """A client when the mappings have usage entries and every database URL they name is set."""
+        entries = _entries(ctx.mappings) if ctx.mappings is not None else []
+        if not entries or any(isinstance(e.settings, SqlQuery) and not _secret_url(ctx.env, e.settings.url_env)
+                              for e in entries):
+            return None
+        return cls(ctx)
 
     def ping(self) -> None:
         return None
@@ -286,7 +291,7 @@ class _connect:
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
         spec: SqlQuery = entry.settings
-        url = setting(env, spec.url_env, secret=True)
+        url = _secret_url(env, spec.url_env)
         if not url:
             raise SettingsError(f"usage source '{entry.name}' ({mappings.located.where(('sources', entry.name))[0]}) "
                                 f"reads its database from {spec.url_env}, which is not set")
@@ -294,8 +299,6 @@ class _connect:
             parsed = make_url(url)
         except ArgumentError:
             raise SettingsError(f"{spec.url_env} is not a SQLAlchemy URL (dialect+driver://user:password@host/db)") from None
-        if parsed.password:
-            redact.add(str(parsed.password))
         try:
             self.engine = create_engine(parsed, pool_pre_ping=False)
         except NoSuchModuleError:
@@ -316,6 +319,23 @@ class _connect:
     def __exit__(self, *exc: object) -> None:
         self.conn.close()
         self.engine.dispose()
+
+
+def _secret_url(env: Any, variable: str) -> str | None:
+    """The URL in `variable`, registered as a secret, and its password on its own too (a driver's
+    message may quote it without the rest of the URL)."""
+    url = setting(env, variable, secret=True)
+    if url:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            password = make_url(url).password
+        except ArgumentError:
+            password = None
+        if password:
+            redact.add(str(password))
+    return url
 
 
 def _first_line(exc: BaseException) -> str:

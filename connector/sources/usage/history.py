@@ -79,10 +79,14 @@ def _change(t: Tables, at: datetime) -> Columnar:
     _upto, before, _ = _window(t, at, "events", 30, ending_days_ago=90)
     now = np.bincount(rows.account[recent], weights=rows["events"][recent], minlength=t.n)
     then = np.bincount(rows.account[before], weights=rows["events"][before], minlength=t.n)
-    reasons[(reasons == None) & (then == 0)] = "no usage 90 days ago"  # noqa: E711
+    now_n = np.bincount(rows.account[recent], minlength=t.n)
+    then_n = np.bincount(rows.account[before], minlength=t.n)
+    mean_then = np.divide(then, then_n, out=np.zeros(t.n), where=then_n > 0)
+    reasons[(reasons == None) & (mean_then == 0)] = "no usage 90 days ago"  # noqa: E711
     values = np.full(t.n, np.nan)
     ok = np.flatnonzero(reasons == None)  # noqa: E711
-    values[ok] = [round(100.0 * (a - b) / b, 1) for a, b in zip(now[ok].tolist(), then[ok].tolist(), strict=True)]
+    values[ok] = [round(100.0 * ((a / n if n else 0.0) - b / m) / (b / m), 1) for a, n, b, m in
+                  zip(now[ok].tolist(), now_n[ok].tolist(), then[ok].tolist(), then_n[ok].tolist(), strict=True)]
     return values, reasons
 
 

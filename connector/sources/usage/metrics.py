@@ -62,14 +62,17 @@ def _sum(column: str, days: int = 30) -> Any:
 
 
 def _change(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
+    """Events per row (per period) now against 90 days ago: the mean, so that a window holding one
+    row more than the other (rows every 14 days in 30-day windows) does not read as growth."""
     recent, reason = _window(acct, now, "events", 30)
     if reason:
         return NA, reason
     before, _ = _window(acct, now, "events", 30, ending_days_ago=90)
-    total = float(sum(before))
-    if not total:
+    then = float(sum(before)) / len(before) if before else 0.0
+    if not then:
         return NA, "no usage 90 days ago"
-    return round(100.0 * (float(sum(recent)) - total) / total, 1), None
+    current = float(sum(recent)) / len(recent) if recent else 0.0
+    return round(100.0 * (current - then) / then, 1), None
 
 
 def _days_since_active(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
@@ -100,7 +103,8 @@ CATALOGUE: dict[str, CatalogueMetric] = {
     "active_users_30d": _metric("most active users of any usage row (day, week) in the last 30 days", _active_users),
     "key_events_30d": _metric("key-feature events in the last 30 days", _sum("key_events")),
     "events_30d": _metric("all usage events in the last 30 days", _sum("events")),
-    "usage_change_90d": _metric("events in the last 30 days against the 30 days ending 90 days ago, percent", _change),
+    "usage_change_90d": _metric("events per usage row in the last 30 days against the 30 days ending 90 days "
+                                "ago, percent", _change),
     "days_since_active": _metric("days since the last usage row with any activity", _days_since_active),
     "seat_utilization": _metric("active users in 30 days (usage) / seats (CRM input), percent", _seat_utilization),
 }

@@ -17,6 +17,7 @@ import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VARIABLE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 Where = tuple[tuple[str, ...], str, str]  # (path inside the entry, message, hint)

@@ -1,0 +1,85 @@
+"""A file drop read with DuckDB: CSV and Parquet files in a folder, each taken once by the hash of
+its content (dropped twice under another name: read once), their rows matched to the sandbox's
+accounts; timestamps without a zone refused unless the entry says they are UTC."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+from conftest import REPO
+
+from connector.config.mappings import load_mappings
+from connector.pipeline import pull
+from connector.store import Store
+from sandbox.dataset import build_dataset
+from sandbox.server import Sandbox
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+ENTRY = """
+sources:
+  usage_files:
+    type: files
+    path: drop/
+    key: {column: account_id, kind: salesforce}
+    timestamp: day
+    columns: {active_users: number, key_events: number, events: number}
+"""
+
+
+def _mappings(tmp_path, entry: str = ENTRY):
+    root = tmp_path / "mappings"
+    shutil.copytree(REPO / "mappings", root)
+    (root / "sources" / "usage.yaml").write_text(entry)
+    (root / "drop").mkdir()
+    return load_mappings(root)
+
+
+def _csv(path, rows: list[tuple]) -> None:
+    path.write_text("account_id,day,active_users,key_events,events\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+
+
+def test_csv_and_parquet_files_are_read_once_each_by_their_content(tmp_path):
+    dataset = build_dataset(accounts=40, seed=5, now=NOW)
+    ids = [a["Id"] for a in dataset.sf_accounts.values() if not a["IsDeleted"]][:10]
+    mappings = _mappings(tmp_path)
+    drop = mappings.root / "drop"
+    day = (NOW - timedelta(days=3)).date().isoformat()
+    _csv(drop / "2026-11-a.csv", [(a, day, 5, 10, 50) for a in ids[:6]])
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * FROM (VALUES {', '.join(f'({a!r}, DATE {day!r}, 7, 3, 30)' for a in ids[6:])}) "
+                f"AS t(account_id, day, active_users, key_events, events)) TO '{drop / 'b.parquet'}' (FORMAT parquet)")
+    con.close()
+    with Sandbox(dataset) as sb, Store(tmp_path / "s.db") as store:
+        env = sb.unpaced_env()
+        first = pull(store, mappings, env, NOW)
+        assert first.systems["usage"].records == {"keys": 10, "rows": 10, "files": 2}
+        linked = store.linked("usage", "keys")
+        assert {f"salesforce:{a}" for a in ids} <= set(linked)  # every key matched its Salesforce account
+        values = store.load_column("key_events", store.account_ids(), False, with_since=False)
+        assert sorted(v for v in values.values.tolist() if v == v) == [3.0] * 4 + [10.0] * 6
+
+        shutil.copy(drop / "2026-11-a.csv", drop / "again.csv")  # the same content under another name
+        again = pull(store, mappings, env, NOW + timedelta(hours=1))
+        assert again.systems["usage"].records == {}
+        _csv(drop / "2026-11-a.csv", [(ids[0], day, 9, 99, 999)])  # changed: read again
+        changed = pull(store, mappings, env, NOW + timedelta(hours=2))
+        assert changed.systems["usage"].records == {"keys": 1, "rows": 1, "files": 1}
+        assert store.conn.execute("SELECT count(*) FROM records WHERE system = 'usage' AND object = 'files'").fetchone()[0] == 3
+
+
+def test_timestamps_without_a_zone_are_refused_unless_said_to_be_utc(tmp_path):
+    dataset = build_dataset(accounts=20, seed=2, now=NOW)
+    some = next(a["Id"] for a in dataset.sf_accounts.values() if not a["IsDeleted"])
+    for zone, kept in (("", 1), ("    timestamp_zone: UTC\n", 2)):
+        root = tmp_path / f"z{len(zone)}"
+        mappings = _mappings(root, ENTRY + zone)
+        _csv(mappings.root / "drop" / "a.csv", [(some, "2026-11-01T10:00:00", 1, 1, 1), (some, "2026-11-02T10:00:00Z", 1, 1, 1)])
+        with Sandbox(dataset) as sb, Store(root / "s.db") as store:
+            summary = pull(store, mappings, sb.unpaced_env(), NOW, only=["usage"])
+        assert summary.systems["usage"].records["rows"] == kept
+        notes = summary.systems["usage"].notes
+        assert bool(notes) == (kept == 1)
+        if notes:
+            assert "'2026-11-01T10:00:00' has no time zone (say `timestamp_zone: UTC` if it is UTC)" in notes[0]
