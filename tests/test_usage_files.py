@@ -83,3 +83,29 @@ def test_timestamps_without_a_zone_are_refused_unless_said_to_be_utc(tmp_path):
         assert bool(notes) == (kept == 1)
         if notes:
             assert "'2026-11-01T10:00:00' has no time zone (say `timestamp_zone: UTC` if it is UTC)" in notes[0]
+
+
+def test_validate_live_runs_each_usage_query_with_no_rows(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def validate(mappings_root, env):
+        return subprocess.run([sys.executable, "-m", "connector", "--mappings", str(mappings_root), "validate", "--live"],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+
+    with Sandbox(build_dataset(accounts=30, seed=4, now=NOW)) as sb:
+        env = sb.unpaced_env()
+        done = validate(REPO / "mappings", env)
+        assert done.returncode == 0, done.stderr
+        assert "usage: product_usage, product_usage_by_domain: every declared column is returned" in done.stdout
+        root = tmp_path / "mappings"
+        shutil.copytree(REPO / "mappings", root)
+        usage = root / "sources" / "usage.yaml"
+        usage.write_text(usage.read_text().replace("SELECT domain, day, active_users, key_events, events",
+                                                   "SELECT domain, day, active_users, events"))
+        broken = validate(root, env)
+        assert broken.returncode == 2
+        assert "the sources do not match the mappings" in broken.stderr
+        assert "sources/usage.yaml:" in broken.stderr and "sources.product_usage_by_domain.columns.key_events" in broken.stderr
+        assert "returns no column 'key_events'" in broken.stderr

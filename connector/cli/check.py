@@ -70,6 +70,13 @@ def _fields(mappings: Any, create: bool, metadata: str | None, ping: bool = Fals
                 found.remove(source)
                 continue
             out.print(f"{source.system}: credentials accepted", markup=False)
+    if ping:  # the other sources check what the mappings ask of them: usage runs each query with LIMIT 0
+        for source in [s for s in found if s.system not in registry.crms()]:
+            checked = source.check(mappings)
+            problems += checked
+            if not checked and mappings.sources and any(e.system == source.system for e in mappings.sources.values()):
+                entries = [e.name for e in mappings.sources.values() if e.system == source.system]
+                out.print(f"{source.system}: {', '.join(entries)}: every declared column is returned", markup=False)
     reports = outputs.live_check(mappings, [s for s in found if s.system in registry.crms()], create=create)
     for report in reports:
         if report.created:
@@ -93,4 +100,5 @@ def _fields(mappings: Any, create: bool, metadata: str | None, ping: bool = Fals
     if problems:
         rejected = any(p.file == "environment" for p in problems)
         raise ConfigError(problems, "credentials were rejected or the CRM fields do not match the mappings"
-                          if rejected else "the CRM fields do not match the mappings")
+                          if rejected else "the CRM fields do not match the mappings" if not any(
+                              p.key.startswith("sources.") for p in problems) else "the sources do not match the mappings")
