@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from .scoring.frame import Frame, from_store, iso
 from .scoring.overrides import sync_crm_overrides
 from .shutdown import Interrupted, Shutdown
 from .sources import registry
-from .sources.base import PullStats, Source, SourceSetup
+from .sources.base import PullStats, Read, Source, SourceSetup
 from .sources.sync import pull_streams
 from .store import Store
 from .writeback import PlanSummary, PushSummary, plan, push
@@ -423,3 +424,69 @@ def _preview(scratch: Store, mappings: Mappings, before: dict[str, list[dict[str
     planned.samples = [{"system": r["system"], "record": r["record_id"], "before": json.loads(r["before"]),
                         "after": json.loads(r["fields"])} for r in ranked[:samples]]
     return Preview(changes, planned, pending, alerts)
+
+
+@dataclass
+class SourcePreview:
+    """The first rows of one `sources:` entry as a pull would store, match and measure them."""
+
+    name: str
+    rows: list[dict[str, Any]]  # each: the row's values, its key, the account it matched (or why not)
+    metrics: list[str]  # the mappings' catalogue metrics of this source
+    notes: list[str]  # rows left out or values N/A, counted
+
+
+def preview_source(store: Store, mappings: Mappings, env: Mapping[str, str], name: str, rows: int = 10,
+                   now: datetime | None = None) -> SourcePreview:
+    """Read the first `rows` rows of the entry `name` into `store` (a preview copy: the caller's store
+    never changes), then match and measure as a pull does, and say what came of each row."""
+    now = now or datetime.now(UTC)
+    entry = mappings.sources[name]
+    plugin = registry.plugin(entry.system)
+    setup = SourceSetup(env, CallLog(), RetryPolicy.from_env(env), mappings)
+    source = plugin.client.from_env(setup)
+    if source is None:
+        raise SettingsError(f"{entry.system}: set {plugin.client.CREDENTIALS}")
+    problems = source.check(mappings)
+    if problems:
+        raise ConfigError(problems, "the sources do not match the mappings")
+    stream = next(s for s in source.streams(mappings) if s.name == name)
+    stats = PullStats(entry.system)
+    stored: list[tuple[str, dict[str, Any]]] = []
+    for page in source.read(stream, mappings, Read(None, iso(now), stats, limit=rows)):
+        obj = page.obj or stream.obj
+        store.put_records(entry.system, obj, page.rows, now=iso(now))
+        if obj == stream.obj:
+            stored += [(row[0], row[1]) for row in page.rows]
+    match(store, mappings)
+    measure(store, mappings, now)
+    known = catalogue()
+    metrics = [m for m, d in mappings.metrics.items() if d.catalogue and known[d.catalogue].system == entry.system]
+    linked = store.linked(entry.system, plugin.identity.obj)
+    issues = {i["external_id"]: i for i in store.match_issues() if i["system"] == entry.system}
+    names = store.live_accounts()
+    ids = store.account_ids()
+    columns = {m: store.load_column(mappings.source_of(m), ids, False, with_since=False) for m in metrics}
+    position = {int(a): i for i, a in enumerate(ids.tolist())}
+    found = []
+    for _rid, rec in stored:
+        ref = str(rec.get("ref"))
+        account = linked.get(ref)
+        row: dict[str, Any] = {"key": ref, "at": rec.get("at"),
+                               **{c: rec.get(c) for c in entry.settings.columns}, "na": rec.get("na") or {}}
+        if account is None:
+            issue = issues.get(ref)
+            row["account"] = None
+            row["why"] = issue["detail"] if issue else "not matched"
+        else:
+            i = position.get(account)
+            key, label = names.get(account, (str(account), None))
+            row["account"] = label or key
+            row["metrics"] = {m: (None if i is None else _shown(columns[m], i)) for m in metrics}
+        found.append(row)
+    return SourcePreview(name, found, metrics, stats.notes)
+
+
+def _shown(column: Any, i: int) -> Any:
+    value = column.values[i]
+    return column.na_reason[i] or "N/A" if value is None or value != value else value

@@ -109,3 +109,35 @@ def test_validate_live_runs_each_usage_query_with_no_rows(tmp_path):
         assert "the sources do not match the mappings" in broken.stderr
         assert "sources/usage.yaml:" in broken.stderr and "sources.product_usage_by_domain.columns.key_events" in broken.stderr
         assert "returns no column 'key_events'" in broken.stderr
+
+
+def test_preview_shows_the_first_rows_matched_and_measured_and_writes_nothing(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    db = tmp_path / "s.db"
+    with Sandbox(build_dataset(accounts=120, seed=8, now=NOW)) as sb:
+        env = sb.unpaced_env()
+        with Store(db) as store:
+            pull(store, load_mappings(REPO / "mappings"), env, NOW, only=["salesforce", "hubspot"])
+        before = db.read_bytes()
+
+        def preview(*args):
+            return subprocess.run([sys.executable, "-m", "connector", "--db", str(db), "preview", *args],
+                                  capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+
+        done = preview("product_usage", "--rows", "3", "--json")
+        assert done.returncode == 0, done.stderr
+        shown = json.loads(done.stdout)
+        assert len(shown["rows"]) == 3 and shown["metrics"] == ["seat_utilization", "usage_change", "key_events",
+                                                                 "days_since_active"]
+        first = shown["rows"][0]
+        assert first["key"].startswith("salesforce:001") and first["account"]
+        assert set(first["metrics"]) == set(shown["metrics"]) and isinstance(first["active_users"], float)
+        assert db.read_bytes() == before  # a preview reads into a private copy
+        table = preview("product_usage_by_domain", "--rows", "2")
+        assert table.returncode == 0 and "product_usage_by_domain: the first 2 row(s)" in table.stdout
+        unknown = preview("nope")
+        assert unknown.returncode == 2 and "no source named 'nope'" in unknown.stderr and "product_usage" in unknown.stderr

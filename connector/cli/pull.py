@@ -12,8 +12,9 @@ from rich.table import Table
 from .. import logs, pipeline, runs
 from ..shutdown import Shutdown
 from ..sources import registry
+from ..store import Store
 from .base import SKIP, Invocation, cli, handled
-from .output import emit, err, one_format, out
+from .output import emit, err, one_format, out, show
 
 
 @cli.command()
@@ -98,3 +99,36 @@ def matches(obj: Invocation, unmatched: bool, conflicts: bool, as_json: bool) ->
 def _print_failed(result: pipeline.RunSummary) -> None:
     for what, why in result.failed.items():
         err.print(f"error: {what} failed, left out of this run (the rest went on): {why}", markup=False)
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--rows", default=10, show_default=True, type=click.IntRange(1, 1000), help="How many rows to read.")
+@click.option("--json", "as_json", is_flag=True, help="The rows, their accounts and metric values as JSON.")
+@click.pass_obj
+@handled
+def preview(obj: Invocation, source: str, rows: int, as_json: bool) -> None:
+    """The first rows of one `sources:` entry (a usage query or file drop) as a pull would match and
+    measure them: each row's key, the account it names (or why none), its values and the account's
+    usage metrics. Read into a private copy of the store: nothing is written."""
+    mappings = obj.mappings()
+    if source not in mappings.sources:
+        known = ", ".join(mappings.sources) or "none: add mappings/sources/*.yaml (docs/usage.md)"
+        raise click.BadParameter(f"no source named {source!r} in the mappings (sources: {known})", param_hint="SOURCE")
+    with Store.preview_of(obj.db_path) as copy:
+        found = pipeline.preview_source(copy, mappings, os.environ, source, rows)
+    if as_json:
+        click.echo(json.dumps(found.__dict__, indent=2, default=str))
+        return
+    table = Table(title=f"{source}: the first {len(found.rows)} row(s)")
+    entry = mappings.sources[source]
+    for column in ("key", "at", *entry.settings.columns, "account", *found.metrics):
+        table.add_column(column)
+    for row in found.rows:
+        metrics = row.get("metrics") or {}
+        table.add_row(row["key"], str(row["at"])[:10], *(show(row.get(c)) if c not in row["na"] else f"N/A: {row['na'][c]}"
+                                                         for c in entry.settings.columns),
+                      row["account"] or f"none: {row['why']}", *(show(metrics.get(m)) for m in found.metrics))
+    out.print(table)
+    for note in found.notes:
+        err.print(f"warning: {note}", markup=False)

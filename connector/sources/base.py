@@ -76,6 +76,7 @@ class Read:
     cursor: str | None  # the committed cursor; None for a full read
     run_started: str
     stats: PullStats
+    limit: int | None = None  # at most this many rows (a preview), where the source can stop early
 
 
 @dataclass(frozen=True)

@@ -229,8 +229,8 @@ class UsageSource:
                 raise _query_error(mappings, entry, exc) from None
             _require(mappings, entry, list(result.keys()))
             names = list(result.keys())
-            while True:
-                batch = result.fetchmany(PAGE)
+            while at.limit is None or check.count < at.limit:
+                batch = result.fetchmany(PAGE if at.limit is None else min(PAGE, at.limit - check.count))
                 if not batch:
                     break
                 yield from _pages([dict(zip(names, r, strict=True)) for r in batch], check)
@@ -245,6 +245,8 @@ class UsageSource:
             if digest in taken:
                 continue
             rows = _file_rows(path, entry.settings)
+            if at.limit is not None:
+                rows = rows[: max(0, at.limit - check.count)]
             _require(mappings, entry, list(rows[0]) if rows else _file_columns(path, entry.settings))
             before = check.count
             yield from _pages(rows, check)
