@@ -141,3 +141,17 @@ def test_preview_shows_the_first_rows_matched_and_measured_and_writes_nothing(tm
         assert table.returncode == 0 and "product_usage_by_domain: the first 2 row(s)" in table.stdout
         unknown = preview("nope")
         assert unknown.returncode == 2 and "no source named 'nope'" in unknown.stderr and "product_usage" in unknown.stderr
+
+
+def test_only_since_is_a_bind_in_a_query_colons_in_literals_and_casts_stay(tmp_path):
+    from sqlalchemy import create_engine
+
+    from connector.sources.usage.client import _sql
+
+    engine = create_engine(f"duckdb:///{tmp_path / 'q.duckdb'}")
+    with engine.connect() as conn:
+        got = conn.execute(_sql("SELECT '12:30:00' AS t, '2026-01-01'::date AS d, ':other' AS o, "
+                                "TIMESTAMPTZ '2026-01-02 00:00:00+00' > :since AS later"),
+                           {"since": datetime(2026, 1, 1, tzinfo=UTC)}).one()
+    engine.dispose()
+    assert got == ("12:30:00", datetime(2026, 1, 1).date(), ":other", True)

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -219,12 +220,11 @@ class UsageSource:
     def _query(self, entry: MappedSource, mappings: Mappings, at: Read, check: RowCheck) -> Iterator[Page]:
         spec: SqlQuery = entry.settings
         since = _since(at.cursor, spec)
-        from sqlalchemy import text
         from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
         with _connect(self.ctx.env, mappings, entry) as conn:
             try:
-                result = conn.execution_options(stream_results=True).execute(text(spec.query), {"since": since})
+                result = conn.execution_options(stream_results=True).execute(_sql(spec.query), {"since": since})
             except (DBAPIError, SQLAlchemyError) as exc:
                 raise _query_error(mappings, entry, exc) from None
             _require(mappings, entry, list(result.keys()))
@@ -274,6 +274,17 @@ def _pages(values: list[dict[str, Any]], check: RowCheck) -> Iterator[Page]:
 
 def _entries(mappings: Mappings) -> list[MappedSource]:
     return [e for e in mappings.sources.values() if e.system == SYSTEM]
+
+
+_BIND = re.compile(r"(?<![:\w\\]):(?!since\b)(\w+)")
+
+
+def _sql(query: str) -> Any:
+    """The admin's query as SQLAlchemy text with `:since` its only bind: any other `:word` (the
+    colons in a literal '00:00:00', a named parameter the query does not mean) is kept as written."""
+    from sqlalchemy import text
+
+    return text(_BIND.sub(lambda m: "\\:" + m.group(1), query))
 
 
 def _since(cursor: str | None, spec: SqlQuery) -> datetime:
@@ -354,12 +365,11 @@ def _query_error(mappings: Mappings, entry: MappedSource, exc: BaseException) ->
 
 def _columns_of(conn: Any, mappings: Mappings, entry: MappedSource, limit: int) -> list[str]:
     """The columns the query returns, run so that it returns at most `limit` rows."""
-    from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
     query = entry.settings.query.strip().rstrip(";")
     try:
-        result = conn.execute(text(f"SELECT * FROM ({query}) AS healthsync_check LIMIT {int(limit)}"),
+        result = conn.execute(_sql(f"SELECT * FROM ({query}) AS healthsync_check LIMIT {int(limit)}"),
                               {"since": datetime(1970, 1, 1, tzinfo=UTC)})
         return list(result.keys())
     except (DBAPIError, SQLAlchemyError) as exc:

@@ -1,0 +1,121 @@
+"""Usage rows -> metric values: M raw events for N accounts, aggregated in the database by the
+mappings' query, pulled, matched and measured. Wall time and peak RSS of the pull.
+
+    .venv/bin/python benchmarks/usage_bench.py [--events 10000000] [--accounts 100000] [--engine duckdb|postgres]
+
+The raw table is events(account_domain, ts, user_id, key_feature): one row per product event over
+210 days. The query turns it into one row per account and 10-day period (active users, key
+events, events): the aggregation runs in the database, not in Python. The store holds N
+Salesforce Accounts with those domains (written straight into it), so every key matches.
+Target (issue 14): 10M events for 100k accounts in 30 s and 1 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from connector.config.mappings import load_mappings  # noqa: E402
+from connector.identity import match  # noqa: E402
+from connector.pipeline import pull  # noqa: E402
+from connector.store import Store  # noqa: E402
+
+QUERY = """
+      SELECT account_domain,
+             CAST(DATE '2026-05-01' + CAST(floor(extract(epoch FROM (ts - TIMESTAMPTZ '2026-05-01 00:00:00+00')) / 864000) * 10 + 10 AS INTEGER) AS DATE) AS day,
+             count(DISTINCT user_id) AS active_users,
+             count(*) FILTER (WHERE key_feature) AS key_events,
+             count(*) AS events
+      FROM events
+      WHERE ts > :since
+      GROUP BY 1, 2
+"""
+ENTRY = f"""
+sources:
+  product_usage:
+    type: sql
+    url_env: BENCH_USAGE_URL
+    query: |{QUERY}
+    key: {{column: account_domain, kind: domain}}
+    timestamp: day
+    columns: {{active_users: number, key_events: number, events: number}}
+"""
+FILL = """
+    SELECT 'acct' || (i % {accounts}) || '.example.com' AS account_domain,
+           TIMESTAMPTZ '2026-05-01 00:00:00+00' + (i * 7919 % 18144000) * INTERVAL '1 second' AS ts,
+           (i * 31) % 50 AS user_id,
+           (i % 5 = 0) AS key_feature
+    FROM {series}
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--engine", choices=("duckdb", "postgres"), default="duckdb")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "mappings"
+        shutil.copytree(ROOT / "mappings", root)
+        (root / "sources" / "usage.yaml").write_text(ENTRY)
+        mappings = load_mappings(root)
+        clock = time.perf_counter()
+        if args.engine == "duckdb":
+            import duckdb
+
+            path = Path(tmp) / "usage.duckdb"
+            con = duckdb.connect(str(path))
+            con.execute("CREATE TABLE events AS " + FILL.format(accounts=args.accounts, series=f"range({args.events}) t(i)"))
+            con.close()
+            return_code = _run(args, mappings, tmp, f"duckdb:///{path}?access_mode=READ_ONLY", clock)
+        else:
+            from postgres import cluster
+
+            with cluster() as url:
+                import sqlalchemy as sa
+
+                engine = sa.create_engine(url)
+                with engine.begin() as conn:
+                    conn.execute(sa.text("CREATE TABLE events AS " + FILL.format(
+                        accounts=args.accounts, series=f"generate_series(0, {args.events - 1}) t(i)")))
+                    conn.execute(sa.text("ANALYZE events"))
+                engine.dispose()
+                return_code = _run(args, mappings, tmp, url, clock)
+    return return_code
+
+
+def _run(args: argparse.Namespace, mappings, tmp: str, url: str, clock: float) -> int:  # type: ignore[no-untyped-def]
+    print(f"{args.events:,} events for {args.accounts:,} accounts in {args.engine} made in {time.perf_counter() - clock:.1f} s")
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    with Store(Path(tmp) / "bench.db") as store:
+        accounts = [(f"001B{i:014d}", {"Id": f"001B{i:014d}", "Name": f"Acct {i}", "Website": f"https://acct{i}.example.com",
+                                        "IsDeleted": False}, None, False) for i in range(args.accounts)]
+        store.put_records("salesforce", "Account", accounts)
+        match(store, mappings)
+        start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        summary = pull(store, mappings, {**os.environ, "BENCH_USAGE_URL": url}, now=now, only=["usage"])
+        seconds = time.perf_counter() - start
+        client = next(s for s in summary.sources if s.system == "usage")
+        rows = client.rows_returned["product_usage"]
+        measured = store.conn.execute("SELECT count(*) FROM metric_values WHERE name = 'key_events' AND num IS NOT NULL").fetchone()[0]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  pull (query, store, match, measure): {seconds:.1f} s; the query returned {rows:,} rows "
+          f"(account x 10-day period); {measured:,} accounts with usage metric values; "
+          f"peak RSS {peak:,.0f} MB (before the pull {before / 1024:,.0f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
