@@ -488,5 +488,8 @@ def preview_source(store: Store, mappings: Mappings, env: Mapping[str, str], nam
 
 
 def _shown(column: Any, i: int) -> Any:
+    """A value, or its N/A reason."""
     value = column.values[i]
-    return column.na_reason[i] or "N/A" if value is None or value != value else value
+    if value is None or value != value:
+        return column.na_reason[i] or "N/A"
+    return value

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from report_store import MAPPINGS, two_runs
+from test_backtest import OUTCOMES
 
 from connector.backtest.history import rebuild, schedule
 from connector.config.mappings import load_mappings
@@ -26,13 +27,6 @@ from connector.store import Store
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-OUTCOMES = """
-outcomes:
-  churn:
-    label: Churned
-    any:
-      - stripe_cancellation: {reasons: [cancellation_requested]}
-"""
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1400,1000")

@@ -8,15 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from ...times import parse_iso
 from ..base import Columnar, Past, Table, Tables
+from .metrics import stamp_of
 
 
 def _stamp(value: Any) -> float:
-    try:
-        return parse_iso(str(value)).timestamp()
-    except ValueError:
-        return np.nan
+    found = stamp_of(str(value))
+    return np.nan if found is None else found
 
 
 def as_of(obj: str, rec: dict[str, Any], at: datetime) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ key no usage row names is N/A with the plugin's `unmatched` reason.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,16 +24,22 @@ SYSTEM = "usage"
 Inputs = dict[str, Value]
 
 
+@functools.lru_cache(maxsize=4096)
+def stamp_of(text: str) -> float | None:
+    """A row's timestamp in epoch seconds (rows share a few timestamps: each is parsed once)."""
+    try:
+        return parse_iso(text).timestamp()
+    except ValueError:
+        return None
+
+
 def _rows(acct: AccountData, now: datetime) -> list[tuple[float, dict[str, Any]]]:
     """(epoch seconds, row) of the account's rows up to `now`."""
     stamp = now.timestamp()
     found = []
     for row in acct.of(SYSTEM, "rows"):
-        try:
-            at = parse_iso(str(row.get("at"))).timestamp()
-        except ValueError:
-            continue
-        if at <= stamp:
+        at = stamp_of(str(row.get("at")))
+        if at is not None and at <= stamp:
             found.append((at, row))
     return found
 
