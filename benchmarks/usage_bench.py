@@ -16,6 +16,7 @@ import argparse
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,12 +74,10 @@ def main() -> int:
         mappings = load_mappings(root)
         clock = time.perf_counter()
         if args.engine == "duckdb":
-            import duckdb
-
             path = Path(tmp) / "usage.duckdb"
-            con = duckdb.connect(str(path))
-            con.execute("CREATE TABLE events AS " + FILL.format(accounts=args.accounts, series=f"range({args.events}) t(i)"))
-            con.close()
+            fill = "CREATE TABLE events AS " + FILL.format(accounts=args.accounts, series=f"range({args.events}) t(i)")
+            subprocess.run([sys.executable, "-c", f"import duckdb; duckdb.connect({str(path)!r}).execute({fill!r})"],
+                           check=True)  # in a child: the events' own memory is not the pull's
             return_code = _run(args, mappings, tmp, f"duckdb:///{path}?access_mode=READ_ONLY", clock)
         else:
             from postgres import cluster
@@ -111,7 +110,8 @@ def _run(args: argparse.Namespace, mappings, tmp: str, url: str, clock: float) -
         rows = client.rows_returned["product_usage"]
         measured = store.conn.execute("SELECT count(*) FROM metric_values WHERE name = 'key_events' AND num IS NOT NULL").fetchone()[0]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"  pull (query, store, match, measure): {seconds:.1f} s; the query returned {rows:,} rows "
+    steps = ", ".join(f"{step} {summary.seconds[step]:.1f} s" for step in ("usage", "match", "measure"))
+    print(f"  pull (query, store, match, measure): {seconds:.1f} s ({steps}); the query returned {rows:,} rows "
           f"(account x 10-day period); {measured:,} accounts with usage metric values; "
           f"peak RSS {peak:,.0f} MB (before the pull {before / 1024:,.0f} MB)")
     return 0

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
+
 from .catalogue import catalogue
+from .columns import Columnwise
 from .config.mappings import Mappings
 from .sources import registry
 from .sources.base import NA, AccountData, CatalogueMetric, Value
-from .store import Store
+from .store import Column, Store
 from .times import iso
 
 
@@ -32,45 +35,92 @@ class MeasureSummary:
     totals: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> unit -> sum (MRR per currency)
 
 
-def measure(store: Store, mappings: Mappings, now: datetime | None = None) -> MeasureSummary:
-    """Compute and store every input and catalogue metric the mappings use, for every account."""
+def measure(store: Store, mappings: Mappings, now: datetime | None = None,
+            per_account: bool = False) -> MeasureSummary:
+    """Compute and store every input and catalogue metric the mappings use, for every account.
+
+    Catalogue metrics with a column-wise form that holds live (`Past.live`: usage, and the two from
+    CRM inputs; `connector/columns.py`) are computed for all accounts at once; the others, and the
+    inputs, account by account over the gathered records.
+    `per_account` takes the second path for every metric (the reference the tests hold the first to).
+    """
     now = now or datetime.now(UTC)
     summary = MeasureSummary()
-    data = gather(store)
     names = mappings.stored_names()
     known = catalogue()
     compute = calculator(known, now)
     catalogue_of = {m: d.catalogue for m, d in mappings.metrics.items() if d.catalogue}
-    totalled = [key for key in dict.fromkeys(catalogue_of.values()) if known[key].total_by]
-    ids = store.account_ids().tolist()
+    ids = store.account_ids()
+    wise = Columnwise(store, ids)
+    keys = list(dict.fromkeys(catalogue_of.get(n, n) for n in names if n not in mappings.inputs))
+    totalled = [k for k in keys if known[k].total_by]  # e.g. MRR per currency, for the pull summary
+    keys += [u for u in dict.fromkeys(known[k].total_by or "" for k in totalled) if u not in keys]
+    wide = [] if per_account else [k for k in keys if wise.has(k, live=True)]
+    narrow = [k for k in keys if k not in wide]
+    data = gather(store, only=_objects_read({known[k].system for k in narrow}))
     summary.accounts = len(ids)
     empty = AccountData()
+    inputs: dict[str, list[Value]] = {name: [] for name in mappings.inputs}
+    computed: dict[str, list[Value]] = {k: [] for k in narrow}
+    for account_id in ids.tolist():
+        acct = data.pop(account_id, empty)
+        given = {name: input_value(acct, mappings, name) for name in mappings.inputs}
+        for name, value in given.items():
+            inputs[name].append(value)
+        for k in narrow:
+            computed[k].append(compute(k, acct, given))
+    if wide:
+        columns = {name: _column(values, mappings.inputs[name].type == "number") for name, values in inputs.items()}
+        for k in wide:
+            computed[k] = _values(wise.column(k, now, columns))
+    computed.update(inputs)
+    by_name = {name: computed[catalogue_of.get(name, name) if name not in mappings.inputs else name] for name in names}
+    for key in totalled:
+        for value, unit in zip(computed[key], computed[known[key].total_by or ""], strict=True):
+            _total(summary, key, value, unit)
 
     def rows() -> Iterator[tuple[int, str, Any, str | None]]:
-        """One account at a time, consumed by the store as it is made (memory: one row wide)."""
-        for account_id in ids:
-            acct = data.pop(account_id, empty)
-            inputs = {name: input_value(acct, mappings, name) for name in mappings.inputs}
-            computed: dict[str, Value] = {}
+        for i, account_id in enumerate(ids.tolist()):
             for name in names:
-                if name in inputs:
-                    value, reason = inputs[name]
-                else:
-                    key = catalogue_of.get(name, name)
-                    if key not in computed:
-                        computed[key] = compute(key, acct, inputs)
-                    value, reason = computed[key]
+                value, reason = by_name[name][i]
                 if value is None:
                     summary.not_available[name] = summary.not_available.get(name, 0) + 1
                 summary.values += 1
                 yield account_id, name, value, reason
-            for key in totalled:  # e.g. MRR per currency, for the pull summary
-                unit_key = known[key].total_by or ""
-                if key in computed:
-                    _total(summary, key, computed[key], computed.get(unit_key) or compute(unit_key, acct, inputs))
 
     summary.changed = store.set_values(rows(), iso(now))
     return summary
+
+
+def _objects_read(systems: set[str]) -> set[tuple[str, str]]:
+    """What the per-account path reads: every CRM's account records (the inputs), and the records
+    of the sources with a metric computed account by account."""
+    found = set()
+    for plugin in registry.plugins():
+        if plugin.identity.role != "linked":
+            found.add((plugin.system, plugin.identity.obj))
+        if plugin.system in systems:
+            found.add((plugin.system, plugin.identity.obj))
+            found.update((plugin.system, b.obj) for b in plugin.belongs)
+    return found
+
+
+def _column(values: list[Value], number: bool) -> Column:
+    """Per-account (value, reason) pairs as a stored name's column (what column-wise metrics read)."""
+    n = len(values)
+    data = np.array([np.nan if v is None else v for v, _r in values], dtype=float) if number else \
+        np.array([v for v, _r in values], dtype=object)
+    return Column(data, np.full(n, None, dtype=object), np.array([r for _v, r in values], dtype=object))
+
+
+def _values(column: Column) -> list[Value]:
+    out: list[Value] = []
+    for value, reason in zip(column.values.tolist(), column.na_reason.tolist(), strict=True):
+        if value is None or (isinstance(value, float) and value != value):
+            out.append((NA, reason or "N/A"))
+        else:
+            out.append((value, None))
+    return out
 
 
 def calculator(known: dict[str, CatalogueMetric], now: datetime) -> Callable[[str, AccountData, dict[str, Value]], Value]:

@@ -38,7 +38,7 @@ from .scoring.overrides import sync_crm_overrides
 from .shutdown import Interrupted, Shutdown
 from .sources import registry
 from .sources.base import PullStats, Read, Source, SourceSetup
-from .sources.sync import pull_streams
+from .sources.sync import commit, pull_streams
 from .store import Store
 from .writeback import PlanSummary, PushSummary, plan, push
 
@@ -452,12 +452,12 @@ def preview_source(store: Store, mappings: Mappings, env: Mapping[str, str], nam
         raise ConfigError(problems, "the sources do not match the mappings")
     stream = next(s for s in source.streams(mappings) if s.name == name)
     stats = PullStats(entry.system)
-    stored: list[tuple[str, dict[str, Any]]] = []
+    stored: list[dict[str, Any]] = []
     for page in source.read(stream, mappings, Read(None, iso(now), stats, limit=rows)):
-        obj = page.obj or stream.obj
-        store.put_records(entry.system, obj, page.rows, now=iso(now))
+        obj = commit(store, entry.system, stream, dataclasses.replace(page, cursor=None), iso(now))
         if obj == stream.obj:
-            stored += [(row[0], row[1]) for row in page.rows]
+            stored += [shown for row in page.rows for shown in
+                       (plugin.rows_of(row[1]) if plugin.rows_of is not None else [row[1]])]
     match(store, mappings)
     measure(store, mappings, now)
     known = catalogue()
@@ -469,8 +469,8 @@ def preview_source(store: Store, mappings: Mappings, env: Mapping[str, str], nam
     columns = {m: store.load_column(mappings.source_of(m), ids, False, with_since=False) for m in metrics}
     position = {int(a): i for i, a in enumerate(ids.tolist())}
     found = []
-    for _rid, rec in stored:
-        ref = str(rec.get("ref"))
+    for rec in stored:
+        ref = str(rec.get("key"))
         account = linked.get(ref)
         row: dict[str, Any] = {"key": ref, "at": rec.get("at"),
                                **{c: rec.get(c) for c in entry.settings.columns}, "na": rec.get("na") or {}}

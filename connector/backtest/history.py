@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..catalogue import CRM_PAST, catalogue
+from ..catalogue import catalogue
+from ..columns import Columnwise
 from ..config.mappings import Mappings
 from ..expressions import TEXT
 from ..metrics import calculator, gather
@@ -37,7 +38,6 @@ from ..store import Column, Store
 from ..store.snapshots import SnapshotRow
 from ..store.values import ValueHistory
 from ..times import iso, parse_iso
-from .tables import load_tables
 
 
 @dataclass
@@ -211,9 +211,7 @@ class _Builder:
         self.known = catalogue()
         self.keys = {m: d.catalogue for m, d in mappings.metrics.items() if d.catalogue}
         self.as_of = {p.system: p.as_of for p in registry.plugins() if p.as_of is not None}
-        self.past = {p.system: p.past for p in registry.plugins() if p.past is not None}
-        self.unmatched = {p.system: p.unmatched for p in registry.plugins()}
-        self._tables: tuple | None = None  # type: ignore[type-arg]
+        self.columnwise = Columnwise(store, ids)
         self._history: dict[str, ValueHistory] = {}
         self.carry = {name for name, spec in mappings.inputs.items() if spec.carry_back}
         self.today = {name: store.load_column(name, ids, name in self.text_names, with_since=False)
@@ -267,34 +265,10 @@ class _Builder:
 
     def columnar(self, key: str) -> bool:
         """Whether a catalogue metric has a column-wise past (computed for all accounts at once)."""
-        metric = self.known[key]
-        past = self.past.get(metric.system)
-        return key in CRM_PAST or (past is not None and (key in past.metrics or key in past.with_inputs))
-
-    def tables(self) -> tuple:  # type: ignore[type-arg]
-        if self._tables is None:
-            self._tables = load_tables(self.store, self.ids)
-        return self._tables
+        return self.columnwise.has(key)
 
     def _columnar(self, key: str, at: datetime, inputs: dict[str, Column]) -> Column:
-        n, metric = len(self.ids), self.known[key]
-        if key in CRM_PAST:
-            values, reasons = CRM_PAST[key](inputs, n, at)
-        else:
-            tables, linked = self.tables()
-            past = self.past[metric.system]
-            values, reasons = past.metrics[key](tables[metric.system], at) if key in past.metrics else \
-                past.with_inputs[key](tables[metric.system], at, inputs)
-            values = values.copy()
-            reasons = np.full(n, None, dtype=object) if reasons is None else reasons.astype(object)
-            away = ~linked[metric.system]
-            values[away] = np.nan if values.dtype != object else None
-            reasons[away] = self.unmatched[metric.system]
-        if reasons is None:
-            reasons = np.full(n, None, dtype=object)
-        if metric.type != "number":
-            values = values.astype(object)
-        return Column(values, np.full(n, None, dtype=object), reasons)
+        return self.columnwise.column(key, at, inputs)
 
     def catalogue_columns(self, keys: list[str], at: datetime, inputs: dict[str, Column]) -> dict[str, Column]:
         """The catalogue metrics `keys` at `at`: column-wise where the source offers it, else in one

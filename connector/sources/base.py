@@ -67,6 +67,9 @@ class Page:
     cursor: str | None = None
     obj: str | None = None  # the stored object, when not the stream's own (Stripe events hold four)
     counted_as: str | None = None  # the summary's name for these records ("companies (archived)")
+    count: int | None = None  # what the summary counts, when not one per record (usage: rows, not series)
+    # records that extend the stored ones of the same id (usage series): (stored or None, row) -> row
+    merge: Callable[[dict[str, Any] | None, Row], Row] | None = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,9 @@ class Table:
     obj: str
     columns: Mapping[str, type]
     rows: Callable[[dict[str, Any]], list[tuple[Any, ...]]]
+    # or, for records that hold many rows as arrays (usage series): each column's values (float
+    # columns may hold None for NaN), all of the same length
+    columns_of: Callable[[dict[str, Any]], list[list[Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,10 @@ class Past:
     metrics: Mapping[str, Callable[[Tables, Any], Columnar]]  # catalogue key -> (tables, moment) -> values
     # metrics that also read input values: (tables, moment, input name -> its Column) -> values
     with_inputs: Mapping[str, Callable[[Tables, Any, Any], Columnar]] = field(default_factory=dict)
+    # the live measure may use them too: at `now` they equal what `compute` gives over the records
+    # as pulled (the source's metrics read no record past now, and none of its records lacks its
+    # moment; a ticket with a garbage created_at counts live, but does not exist at any past date)
+    live: bool = False
 
 
 @dataclass(frozen=True)
@@ -289,3 +299,5 @@ class SourcePlugin:
     past: Past | None = None  # its catalogue metrics at past dates, column-wise (falls back to as_of)
     # entry types of the mappings' `sources:` it reads (type -> pydantic model of an entry)
     mapped: Mapping[str, Any] = field(default_factory=dict)
+    # the rows one stored record of a mapped entry holds, as `healthsync preview` shows them
+    rows_of: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None

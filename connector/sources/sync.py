@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..store import Store
-from .base import PullStats, Read, Source
+from .base import Page, PullStats, Read, Source, Stream
 
 if TYPE_CHECKING:
     from ..config.mappings import Mappings
@@ -29,10 +29,22 @@ def pull_streams(source: Source, store: Store, mappings: Mappings, run_started: 
         cursor = None if full else store.cursor(source.system, stream.name)
         stats.full[stream.name] = cursor is None  # a read may say otherwise (a cursor too old to use)
         for page in source.read(stream, mappings, Read(cursor, run_started, stats)):
-            obj = page.obj or stream.obj
-            store.put_records(source.system, obj, page.rows, now=run_started,
-                              cursor=(stream.name, page.cursor) if page.cursor is not None else None)
+            obj = commit(store, source.system, stream, page, run_started)
             if page.rows or page.counted_as:
-                stats.add(page.counted_as or obj, len(page.rows), sum(1 for row in page.rows if row[3]))
+                stats.add(page.counted_as or obj, len(page.rows) if page.count is None else page.count,
+                          sum(1 for row in page.rows if row[3]))
     source.finish(stats)
     return stats
+
+
+def commit(store: Store, system: str, stream: Stream, page: Page, run_started: str) -> str:
+    """Store one page (merged over the stored records when it says so) with the cursor that covers
+    it, in one transaction; returns the object its records went to."""
+    obj = page.obj or stream.obj
+    rows = page.rows
+    if page.merge is not None and rows:
+        stored = store.records_by_id(system, obj, [row[0] for row in rows])
+        rows = [page.merge(stored.get(row[0]), row) for row in rows]
+    store.put_records(system, obj, rows, now=run_started,
+                      cursor=(stream.name, page.cursor) if page.cursor is not None else None)
+    return obj

@@ -178,6 +178,18 @@ class Accounts(Area):
         for rid, data in self.conn.execute(sql + " ORDER BY id", (system, obj)):
             yield rid, _decoded(data)
 
+    def records_by_id(self, system: str, obj: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored (live) records of one system object with these ids (absent ones left out)."""
+        out: dict[str, dict[str, Any]] = {}
+        wanted = list(ids)
+        for start in range(0, len(wanted), 50_000):
+            rows = self.conn.execute(
+                "SELECT id, data FROM records WHERE system = ? AND object = ? AND deleted = 0 "
+                "AND id IN (SELECT value FROM json_each(?))",
+                (system, obj, json.dumps(wanted[start:start + 50_000])))
+            out.update((rid, _decoded(data)) for rid, data in rows)
+        return out
+
     def record_counts(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(system, object) -> (live records, deleted records)."""
         rows = self.conn.execute(

@@ -28,8 +28,10 @@ Tables (docs/store.md describes every column):
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import StoreError
@@ -37,7 +39,7 @@ from .base import Area
 
 DEFAULT_PATH = "healthsync.db"
 
-_MIGRATIONS: list[str] = [
+_MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: the first schema
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
@@ -292,8 +294,38 @@ _MIGRATIONS: list[str] = [
         events TEXT NOT NULL
     );
     """,
+    # 9: usage rows kept as one series per (entry, key) instead of a record per row
+    lambda conn: _usage_series(conn),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def _usage_series(conn: sqlite3.Connection) -> None:
+    """Each usage entry's stored rows (one record each, schema 8) as the series of their key: the
+    same values and N/A reasons, timestamps as epoch seconds. The cursors stay: nothing is re-read."""
+    from datetime import datetime
+
+    grouped: dict[tuple[str, str], list[tuple[float, dict, str]]] = {}  # type: ignore[type-arg]
+    for data, pulled_at in conn.execute("SELECT data, pulled_at FROM records WHERE system = 'usage' AND object = 'rows' "
+                                        "AND deleted = 0 ORDER BY id"):
+        rec = json.loads(data)
+        try:
+            stamp = datetime.fromisoformat(str(rec.get("at")).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+        grouped.setdefault((str(rec.get("source")), str(rec.get("ref"))), []).append((stamp, rec, pulled_at))
+    for (entry, ref), rows in grouped.items():
+        rows.sort(key=lambda r: r[0])
+        columns = list(dict.fromkeys(c for _s, rec, _p in rows for c in rec if c not in ("source", "ref", "at", "na")))
+        na_columns = list(dict.fromkeys(c for _s, rec, _p in rows for c in (rec.get("na") or {})))
+        series: dict = {"source": entry, "ref": ref, "at": [s for s, _r, _p in rows],  # type: ignore[type-arg]
+                        "values": {c: [rec.get(c) for _s, rec, _p in rows] for c in columns}}
+        if na_columns:
+            series["na"] = {c: [(rec.get("na") or {}).get(c) for _s, rec, _p in rows] for c in na_columns}
+        conn.execute("INSERT OR REPLACE INTO records VALUES ('usage', 'series', ?, ?, ?, 0, ?)",
+                     (f"{entry}|{ref}", json.dumps(series, sort_keys=True), rows[-1][1].get("at"),
+                      max(p for _s, _r, p in rows)))
+    conn.execute("DELETE FROM records WHERE system = 'usage' AND object = 'rows'")
 
 
 def resolve_path(path: str | os.PathLike[str] | None) -> Path:
@@ -369,8 +401,12 @@ class Schema(Area):
             )
         for version in range(current, SCHEMA_VERSION):
             with self.transaction():
-                for statement in _split_sql(_MIGRATIONS[version]):
-                    self.conn.execute(statement)
+                step = _MIGRATIONS[version]
+                if callable(step):  # a migration that rewrites data
+                    step(self.conn)
+                else:
+                    for statement in _split_sql(step):
+                        self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version = {version + 1}")
                 self.conn.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version + 1),)

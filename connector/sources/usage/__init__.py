@@ -5,6 +5,7 @@ from ..base import Belongs, Capabilities, Identity, SourcePlugin
 from .client import UsageSource
 from .history import PAST, as_of
 from .metrics import CATALOGUE
+from .rows import rows_of
 from .settings import FileDrop, SqlQuery
 
 PLUGIN = SourcePlugin(
@@ -18,9 +19,10 @@ PLUGIN = SourcePlugin(
         explicit=lambda rec: [(rec.get("kind"), rec.get("key"))] if rec.get("kind") != "domain" else [],
     ),
     unmatched="no usage row names this account",
-    belongs=(Belongs("rows", "ref", "keys"),),
+    belongs=(Belongs("series", "ref", "keys"),),
     catalogue=CATALOGUE,
     as_of=as_of,
     past=PAST,
     mapped={"sql": SqlQuery, "files": FileDrop},
+    rows_of=rows_of,
 )

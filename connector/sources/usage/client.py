@@ -2,12 +2,13 @@
 files (read with DuckDB), each naming an account by a key, a moment, and metric columns.
 
 What is stored (the store's `records`, system "usage"):
-* `rows`: one per (source entry, key, timestamp): the metric values, and why any is N/A;
+* `series`: one per (source entry, key): its rows' timestamps and metric values as arrays, and
+  why any value is N/A (connector/sources/usage/rows.py);
 * `keys`: one per distinct key, matched to accounts like any linked record (explicit id, then
   domain); unmatched and conflicting keys go to `match_issues`;
 * `files`: one per file a drop took (by the hash of its content), so a file is read once.
 
-Rows are checked as they come: a key that is empty, a timestamp that is missing, unparseable or
+Rows are checked as they come (column-wise, a page at a time): a key that is empty, a timestamp that is missing, unparseable or
 without a zone (unless the entry says `timestamp_zone: UTC`), a second row for the same key and
 timestamp — the row is left out and counted; a value that is not a number is N/A with its reason
 and counted. A query that fails, or that does not return a declared column, stops the source
@@ -16,7 +17,7 @@ an error.
 
 The cursor of a SQL entry is the latest timestamp stored; `:since` is bound to it (minus
 `reread_days`), and it is committed only with the last page, so a run stopped half way reads
-those rows again (they are upserted by id). A file drop's cursor is the list of file hashes taken.
+those rows again (a row at a stored key and timestamp replaces it). A file drop's cursor is the list of file hashes taken.
 """
 
 from __future__ import annotations
@@ -25,18 +26,17 @@ import glob
 import hashlib
 import json
 import logging
-import math
 import re
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError, Problem
 from ...http import SettingsError, redact, setting
-from ...times import iso, parse_iso
+from ...times import parse_iso
 from ..base import Page, PullStats, Read, Row, SourceSetup, Stream
+from .rows import Collected, merged
 from .settings import FileDrop, Rows, SqlQuery
 
 if TYPE_CHECKING:
@@ -46,108 +46,6 @@ if TYPE_CHECKING:
 SYSTEM = "usage"
 PAGE = 5_000
 log = logging.getLogger("healthsync")
-
-
-def key_id(kind: str, key: str) -> str:
-    return f"{kind}:{key}"
-
-
-class RowCheck:
-    """Turns raw result rows into stored rows, counting what was wrong and where."""
-
-    def __init__(self, name: str, spec: Rows):
-        self.name, self.spec = name, spec
-        self.seen: set[tuple[str, str]] = set()
-        self.problems: dict[str, list[str]] = {}  # reason -> the first examples
-        self.counts: dict[str, int] = {}  # reason -> rows
-        self.count = 0
-        self.latest: str | None = None
-
-    def _bad(self, reason: str, example: str) -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + 1
-        examples = self.problems.setdefault(reason, [])
-        if len(examples) < 3:
-            examples.append(example)
-
-    def row(self, values: dict[str, Any]) -> tuple[Row, str] | None:
-        """(the stored row, its key's id), or None for a row left out (and counted)."""
-        self.count += 1
-        where = f"row {self.count}"
-        raw_key = values.get(self.spec.key.column)
-        key = "" if raw_key is None else str(raw_key).strip()
-        if not key:
-            self._bad(f"no {self.spec.key.column} (the key): row left out", where)
-            return None
-        where = f"row {self.count} ({self.spec.key.column} {key[:60]!r})"
-        moment, problem = self.moment(values.get(self.spec.timestamp))
-        if moment is None:
-            self._bad(f"{self.spec.timestamp} {problem}: row left out", where)
-            return None
-        at = iso(moment)
-        if (key, at) in self.seen:
-            self._bad(f"a second row for the same {self.spec.key.column} and {self.spec.timestamp}: left out",
-                      f"{where} at {at}")
-            return None
-        self.seen.add((key, at))
-        ref = key_id(self.spec.key.kind, key)
-        data: dict[str, Any] = {"source": self.name, "ref": ref, "at": at}
-        reasons: dict[str, str] = {}
-        for column in self.spec.columns:
-            value, why = _number(values.get(column))
-            data[column] = value
-            if why:
-                reasons[column] = why
-                self._bad(f"{column} {why.split(':')[0]}: N/A", f"{where} at {at}: {why}")
-        if reasons:
-            data["na"] = reasons
-        if self.latest is None or at > self.latest:
-            self.latest = at
-        return (f"{self.name}|{ref}|{at}", data, at, False), ref
-
-    def moment(self, value: Any) -> tuple[datetime | None, str]:
-        if value is None or value == "":
-            return None, "is empty"
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                if self.spec.timestamp_zone != "UTC":
-                    return None, f"{value.isoformat()} has no time zone (say `timestamp_zone: UTC` if it is UTC)"
-                value = value.replace(tzinfo=UTC)
-            return value.astimezone(UTC), ""
-        if isinstance(value, date):
-            return datetime(value.year, value.month, value.day, tzinfo=UTC), ""  # a day: its start, UTC
-        text = str(value).strip()
-        try:
-            if len(text) == 10:
-                day = date.fromisoformat(text)
-                return datetime(day.year, day.month, day.day, tzinfo=UTC), ""
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            return None, f"{text[:40]!r} is not a date or timestamp"
-        if parsed.tzinfo is None and self.spec.timestamp_zone != "UTC":
-            return None, f"{text[:40]!r} has no time zone (say `timestamp_zone: UTC` if it is UTC)"
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC), ""
-
-    def notes(self) -> list[str]:
-        """One line per kind of problem: how many rows, and the first one (row number and key)."""
-        return [f"{self.name}: {self.counts[reason]:,} row(s): {reason} (first: {examples[0]})"
-                for reason, examples in self.problems.items()]
-
-
-def _number(value: Any) -> tuple[float | None, str | None]:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None, None
-    if isinstance(value, bool):
-        return None, f"not a number: {value!r}"
-    if isinstance(value, (int, float, Decimal)):
-        number = float(value)
-    else:
-        try:
-            number = float(str(value).strip().replace(",", ""))
-        except ValueError:
-            return None, f"not a number: {str(value)[:40]!r}"
-    if math.isnan(number) or math.isinf(number):
-        return None, f"not a finite number: {value!r}"
-    return number, None
 
 
 class UsageSource:
@@ -174,7 +72,8 @@ class UsageSource:
     # ------------------------------------------------------------ checks
 
     def check(self, mappings: Mappings) -> list[Problem]:
-        """Every entry's settings, and (for SQL) the query run with no rows: its columns must be there."""
+        """Every entry's settings, and its columns: a query run with no rows, the header of a drop's
+        newest file (each new file is checked again as a pull reads it)."""
         problems: list[Problem] = []
         for entry in _entries(mappings):
             try:
@@ -182,9 +81,11 @@ class UsageSource:
                     with _connect(self.ctx.env, mappings, entry) as conn:
                         returned = _columns_of(conn, mappings, entry, limit=0)
                     _require(mappings, entry, returned)
-                else:
-                    for path in _files(mappings, entry):
-                        _require(mappings, entry, _file_columns(path, entry.settings))
+                else:  # the newest file stands for the drop: each new file is checked as it is read
+                    paths = _files(mappings, entry)
+                    if paths:
+                        newest = max(paths, key=lambda p: (p.stat().st_mtime, p.name))
+                        _require(mappings, entry, _file_columns(newest, entry.settings))
             except ConfigError as err:
                 problems += err.problems
         return problems
@@ -193,22 +94,22 @@ class UsageSource:
         out = []
         for entry in _entries(mappings):
             if isinstance(entry.settings, SqlQuery):
-                out.append(Stream(entry.name, "rows", f"SQL {entry.settings.url_env}", key="id",
+                out.append(Stream(entry.name, "series", f"SQL {entry.settings.url_env}", key="id",
                                   cursor_field=entry.settings.timestamp, paginator="fetchmany"))
             else:
-                out.append(Stream(entry.name, "rows", f"files {entry.settings.path}", key="id",
+                out.append(Stream(entry.name, "series", f"files {entry.settings.path}", key="id",
                                   cursor_field="file hashes", paginator="one file a page"))
         return out
 
     def read(self, stream: Stream, mappings: Mappings, at: Read) -> Iterator[Page]:
         entry = mappings.sources[stream.name]
-        check = RowCheck(entry.name, entry.settings)
+        collected = Collected(entry.name, entry.settings)
         if isinstance(entry.settings, SqlQuery):
-            yield from self._query(entry, mappings, at, check)
+            yield from self._query(entry, mappings, at, collected)
         else:
-            yield from self._drop(entry, mappings, at, check)
-        self.rows_returned[entry.name] = check.count
-        for note in check.notes():
+            yield from self._drop(entry, mappings, at, collected)
+        self.rows_returned[entry.name] = collected.count
+        for note in collected.notes():
             log.warning("usage %s", note)
             at.stats.notes.append(note)
 
@@ -217,7 +118,7 @@ class UsageSource:
 
     # ------------------------------------------------------------ SQL
 
-    def _query(self, entry: MappedSource, mappings: Mappings, at: Read, check: RowCheck) -> Iterator[Page]:
+    def _query(self, entry: MappedSource, mappings: Mappings, at: Read, collected: Collected) -> Iterator[Page]:
         spec: SqlQuery = entry.settings
         since = _since(at.cursor, spec)
         from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -227,49 +128,51 @@ class UsageSource:
                 result = conn.execution_options(stream_results=True).execute(_sql(spec.query), {"since": since})
             except (DBAPIError, SQLAlchemyError) as exc:
                 raise _query_error(mappings, entry, exc) from None
-            _require(mappings, entry, list(result.keys()))
             names = list(result.keys())
-            while at.limit is None or check.count < at.limit:
-                batch = result.fetchmany(PAGE if at.limit is None else min(PAGE, at.limit - check.count))
+            _require(mappings, entry, names)
+            while at.limit is None or collected.count < at.limit:
+                batch = result.fetchmany(PAGE if at.limit is None else min(PAGE, at.limit - collected.count))
                 if not batch:
                     break
-                yield from _pages([dict(zip(names, r, strict=True)) for r in batch], check)
-        yield Page([], cursor=check.latest or at.cursor)  # the cursor moves only once every row is stored
+                collected.add(names, batch)
+        yield from _stored(entry, collected)
+        cursor = max(filter(None, (collected.latest, at.cursor)), key=parse_iso, default=None)
+        yield Page([], cursor=cursor)  # the cursor moves only once every row is stored
 
     # ------------------------------------------------------------ files
 
-    def _drop(self, entry: MappedSource, mappings: Mappings, at: Read, check: RowCheck) -> Iterator[Page]:
+    def _drop(self, entry: MappedSource, mappings: Mappings, at: Read, collected: Collected) -> Iterator[Page]:
         taken: list[str] = json.loads(at.cursor) if at.cursor else []
+        files: list[Row] = []
         for path in _files(mappings, entry):
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if digest in taken:
+            if digest in taken or (at.limit is not None and collected.count >= at.limit):
                 continue
-            rows = _file_rows(path, entry.settings)
+            names, rows = _file_rows(path, entry.settings)
+            _require(mappings, entry, names)
             if at.limit is not None:
-                rows = rows[: max(0, at.limit - check.count)]
-            _require(mappings, entry, list(rows[0]) if rows else _file_columns(path, entry.settings))
-            before = check.count
-            yield from _pages(rows, check)
+                rows = rows[: max(0, at.limit - collected.count)]
+            before = collected.count
+            collected.add(names, rows)
             taken.append(digest)
-            record = {"path": str(path), "sha256": digest, "rows": check.count - before, "read_at": at.run_started}
-            yield Page([(digest, record, at.run_started, False)], cursor=json.dumps(sorted(taken)), obj="files")
+            files.append((digest, {"path": str(path), "sha256": digest, "rows": collected.count - before,
+                                   "read_at": at.run_started}, at.run_started, False))
+        yield from _stored(entry, collected)
+        if files:  # the hashes move only with every file's rows stored
+            yield Page(files, cursor=json.dumps(sorted(taken)), obj="files")
 
 
-def _pages(values: list[dict[str, Any]], check: RowCheck) -> Iterator[Page]:
-    rows: list[Row] = []
-    keys: dict[str, Row] = {}
-    for raw in values:
-        made = check.row(raw)
-        if made is None:
-            continue
-        row, ref = made
-        rows.append(row)
-        kind, key = ref.split(":", 1)
-        keys.setdefault(ref, (ref, {"id": ref, "kind": kind, "key": key}, None, False))
-    if keys:
-        yield Page(list(keys.values()), obj="keys", counted_as="keys")
-    if rows:
-        yield Page(rows)
+def _stored(entry: MappedSource, collected: Collected) -> Iterator[Page]:
+    """The keys, then the series (merged over the stored ones), a few thousand records a page."""
+    series = collected.series()
+    keys = {s.ref: (s.ref, {"id": s.ref, "kind": s.ref.split(":", 1)[0], "key": s.ref.split(":", 1)[1]}, None, False)
+            for s in series}
+    for start in range(0, len(keys), PAGE):
+        yield Page(list(keys.values())[start:start + PAGE], obj="keys", counted_as="keys")
+    for start in range(0, len(series), PAGE):
+        chunk = series[start:start + PAGE]
+        yield Page([s.row(entry.name) for s in chunk], counted_as="rows", count=sum(len(s.at) for s in chunk),
+                   merge=merged)
 
 
 def _entries(mappings: Mappings) -> list[MappedSource]:
@@ -426,13 +329,12 @@ def _file_columns(path: Path, spec: FileDrop) -> list[str]:
         con.close()
 
 
-def _file_rows(path: Path, spec: FileDrop) -> list[dict[str, Any]]:
+def _file_rows(path: Path, spec: FileDrop) -> tuple[list[str], list[tuple[Any, ...]]]:
     sql, params = _relation(path, spec)
     con = _duck()
     try:
         result = con.execute(sql, params)
-        names = [d[0] for d in result.description]
-        return [dict(zip(names, r, strict=True)) for r in result.fetchall()]
+        return [d[0] for d in result.description], result.fetchall()
     except Exception as exc:
         raise SettingsError(f"{path}: cannot be read: {_first_line(exc)}") from None
     finally:

@@ -1,40 +1,47 @@
-"""Usage rows as they were at a past moment (a row exists from its timestamp on: rows never change
+"""Usage series as they were at a past moment (a row exists from its timestamp on: rows never change
 later, a period's counts are what they are), and the catalogue's usage metrics column-wise."""
 
 from __future__ import annotations
 
+import bisect
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from ..base import Columnar, Past, Table, Tables
-from .metrics import stamp_of
-
-
-def _stamp(value: Any) -> float:
-    found = stamp_of(str(value))
-    return np.nan if found is None else found
 
 
 def as_of(obj: str, rec: dict[str, Any], at: datetime) -> dict[str, Any] | None:
-    if obj == "rows":
-        return rec if _stamp(rec.get("at")) <= at.timestamp() else None
-    return rec
+    """A series as it was at `at`: its rows up to then (None when it had none yet)."""
+    if obj != "series":
+        return rec
+    stamps = rec.get("at") or []
+    upto = bisect.bisect_right(stamps, at.timestamp())
+    if upto == len(stamps):
+        return rec
+    if upto == 0:
+        return None
+    cut = {**rec, "at": stamps[:upto], "values": {c: v[:upto] for c, v in (rec.get("values") or {}).items()}}
+    if rec.get("na"):
+        cut["na"] = {c: r[:upto] for c, r in rec["na"].items()}
+    return cut
 
 
-def _number(value: Any) -> float:
-    return value if isinstance(value, float) else np.nan
+_CONVENTIONAL = ("active_users", "key_events", "events")
 
 
-def _row(rec: dict[str, Any]) -> list[tuple[Any, ...]]:
-    return [(_stamp(rec.get("at")), _number(rec.get("active_users")), _number(rec.get("key_events")),
-             _number(rec.get("events")), float("active_users" in rec), float("key_events" in rec),
-             float("events" in rec))]
+def _columns(rec: dict[str, Any]) -> list[list[Any]]:
+    """at, the three conventional columns (None = N/A), and whether the series has each."""
+    stamps, values = rec.get("at") or [], rec.get("values") or {}
+    n = len(stamps)
+    return [stamps, *(values.get(c) or [None] * n for c in _CONVENTIONAL),
+            *([1.0 if c in values else 0.0] * n for c in _CONVENTIONAL)]
 
 
-ROWS = Table("rows", {"at": float, "active_users": float, "key_events": float, "events": float,
-                      "has_active_users": float, "has_key_events": float, "has_events": float}, _row)
+ROWS = Table("series", {"at": float, "active_users": float, "key_events": float, "events": float,
+                        "has_active_users": float, "has_key_events": float, "has_events": float},
+             rows=lambda rec: [], columns_of=_columns)
 
 
 def _window(t: Tables, at: datetime, column: str, days: int, ending_days_ago: int = 0
@@ -123,4 +130,5 @@ def _seats(t: Tables, at: datetime, inputs: dict[str, Any]) -> Columnar:
 PAST = Past(tables={"rows": ROWS},
             metrics={"active_users_30d": _active, "key_events_30d": _sum("key_events"), "events_30d": _sum("events"),
                      "usage_change_90d": _change, "days_since_active": _days_since},
-            with_inputs={"seat_utilization": _seats})
+            with_inputs={"seat_utilization": _seats},
+            live=True)  # rows are checked when read: every one has its moment, and none past now counts

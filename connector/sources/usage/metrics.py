@@ -13,34 +13,24 @@ key no usage row names is N/A with the plugin's `unmatched` reason.
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timedelta
 from typing import Any
 
-from ...times import parse_iso
 from ..base import NA, AccountData, CatalogueMetric, Value
 
 SYSTEM = "usage"
 Inputs = dict[str, Value]
 
 
-@functools.lru_cache(maxsize=4096)
-def stamp_of(text: str) -> float | None:
-    """A row's timestamp in epoch seconds (rows share a few timestamps: each is parsed once)."""
-    try:
-        return parse_iso(text).timestamp()
-    except ValueError:
-        return None
-
-
 def _rows(acct: AccountData, now: datetime) -> list[tuple[float, dict[str, Any]]]:
-    """(epoch seconds, row) of the account's rows up to `now`."""
+    """(epoch seconds, row) of the account's rows up to `now`, from its series (one per entry)."""
     stamp = now.timestamp()
     found = []
-    for row in acct.of(SYSTEM, "rows"):
-        at = stamp_of(str(row.get("at")))
-        if at is not None and at <= stamp:
-            found.append((at, row))
+    for series in acct.of(SYSTEM, "series"):
+        values = series.get("values") or {}
+        for i, at in enumerate(series.get("at") or []):
+            if at <= stamp:
+                found.append((at, {c: v[i] for c, v in values.items()}))
     return found
 
 

@@ -1,0 +1,275 @@
+"""Usage rows as they come in, and the series they are stored as.
+
+A query or a file returns rows (key, timestamp, metric columns). `Collected` checks them a page
+at a time, column-wise: a key that is empty, a timestamp that is missing, unparseable or without
+a zone (unless the entry says `timestamp_zone: UTC`), a second row for the same key and timestamp
+are left out and counted; a value that is not a number is N/A with its reason, and counted.
+
+What is stored is one **series** record per (entry, key): its rows' timestamps (epoch seconds,
+ascending) and each column's values beside them (None where N/A, with the reason in `na`). A
+few thousand accounts' worth of daily rows are a few thousand records, not millions, and a
+metric reads an account's rows as arrays. A row read again (the same key and timestamp, on a
+later run: `reread_days`, a run stopped half way) replaces the stored one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from ...times import iso
+from ..base import Row
+from .settings import Rows
+
+_FAST = {float, int, Decimal, type(None)}  # types numpy turns into float64 (None -> NaN) as they are
+
+
+def key_id(kind: str, key: str) -> str:
+    return f"{kind}:{key}"
+
+
+def series_id(entry: str, ref: str) -> str:
+    return f"{entry}|{ref}"
+
+
+@dataclass
+class Collected:
+    """The checked rows of one read, as arrays (row order kept), and what was wrong with the others."""
+
+    name: str
+    spec: Rows
+    count: int = 0  # rows returned by the query or file(s)
+    keys: list[str] = field(default_factory=list)  # code -> key text
+    _code: dict[str, int] = field(default_factory=dict)
+    _codes: list[np.ndarray] = field(default_factory=list)
+    _stamps: list[np.ndarray] = field(default_factory=list)
+    _rows: list[np.ndarray] = field(default_factory=list)  # each kept row's number (1-based)
+    _values: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    na: dict[str, dict[int, str]] = field(default_factory=dict)  # column -> row number -> why N/A
+    problems: dict[str, list[str]] = field(default_factory=dict)  # reason -> the first examples
+    counts: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    _moments: dict[Any, tuple[float | None, str]] = field(default_factory=dict)
+
+    def _bad(self, reason: str, example: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        examples = self.problems.setdefault(reason, [])
+        if len(examples) < 3:
+            examples.append(example)
+
+    def add(self, names: list[str], batch: list[tuple[Any, ...]]) -> None:
+        """A page of result rows (tuples in the order of `names`)."""
+        if not batch:
+            return
+        position = {n.lower(): i for i, n in enumerate(names)}
+        columns = list(zip(*batch, strict=True))
+        first = self.count + 1
+        self.count += len(batch)
+        key_column = self.spec.key.column
+        codes = np.full(len(batch), -1, dtype=np.int64)
+        for i, raw in enumerate(columns[position[key_column.lower()]]):
+            text = raw.strip() if type(raw) is str else "" if raw is None else str(raw).strip()
+            if not text:
+                self._bad(f"no {key_column} (the key): row left out", f"row {first + i}")
+                continue
+            code = self._code.get(text)
+            if code is None:
+                code = self._code[text] = len(self.keys)
+                self.keys.append(text)
+            codes[i] = code
+        stamps = np.full(len(batch), np.nan)
+        for i, raw in enumerate(columns[position[self.spec.timestamp.lower()]]):
+            if codes[i] < 0:
+                continue
+            stamp, problem = self._moment(raw)
+            if stamp is None:
+                self._bad(f"{self.spec.timestamp} {problem}: row left out", self._where(first + i, int(codes[i])))
+                codes[i] = -1
+            else:
+                stamps[i] = stamp
+        kept = codes >= 0
+        self._codes.append(codes[kept])
+        self._stamps.append(stamps[kept])
+        self._rows.append(np.arange(first, first + len(batch), dtype=np.int64)[kept])
+        for column in self.spec.columns:
+            raw_values = columns[position[column.lower()]]
+            values = _numbers(raw_values)
+            for i in np.flatnonzero(np.isnan(values) & kept).tolist():
+                _value, why = number(raw_values[i])
+                if why:
+                    self.na.setdefault(column, {})[first + i] = why
+            self._values.setdefault(column, []).append(values[kept])
+
+    def _where(self, row: int, code: int) -> str:
+        return f"row {row} ({self.spec.key.column} {self.keys[code][:60]!r})"
+
+    def _moment(self, raw: Any) -> tuple[float | None, str]:
+        try:
+            return self._moments[raw]
+        except KeyError:
+            if len(self._moments) > 100_000:
+                self._moments.clear()
+            found = self._moments[raw] = self.moment(raw)
+            return found
+        except TypeError:  # an unhashable value: no timestamp anyway
+            return self.moment(raw)
+
+    def moment(self, value: Any) -> tuple[float | None, str]:
+        """(epoch seconds, '') or (None, what is wrong with it)."""
+        if value is None or value == "":
+            return None, "is empty"
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                if self.spec.timestamp_zone != "UTC":
+                    return None, f"{value.isoformat()} has no time zone (say `timestamp_zone: UTC` if it is UTC)"
+                value = value.replace(tzinfo=UTC)
+            return value.timestamp(), ""
+        if isinstance(value, date):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp(), ""  # a day: its start, UTC
+        text = str(value).strip()
+        try:
+            if len(text) == 10:
+                day = date.fromisoformat(text)
+                return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp(), ""
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            return None, f"{text[:40]!r} is not a date or timestamp"
+        if parsed.tzinfo is None and self.spec.timestamp_zone != "UTC":
+            return None, f"{text[:40]!r} has no time zone (say `timestamp_zone: UTC` if it is UTC)"
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp(), ""
+
+    def series(self) -> list[Series]:
+        """The kept rows grouped by key, each key's rows by time; a second row for the same key and
+        timestamp is left out and counted (the first one read stays)."""
+        codes = np.concatenate(self._codes) if self._codes else np.zeros(0, dtype=np.int64)
+        stamps = np.concatenate(self._stamps) if self._stamps else np.zeros(0)
+        rows = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
+        values = {c: np.concatenate(v) if v else np.zeros(0) for c, v in self._values.items()}
+        order = np.lexsort((stamps, codes))  # stable: among equal rows the first read comes first
+        codes, stamps, rows = codes[order], stamps[order], rows[order]
+        values = {c: v[order] for c, v in values.items()}
+        again = np.zeros(len(codes), dtype=bool)
+        again[1:] = (codes[1:] == codes[:-1]) & (stamps[1:] == stamps[:-1])
+        if again.any():
+            reason = f"a second row for the same {self.spec.key.column} and {self.spec.timestamp}: left out"
+            for i in sorted(np.flatnonzero(again).tolist(), key=lambda i: rows[i]):
+                self._bad(reason, f"{self._where(int(rows[i]), int(codes[i]))} at {_iso(stamps[i])}")
+            keep = ~again
+            codes, stamps, rows = codes[keep], stamps[keep], rows[keep]
+            values = {c: v[keep] for c, v in values.items()}
+        position = {r: i for i, r in enumerate(rows.tolist())} if self.na else {}
+        for column in list(self.na):  # rows left out have no N/A values to count
+            self.na[column] = reasons = {r: why for r, why in sorted(self.na[column].items()) if r in position}
+            for row, why in reasons.items():
+                i = position[row]
+                self._bad(f"{column} {why.split(':')[0]}: N/A",
+                          f"{self._where(row, int(codes[i]))} at {_iso(stamps[i])}: {why}")
+        self.kept = len(codes)
+        self.latest = _iso(stamps.max()) if len(stamps) else None
+        bounds = np.flatnonzero(np.diff(codes)) + 1
+        out = []
+        for start, end in zip([0, *bounds.tolist()], [*bounds.tolist(), len(codes)], strict=True):
+            if start == end:
+                continue
+            code = int(codes[start])
+            span = rows[start:end].tolist()
+            na = {c: [self.na[c].get(r) for r in span] for c in self.na if any(r in self.na[c] for r in span)}
+            out.append(Series(key_id(self.spec.key.kind, self.keys[code]), stamps[start:end].tolist(),
+                              {c: _listed(v[start:end]) for c, v in values.items()}, na))
+        return out
+
+    def notes(self) -> list[str]:
+        """One line per kind of problem: how many rows, and the first one (row number and key)."""
+        return [f"{self.name}: {self.counts[reason]:,} row(s): {reason} (first: {examples[0]})"
+                for reason, examples in self.problems.items()]
+
+
+@dataclass
+class Series:
+    """One key's rows of one entry: timestamps ascending, each column's values (None = N/A)."""
+
+    ref: str
+    at: list[float]
+    values: dict[str, list[float | None]]
+    na: dict[str, list[str | None]]
+
+    def row(self, entry: str) -> Row:
+        """The stored record (id, data, modified: its latest row, deleted)."""
+        data: dict[str, Any] = {"source": entry, "ref": self.ref, "at": self.at, "values": self.values}
+        if self.na:
+            data["na"] = self.na
+        return series_id(entry, self.ref), data, _iso(self.at[-1]), False
+
+
+def merged(stored: dict[str, Any] | None, row: Row) -> Row:
+    """A page's series row over the stored series of the same id: a row at a timestamp already
+    stored replaces it, the others stay."""
+    rid, new, _modified, deleted = row
+    if not stored:
+        return row
+    fresh = set(new["at"])
+    old_at = stored.get("at") or []
+    kept = [j for j, at in enumerate(old_at) if at not in fresh]
+    if not kept:
+        return row
+    order = sorted([(old_at[j], 0, j) for j in kept] + [(at, 1, i) for i, at in enumerate(new["at"])])
+
+    def pick(name: str, part: str) -> list[Any]:
+        before, after = (stored.get(part) or {}).get(name), (new.get(part) or {}).get(name)
+        return [(before[j] if before is not None else None) if side == 0 else
+                (after[j] if after is not None else None) for _at, side, j in order]
+
+    values = {c: pick(c, "values") for c in dict.fromkeys([*(stored.get("values") or {}), *new["values"]])}
+    na = {c: pick(c, "na") for c in dict.fromkeys([*(stored.get("na") or {}), *(new.get("na") or {})])}
+    record = {**new, "at": [at for at, _side, _j in order], "values": values}
+    if na:
+        record["na"] = na
+    return rid, record, _iso(order[-1][0]), deleted
+
+
+def rows_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows a stored series holds (key, moment, values, why N/A), as a preview shows them."""
+    values, na = record.get("values") or {}, record.get("na") or {}
+    return [{"key": record.get("ref"), "at": _iso(stamp), **{c: v[i] for c, v in values.items()},
+             "na": {c: r[i] for c, r in na.items() if r[i]}} for i, stamp in enumerate(record.get("at") or [])]
+
+
+def _iso(stamp: float) -> str:
+    return iso(datetime.fromtimestamp(float(stamp), UTC))
+
+
+def _listed(values: np.ndarray) -> list[float | None]:
+    return [None if v != v else v for v in values.tolist()]
+
+
+def _numbers(raw: tuple[Any, ...]) -> np.ndarray:
+    """A column's values as float64, NaN where a value is missing or not a (finite) number."""
+    kinds = set(map(type, raw))
+    if kinds <= _FAST:
+        values = np.array(raw, dtype=float)
+    else:
+        values = np.array([number(v)[0] for v in raw], dtype=float)
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+def number(value: Any) -> tuple[float | None, str | None]:
+    """(the number, None), (None, None) for a missing value, or (None, why it is not a number)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, None
+    if isinstance(value, bool):
+        return None, f"not a number: {value!r}"
+    if isinstance(value, (int, float, Decimal)):
+        number = float(value)
+    else:
+        try:
+            number = float(str(value).strip().replace(",", ""))
+        except ValueError:
+            return None, f"not a number: {str(value)[:40]!r}"
+    if math.isnan(number) or math.isinf(number):
+        return None, f"not a finite number: {value!r}"
+    return number, None
