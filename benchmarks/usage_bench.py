@@ -1,7 +1,9 @@
 """Usage rows -> metric values: M raw events for N accounts, aggregated in the database by the
-mappings' query, pulled, matched and measured. Wall time and peak RSS of the pull.
+mappings' query, pulled, matched and measured (the usage metrics). Wall time and peak RSS, beside
+the database's own time for the query.
 
     .venv/bin/python benchmarks/usage_bench.py [--events 10000000] [--accounts 100000] [--engine duckdb|postgres]
+                                               [--all-metrics] [--keep copy.db]
 
 The raw table is events(account_domain, ts, user_id, key_feature): one row per product event over
 210 days. The query turns it into one row per account and 10-day period (active users, key
@@ -27,10 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from connector.catalogue import catalogue  # noqa: E402
 from connector.config.mappings import load_mappings  # noqa: E402
+from connector.http import CallLog  # noqa: E402
 from connector.identity import match  # noqa: E402
-from connector.pipeline import pull  # noqa: E402
+from connector.metrics import measure  # noqa: E402
+from connector.pipeline import sources  # noqa: E402
+from connector.sources.sync import pull_streams  # noqa: E402
 from connector.store import Store  # noqa: E402
+from connector.times import iso  # noqa: E402
 
 QUERY = """
       SELECT account_domain,
@@ -66,6 +73,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--engine", choices=("duckdb", "postgres"), default="duckdb")
+    parser.add_argument("--all-metrics", action="store_true",
+                        help="then measure every metric of the shipped mappings too (the store's cost, issue 15)")
+    parser.add_argument("--keep", help="copy the store here afterwards (to profile a step on its own)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "mappings"
@@ -88,7 +98,7 @@ def main() -> int:
                 engine = sa.create_engine(url)
                 with engine.begin() as conn:
                     conn.execute(sa.text("CREATE TABLE events AS " + FILL.format(
-                        accounts=args.accounts, series=f"generate_series(0, {args.events - 1}) t(i)")))
+                        accounts=args.accounts, series=f"generate_series(0::bigint, {args.events - 1}) t(i)")))
                     conn.execute(sa.text("ANALYZE events"))
                 engine.dispose()
                 return_code = _run(args, mappings, tmp, url, clock)
@@ -98,23 +108,67 @@ def main() -> int:
 def _run(args: argparse.Namespace, mappings, tmp: str, url: str, clock: float) -> int:  # type: ignore[no-untyped-def]
     print(f"{args.events:,} events for {args.accounts:,} accounts in {args.engine} made in {time.perf_counter() - clock:.1f} s")
     now = datetime(2026, 11, 28, tzinfo=UTC)
+    env = {**os.environ, "BENCH_USAGE_URL": url}
+    known = catalogue()
+    usage = [m for m, d in mappings.metrics.items() if d.catalogue and known[d.catalogue].system == "usage"]
     with Store(Path(tmp) / "bench.db") as store:
         accounts = [(f"001B{i:014d}", {"Id": f"001B{i:014d}", "Name": f"Acct {i}", "Website": f"https://acct{i}.example.com",
                                         "IsDeleted": False}, None, False) for i in range(args.accounts)]
         store.put_records("salesforce", "Account", accounts)
         match(store, mappings)
-        start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        summary = pull(store, mappings, {**os.environ, "BENCH_USAGE_URL": url}, now=now, only=["usage"])
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        clocks = {}
+        start = time.perf_counter()
+        [source], _skipped = sources(env, CallLog(), only=["usage"], mappings=mappings)
+        problems = source.check(mappings)
+        assert not problems, problems
+        pull_streams(source, store, mappings, iso(now))
+        clocks["query, check, store"] = time.perf_counter() - start
+        step = time.perf_counter()
+        match(store, mappings)
+        clocks["match"] = time.perf_counter() - step
+        step = time.perf_counter()
+        measure(store, mappings, now, names=usage)
+        clocks[f"measure ({len(usage)} usage metrics)"] = time.perf_counter() - step
         seconds = time.perf_counter() - start
-        client = next(s for s in summary.sources if s.system == "usage")
-        rows = client.rows_returned["product_usage"]
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rows = source.rows_returned["product_usage"]
         measured = store.conn.execute("SELECT count(*) FROM metric_values WHERE name = 'key_events' AND num IS NOT NULL").fetchone()[0]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    steps = ", ".join(f"{step} {summary.seconds[step]:.1f} s" for step in ("usage", "match", "measure"))
-    print(f"  pull (query, store, match, measure): {seconds:.1f} s ({steps}); the query returned {rows:,} rows "
+        if args.all_metrics:
+            step = time.perf_counter()
+            measure(store, mappings, now)
+            everything = time.perf_counter() - step
+        if args.keep:
+            store.conn.execute(f"VACUUM INTO '{args.keep}'")
+    floor = _database_alone(url)
+    print(f"  the database alone (the query run, every row fetched, nothing kept): {floor:.1f} s")
+    steps = ", ".join(f"{name} {value:.1f} s" for name, value in clocks.items())
+    print(f"  usage rows -> metric values: {seconds:.1f} s ({steps}); the query returned {rows:,} rows "
           f"(account x 10-day period); {measured:,} accounts with usage metric values; "
           f"peak RSS {peak:,.0f} MB (before the pull {before / 1024:,.0f} MB)")
+    if args.all_metrics:
+        print(f"  measuring every metric of the shipped mappings ({len(mappings.stored_names())} names, "
+              f"{args.accounts:,} accounts, first write): {everything:.1f} s")
     return 0
+
+
+def _database_alone(url: str) -> float:
+    """The query's own cost: run and fetched through the driver, as the pull does, with nothing done to the rows."""
+    import sqlalchemy as sa
+
+    from connector.sources.usage.client import _embedded, _sql
+
+    engine = sa.create_engine(url)
+    if url.startswith("duckdb"):  # as the pull runs it: quiet, and within its memory limit
+        sa.event.listen(engine, "connect", lambda dbapi, _record: _embedded(dbapi, sa.engine.make_url(url).query))
+    start = time.perf_counter()
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True).execute(_sql(QUERY), {"since": datetime(1970, 1, 1, tzinfo=UTC)})
+        fetch = result.fetchmany if conn.dialect.supports_server_side_cursors else result.cursor.fetchmany
+        while fetch(5000):
+            pass
+    engine.dispose()
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

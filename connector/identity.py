@@ -19,6 +19,7 @@ record that needed it is reported, never merged into one of them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -38,14 +39,22 @@ FREE_MAIL = frozenset("""
 _HOST = re.compile(r"^[^\s/:@]+\.[^\s/:@]+$")
 
 
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
 def normalize_domain(value: Any) -> str | None:
     """'HTTPS://www.Acme.com/about' -> 'acme.com'; None for blanks, garbage and free-mail."""
     if not isinstance(value, str) or not value.strip():
         return None
+    return _normalized(value)
+
+
+@functools.lru_cache(maxsize=262_144)  # an account's domain is met again in its usage keys, customers, orgs
+def _normalized(value: str) -> str | None:
     text = value.strip().lower()
     if "@" in text:
         text = text.rsplit("@", 1)[1]
-    text = re.sub(r"^[a-z][a-z0-9+.-]*://", "", text)
+    text = _SCHEME.sub("", text)
     text = text.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
     text = text.rsplit("@", 1)[-1].split(":", 1)[0].rstrip(".")
     if text.startswith("www."):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -36,17 +36,18 @@ class MeasureSummary:
 
 
 def measure(store: Store, mappings: Mappings, now: datetime | None = None,
-            per_account: bool = False) -> MeasureSummary:
+            per_account: bool = False, names: Iterable[str] | None = None) -> MeasureSummary:
     """Compute and store every input and catalogue metric the mappings use, for every account.
 
     Catalogue metrics with a column-wise form that holds live (`Past.live`: usage, and the two from
     CRM inputs; `connector/columns.py`) are computed for all accounts at once; the others, and the
     inputs, account by account over the gathered records.
     `per_account` takes the second path for every metric (the reference the tests hold the first to).
+    `names`: only these stored names (a preview of one source); every input is still read.
     """
     now = now or datetime.now(UTC)
     summary = MeasureSummary()
-    names = mappings.stored_names()
+    names = mappings.stored_names() if names is None else [n for n in mappings.stored_names() if n in set(names)]
     known = catalogue()
     compute = calculator(known, now)
     catalogue_of = {m: d.catalogue for m, d in mappings.metrics.items() if d.catalogue}

@@ -459,9 +459,9 @@ def preview_source(store: Store, mappings: Mappings, env: Mapping[str, str], nam
             stored += [shown for row in page.rows for shown in
                        (plugin.rows_of(row[1]) if plugin.rows_of is not None else [row[1]])]
     match(store, mappings)
-    measure(store, mappings, now)
     known = catalogue()
     metrics = [m for m, d in mappings.metrics.items() if d.catalogue and known[d.catalogue].system == entry.system]
+    measure(store, mappings, now, names=[mappings.source_of(m) for m in metrics])
     linked = store.linked(entry.system, plugin.identity.obj)
     issues = {i["external_id"]: i for i in store.match_issues() if i["system"] == entry.system}
     names = store.live_accounts()

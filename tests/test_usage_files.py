@@ -155,3 +155,19 @@ def test_only_since_is_a_bind_in_a_query_colons_in_literals_and_casts_stay(tmp_p
                            {"since": datetime(2026, 1, 1, tzinfo=UTC)}).one()
     engine.dispose()
     assert got == ("12:30:00", datetime(2026, 1, 1).date(), ":other", True)
+
+
+def test_an_embedded_duckdb_is_held_to_its_memory_limit_and_draws_no_progress_bar(tmp_path):
+    """DuckDB runs inside healthsync: 512 MB (it spills past that) unless the URL says otherwise."""
+    from connector.sources.usage.client import _connect
+
+    path = tmp_path / "u.duckdb"
+    duckdb.connect(str(path)).close()
+    mappings = _mappings(tmp_path, ENTRY.replace("type: files\n    path: drop/", "type: sql\n    url_env: U_URL\n"
+                                                 "    query: SELECT * FROM t WHERE day > :since"))
+    entry = mappings.sources["usage_files"]
+    for url, limit in ((f"duckdb:///{path}", "488.2 MiB"), (f"duckdb:///{path}?memory_limit=1GB", "953.6 MiB")):
+        with _connect({"U_URL": url}, mappings, entry) as conn:
+            got = conn.exec_driver_sql("SELECT current_setting('memory_limit'), current_setting('enable_progress_bar'), "
+                                       "current_setting('temp_directory')").one()
+        assert got[0] == limit and got[1] is False and got[2].endswith("healthsync-duckdb")

@@ -164,7 +164,7 @@ class Accounts(Area):
                      modified = excluded.modified, deleted = excluded.deleted,
                      pulled_at = excluded.pulled_at""",
                 (
-                    (system, obj, rid, json.dumps(data, sort_keys=True, ensure_ascii=False), modified, int(deleted), now)
+                    (system, obj, rid, _encoded(data), modified, int(deleted), now)
                     for rid, data, modified, deleted in rows
                 ),
             )
@@ -236,6 +236,15 @@ class Accounts(Area):
             "SELECT system, object, kind, count(*) FROM match_issues GROUP BY system, object, kind "
             "ORDER BY system, object, kind"
         )]
+
+
+def _encoded(data: dict[str, Any]) -> str:
+    """A record as stored: orjson (fast, keys sorted), else json for what orjson refuses (integers
+    past 64 bits, keys that are not strings)."""
+    try:
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
 
 def _decoded(data: str) -> Any:

@@ -31,49 +31,45 @@ class Values(Area):
         (None included) starts a new `since` and is appended to metric_history.
         """
         now = now or utcnow()
-        by_name: dict[str, list[tuple[str, int, float | None, str | None, str | None]]] = {}
+        by_name: dict[str, dict[int, tuple[str, int, float | None, str | None, str | None]]] = {}
         for row in rows:
             value_row = _value_row(row)
-            by_name.setdefault(value_row[0], []).append(value_row)
-        fresh: list[tuple[str, int, float | None, str | None, str | None]] = []
+            by_name.setdefault(value_row[0], {})[value_row[1]] = value_row  # the last one of an account counts
+        changed = 0
         with self.transaction():
-            for name, observed in by_name.items():  # one name at a time: memory stays one column wide
+            for name, by_account in by_name.items():  # one name at a time: memory stays one column wide
                 current = self._current_values(name)
-                fresh += [r for r in observed if current.get(r[1]) != r[2:]]
-                seen = [r[1] for r in observed if r[1] in current]
-                if len(set(seen)) == len(current):  # the whole column was observed (the measure step's case)
+                new, moved, explained = [], [], []
+                for account_id, r in by_account.items():
+                    was = current.get(account_id)
+                    if was is None:
+                        new.append(r)
+                    elif was[0] != r[2] or was[1] != r[3]:
+                        moved.append(r)
+                    elif was[2] != r[4]:
+                        explained.append(r)
+                seen = [a for a in by_account if a in current]
+                if len(seen) == len(current):  # the whole column was observed (the measure step's case)
                     self.conn.execute("UPDATE metric_values SET seen_at = ? WHERE name = ?", (now, name))
                 else:
                     self.conn.executemany(
                         "UPDATE metric_values SET seen_at = ? WHERE name = ? AND account_id = ?",
                         ((now, name, account_id) for account_id in seen),
                     )
-            if not fresh:
-                return 0
-            self.conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS incoming (name TEXT, account_id INTEGER, num REAL, text TEXT, na_reason TEXT, PRIMARY KEY (name, account_id))"
-            )
-            self.conn.execute("DELETE FROM incoming")
-            self.conn.executemany("INSERT OR REPLACE INTO incoming VALUES (?, ?, ?, ?, ?)", fresh)
-            changed = self.conn.execute(
-                """INSERT INTO metric_history (name, account_id, since, num, text)
-                   SELECT i.name, i.account_id, ?, i.num, i.text FROM incoming i
-                   LEFT JOIN metric_values v ON v.name = i.name AND v.account_id = i.account_id
-                   WHERE v.account_id IS NULL OR v.num IS NOT i.num OR v.text IS NOT i.text
-                   ON CONFLICT DO UPDATE SET num = excluded.num, text = excluded.text""",
-                (now,),
-            ).rowcount
-            self.conn.execute(
-                """INSERT INTO metric_values (name, account_id, num, text, since, seen_at, na_reason)
-                   SELECT name, account_id, num, text, :now, :now, na_reason FROM incoming WHERE true
-                   ON CONFLICT (name, account_id) DO UPDATE SET
-                     since = CASE WHEN metric_values.num IS excluded.num AND metric_values.text IS excluded.text
-                                  THEN metric_values.since ELSE excluded.since END,
-                     num = excluded.num, text = excluded.text,
-                     seen_at = excluded.seen_at, na_reason = excluded.na_reason""",
-                {"now": now},
-            )
-            self.conn.execute("DELETE FROM incoming")
+                self.conn.executemany(  # a new account's value, N/A or not, starts its history
+                    "INSERT INTO metric_values VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    ((n, a, num, text, now, now, reason) for n, a, num, text, reason in new))
+                self.conn.executemany(
+                    "UPDATE metric_values SET num = ?, text = ?, since = ?, na_reason = ? WHERE name = ? AND account_id = ?",
+                    ((num, text, now, reason, n, a) for n, a, num, text, reason in moved))
+                self.conn.executemany(  # the same value (or N/A), another reason: no new history
+                    "UPDATE metric_values SET na_reason = ? WHERE name = ? AND account_id = ?",
+                    ((reason, n, a) for n, a, _num, _text, reason in explained))
+                self.conn.executemany(
+                    """INSERT INTO metric_history (name, account_id, since, num, text) VALUES (?, ?, ?, ?, ?)
+                       ON CONFLICT DO UPDATE SET num = excluded.num, text = excluded.text""",
+                    ((n, a, now, num, text) for n, a, num, text, _reason in itertools.chain(new, moved)))
+                changed += len(new) + len(moved)
         return changed
 
     def _current_values(self, name: str) -> dict[int, tuple[float | None, str | None, str | None]]:

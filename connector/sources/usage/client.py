@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import re
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -130,8 +131,13 @@ class UsageSource:
                 raise _query_error(mappings, entry, exc) from None
             names = list(result.keys())
             _require(mappings, entry, names)
+            # the driver's own rows (tuples) where nothing sits between (DuckDB, SQLite): SQLAlchemy's
+            # Row objects cost more than the rest. A server-side cursor (PostgreSQL) is read through
+            # SQLAlchemy, which may hold rows it fetched ahead.
+            direct = not conn.dialect.supports_server_side_cursors and getattr(result, "cursor", None) is not None
+            fetch = result.cursor.fetchmany if direct else result.fetchmany
             while at.limit is None or collected.count < at.limit:
-                batch = result.fetchmany(PAGE if at.limit is None else min(PAGE, at.limit - collected.count))
+                batch = fetch(PAGE if at.limit is None else min(PAGE, at.limit - collected.count))
                 if not batch:
                     break
                 collected.add(names, batch)
@@ -220,6 +226,10 @@ class _connect:
         except NoSuchModuleError:
             raise SettingsError(f"{spec.url_env}: no SQLAlchemy dialect {parsed.drivername!r} is installed "
                                 "(pip install healthsync[snowflake] or [bigquery] for those warehouses)") from None
+        if parsed.drivername.startswith("duckdb"):
+            from sqlalchemy import event
+
+            event.listen(self.engine, "connect", lambda dbapi, _record: _embedded(dbapi, parsed.query))
         self.entry, self.mappings = entry, mappings
 
     def __enter__(self) -> Any:
@@ -235,6 +245,21 @@ class _connect:
     def __exit__(self, *exc: object) -> None:
         self.conn.close()
         self.engine.dispose()
+
+
+DUCKDB_MEMORY = "512MB"
+
+
+def _embedded(conn: Any, query: Any) -> None:
+    """DuckDB runs inside healthsync: no progress bar on stdout (a job's log), and a memory limit
+    (its default is 80% of the machine) past which a big aggregation spills to a temp folder.
+    `?memory_limit=2GB` or `?temp_directory=/path` in the URL say otherwise."""
+    conn.execute("SET enable_progress_bar = false")
+    if "memory_limit" not in query:
+        conn.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+    if "temp_directory" not in query:
+        spill = Path(tempfile.gettempdir()) / "healthsync-duckdb"
+        conn.execute(f"SET temp_directory = '{spill}'")
 
 
 def _secret_url(env: Any, variable: str) -> str | None:
@@ -315,6 +340,7 @@ def _duck() -> Any:
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    _embedded(con, {})
     return con
 
 

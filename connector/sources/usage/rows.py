@@ -14,7 +14,9 @@ later run: `reread_days`, a run stopped half way) replaces the stored one.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -53,7 +55,7 @@ class Collected:
     na: dict[str, dict[int, str]] = field(default_factory=dict)  # column -> row number -> why N/A
     problems: dict[str, list[str]] = field(default_factory=dict)  # reason -> the first examples
     counts: dict[str, int] = field(default_factory=dict)  # reason -> rows
-    _moments: dict[Any, tuple[float | None, str]] = field(default_factory=dict)
+    _moments: dict[Any, float | None] = field(default_factory=dict)
 
     def _bad(self, reason: str, example: str) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
@@ -62,36 +64,36 @@ class Collected:
             examples.append(example)
 
     def add(self, names: list[str], batch: list[tuple[Any, ...]]) -> None:
-        """A page of result rows (tuples in the order of `names`)."""
+        """A page of result rows (tuples in the order of `names`), a column at a time."""
         if not batch:
             return
         position = {n.lower(): i for i, n in enumerate(names)}
-        columns = list(zip(*batch, strict=True))
+        wanted = {position[c.lower()] for c in self.spec.wanted}
+        columns = {i: list(map(operator.itemgetter(i), batch)) for i in wanted}  # a column at a time
         first = self.count + 1
         self.count += len(batch)
-        key_column = self.spec.key.column
-        codes = np.full(len(batch), -1, dtype=np.int64)
-        for i, raw in enumerate(columns[position[key_column.lower()]]):
-            text = raw.strip() if type(raw) is str else "" if raw is None else str(raw).strip()
-            if not text:
-                self._bad(f"no {key_column} (the key): row left out", f"row {first + i}")
-                continue
-            code = self._code.get(text)
-            if code is None:
-                code = self._code[text] = len(self.keys)
-                self.keys.append(text)
-            codes[i] = code
-        stamps = np.full(len(batch), np.nan)
-        for i, raw in enumerate(columns[position[self.spec.timestamp.lower()]]):
-            if codes[i] < 0:
-                continue
-            stamp, problem = self._moment(raw)
-            if stamp is None:
-                self._bad(f"{self.spec.timestamp} {problem}: row left out", self._where(first + i, int(codes[i])))
-                codes[i] = -1
-            else:
-                stamps[i] = stamp
-        kept = codes >= 0
+        if not self._code:
+            self._code[""] = 0  # code 0: no key
+            self.keys.append("")
+        code = self._code
+        texts = [raw.strip() if type(raw) is str else "" if raw is None else str(raw).strip()
+                 for raw in columns[position[self.spec.key.column.lower()]]]
+        codes = np.array([code.setdefault(t, len(code)) for t in texts], dtype=np.int64)
+        if len(code) > len(self.keys):
+            self.keys += list(code)[len(self.keys):]
+        for i in np.flatnonzero(codes == 0).tolist():
+            self._bad(f"no {self.spec.key.column} (the key): row left out", f"row {first + i}")
+        moments = self._moments
+        if len(moments) > 100_000:
+            moments.clear()
+        raws = columns[position[self.spec.timestamp.lower()]]
+        try:
+            stamps = np.array([moments[v] if v in moments else self._moment(v) for v in raws], dtype=float)
+        except TypeError:  # an unhashable value
+            stamps = np.array([self._moment(v) for v in raws], dtype=float)
+        for i in np.flatnonzero(np.isnan(stamps) & (codes > 0)).tolist():
+            self._bad(f"{self.spec.timestamp} {self.moment(raws[i])[1]}: row left out", self._where(first + i, int(codes[i])))
+        kept = (codes > 0) & ~np.isnan(stamps)
         self._codes.append(codes[kept])
         self._stamps.append(stamps[kept])
         self._rows.append(np.arange(first, first + len(batch), dtype=np.int64)[kept])
@@ -107,16 +109,14 @@ class Collected:
     def _where(self, row: int, code: int) -> str:
         return f"row {row} ({self.spec.key.column} {self.keys[code][:60]!r})"
 
-    def _moment(self, raw: Any) -> tuple[float | None, str]:
+    def _moment(self, raw: Any) -> float | None:
+        """A timestamp's epoch seconds (None when it has none), each distinct value worked out once."""
+        stamp = self.moment(raw)[0]
         try:
-            return self._moments[raw]
-        except KeyError:
-            if len(self._moments) > 100_000:
-                self._moments.clear()
-            found = self._moments[raw] = self.moment(raw)
-            return found
-        except TypeError:  # an unhashable value: no timestamp anyway
-            return self.moment(raw)
+            self._moments[raw] = stamp
+        except TypeError:
+            pass
+        return stamp
 
     def moment(self, value: Any) -> tuple[float | None, str]:
         """(epoch seconds, '') or (None, what is wrong with it)."""
@@ -170,16 +170,20 @@ class Collected:
                           f"{self._where(row, int(codes[i]))} at {_iso(stamps[i])}: {why}")
         self.kept = len(codes)
         self.latest = _iso(stamps.max()) if len(stamps) else None
-        bounds = np.flatnonzero(np.diff(codes)) + 1
+        bounds = (np.flatnonzero(np.diff(codes)) + 1).tolist()
+        at, row_numbers, key_codes = stamps.tolist(), rows.tolist(), codes.tolist()
+        listed = {c: v.tolist() for c, v in values.items()}
+        missing = {c: np.concatenate([[0], np.cumsum(np.isnan(v))]).tolist() for c, v in values.items()}
         out = []
-        for start, end in zip([0, *bounds.tolist()], [*bounds.tolist(), len(codes)], strict=True):
+        for start, end in zip([0, *bounds], [*bounds, len(codes)], strict=True):
             if start == end:
                 continue
-            code = int(codes[start])
-            span = rows[start:end].tolist()
+            span = row_numbers[start:end]
             na = {c: [self.na[c].get(r) for r in span] for c in self.na if any(r in self.na[c] for r in span)}
-            out.append(Series(key_id(self.spec.key.kind, self.keys[code]), stamps[start:end].tolist(),
-                              {c: _listed(v[start:end]) for c, v in values.items()}, na))
+            out.append(Series(key_id(self.spec.key.kind, self.keys[key_codes[start]]), at[start:end],
+                              {c: ([None if x != x else x for x in v[start:end]]  # NaN: N/A
+                                   if missing[c][end] > missing[c][start] else v[start:end])
+                               for c, v in listed.items()}, na))
         return out
 
     def notes(self) -> list[str]:
@@ -238,15 +242,12 @@ def rows_of(record: dict[str, Any]) -> list[dict[str, Any]]:
              "na": {c: r[i] for c, r in na.items() if r[i]}} for i, stamp in enumerate(record.get("at") or [])]
 
 
+@functools.lru_cache(maxsize=4096)
 def _iso(stamp: float) -> str:
     return iso(datetime.fromtimestamp(float(stamp), UTC))
 
 
-def _listed(values: np.ndarray) -> list[float | None]:
-    return [None if v != v else v for v in values.tolist()]
-
-
-def _numbers(raw: tuple[Any, ...]) -> np.ndarray:
+def _numbers(raw: list[Any]) -> np.ndarray:
     """A column's values as float64, NaN where a value is missing or not a (finite) number."""
     kinds = set(map(type, raw))
     if kinds <= _FAST:
