@@ -86,7 +86,7 @@ def main() -> int:
         if args.engine == "duckdb":
             path = Path(tmp) / "usage.duckdb"
             fill = "CREATE TABLE events AS " + FILL.format(accounts=args.accounts, series=f"range({args.events}) t(i)")
-            subprocess.run([sys.executable, "-c", f"import duckdb; duckdb.connect({str(path)!r}).execute({fill!r})"],
+            subprocess.run([sys.executable, "-c", f"import duckdb; c = duckdb.connect({str(path)!r}); c.execute('SET enable_progress_bar = false'); c.execute({fill!r})"],
                            check=True)  # in a child: the events' own memory is not the pull's
             return_code = _run(args, mappings, tmp, f"duckdb:///{path}?access_mode=READ_ONLY", clock)
         else:

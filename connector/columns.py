@@ -99,6 +99,7 @@ def _tables(store: Store, plugin: SourcePlugin, owner: dict[str, int],
         accounts: dict[str, list[int]] = {name: [] for name in named}
         rows: dict[str, list[tuple]] = {name: [] for name in named}  # type: ignore[type-arg]
         arrays: dict[str, list[list]] = {name: [[] for _ in t.columns] for name, t in named.items()}  # type: ignore[type-arg]
+        parts: dict[str, list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {name: [] for name in named}
         for rid, rec in store.records(plugin.system, obj):
             account_id = link.get(rid if via is None else str(rec.get(via) or ""))
             at = position.get(account_id) if account_id is not None else None
@@ -110,14 +111,24 @@ def _tables(store: Store, plugin: SourcePlugin, owner: dict[str, int],
                     for into, values in zip(arrays[name], made, strict=True):
                         into += values
                     accounts[name] += [at] * (len(made[0]) if made else 0)
+                    if len(accounts[name]) >= _CHUNK:  # as arrays now: millions of rows as Python floats would not fit
+                        parts[name].append((np.array(accounts[name], dtype=np.int64), _arrays(table, arrays[name])))
+                        accounts[name], arrays[name] = [], [[] for _ in table.columns]
                 else:
                     made = table.rows(rec)
                     rows[name] += made
                     accounts[name] += [at] * len(made)
         for name, table in named.items():
-            columns = _columns(table, rows[name]) if table.columns_of is None else _arrays(table, arrays[name])
-            out[name] = Records(np.array(accounts[name], dtype=np.int64), columns)
+            if table.columns_of is None:
+                out[name] = Records(np.array(accounts[name], dtype=np.int64), _columns(table, rows[name]))
+                continue
+            chunks = [*parts[name], (np.array(accounts[name], dtype=np.int64), _arrays(table, arrays[name]))]
+            out[name] = Records(np.concatenate([a for a, _c in chunks]),
+                                {c: np.concatenate([cols[c] for _a, cols in chunks]) for c in table.columns})
     return out
+
+
+_CHUNK = 100_000  # rows of a many-rows table (usage series) made into arrays at a time
 
 
 def _arrays(table: Table, values: list[list]) -> dict[str, np.ndarray]:  # type: ignore[type-arg]

@@ -44,6 +44,28 @@ def test_first_pull_lists_every_company_and_the_archived_ones(dataset, tmp_path)
     assert {"customer_segment", "csm_rating", "health_score", "domain"} <= set(one)  # inputs and outputs
 
 
+def test_archived_companies_are_listed_on_a_full_pull_then_once_a_day(dataset, tmp_path):
+    """The archived list has no modified filter (it lists every archived company again): read on a
+    full pull, then when HUBSPOT_ARCHIVED_EVERY_HOURS (24) have passed since its last listing."""
+    archived_list = "GET /crm/v3/objects/companies (archived)"
+    with Sandbox(dataset) as sb, Store(tmp_path / "arch.db") as store:
+        first = pull(store, MAPPINGS, env_of(sb), now=NOW, only=["hubspot"])
+        assert first.calls.as_dict()["hubspot"][archived_list] >= 1
+        gone = sorted(live_ids(dataset))[0]
+        sb.dataset.hs_companies[gone]["archived"] = True  # archived in HubSpot after the first pull
+        sb.dataset.version += 1
+        hour = pull(store, MAPPINGS, env_of(sb), now=NOW + timedelta(hours=1), only=["hubspot"])
+        assert archived_list not in hour.calls.as_dict()["hubspot"]
+        assert gone in dict(store.records("hubspot", "companies"))  # not known archived yet
+        day = pull(store, MAPPINGS, env_of(sb), now=NOW + timedelta(hours=24), only=["hubspot"])
+        assert day.calls.as_dict()["hubspot"][archived_list] >= 1
+        assert gone not in dict(store.records("hubspot", "companies"))  # stored as deleted
+        every = pull(store, MAPPINGS, env_of(sb, HUBSPOT_ARCHIVED_EVERY_HOURS="0"),
+                     now=NOW + timedelta(hours=25), only=["hubspot"])
+        assert every.calls.as_dict()["hubspot"][archived_list] >= 1
+    sb.dataset.hs_companies[gone]["archived"] = False  # the module's dataset, as it was
+
+
 def test_incremental_search_never_pages_into_the_result_cap(dataset, tmp_path):
     """More changed companies than one search may page through: windows by hs_object_id instead."""
     with Sandbox(dataset, hubspot_search_cap=250) as sb, Store(tmp_path / "b.db") as store:

@@ -134,3 +134,16 @@ def test_the_live_measure_equals_its_per_account_path(builder, tmp_path):
     assert len(usage) > 100  # the sandbox's usage reaches the column-wise path
     assert [r for r in fast[0] if r not in set(slow[0])][:5] == []
     assert fast == slow
+
+
+def test_a_many_rows_table_made_into_arrays_in_chunks_is_the_same(builder, monkeypatch):
+    from connector import columns
+
+    whole, _linked = columns.load_tables(builder.store, builder.ids)
+    monkeypatch.setattr(columns, "_CHUNK", 7)
+    chunked, _linked = columns.load_tables(builder.store, builder.ids)
+    rows = whole["usage"]["rows"]
+    assert len(rows.account) > 100
+    assert np.array_equal(rows.account, chunked["usage"]["rows"].account)
+    for name, values in rows.columns.items():
+        assert np.array_equal(values, chunked["usage"]["rows"][name], equal_nan=True), name

@@ -4,7 +4,10 @@ accounts; timestamps without a zone refused unless the entry says they are UTC."
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -171,3 +174,13 @@ def test_an_embedded_duckdb_is_held_to_its_memory_limit_and_draws_no_progress_ba
             got = conn.exec_driver_sql("SELECT current_setting('memory_limit'), current_setting('enable_progress_bar'), "
                                        "current_setting('temp_directory')").one()
         assert got[0] == limit and got[1] is False and got[2].endswith("healthsync-duckdb")
+
+
+def test_the_usage_benchmark_runs_and_measures_every_account():
+    """benchmarks/usage_bench.py (docs/usage.md) on a few events: it keeps working."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "usage_bench.py"), "--events", "6000",
+                           "--accounts", "120"], capture_output=True, text=True, timeout=300, check=True)
+    assert "the database alone" in done.stdout
+    assert "120 accounts with usage metric values" in done.stdout, done.stdout
+    returned = int(re.search(r"the query returned ([\d,]+) rows", done.stdout).group(1).replace(",", ""))
+    assert 120 < returned <= 120 * 21  # one row per account and 10-day period with events

@@ -34,7 +34,9 @@ def test_rows_are_grouped_by_key_in_time_order_and_bad_ones_counted():
     got.add(NAMES, [("001A", "2026-05-11", 9, 90),  # a second row for 001A at 2026-05-11: left out
                     ("001B", "2026-05-21T00:00:00", 1, 1),  # no zone
                     ("001B", date(2026, 5, 21), "n/a", True)])
-    series = {s.ref: s for s in got.series()}
+    refs = got.finish()
+    series = {s.ref: s for chunk in got.series(1) for s in chunk}
+    assert refs == list(series) == ["salesforce:001A", "salesforce:001B"]
     assert got.count == 7 and got.kept == 4
     a, b = series["salesforce:001A"], series["salesforce:001B"]
     assert a.at == [_epoch("2026-05-01"), _epoch("2026-05-11")]
@@ -54,10 +56,12 @@ def test_rows_are_grouped_by_key_in_time_order_and_bad_ones_counted():
 def test_a_row_read_again_replaces_the_stored_one_and_the_others_stay():
     first = Collected("u", SPEC)
     first.add(NAMES, [("001A", "2026-05-01", 1, 10), ("001A", "2026-05-11", 2, 20)])
-    stored = first.series()[0].row("u")[1]
+    first.finish()
+    stored = next(first.series())[0].row("u")[1]
     again = Collected("u", SPEC)
     again.add(NAMES, [("001A", "2026-05-11", 5, "x"), ("001A", "2026-05-21", 6, 60)])
-    rid, record, modified, deleted = merged(stored, again.series()[0].row("u"))
+    again.finish()
+    rid, record, modified, deleted = merged(stored, next(again.series())[0].row("u"))
     assert rid == "u|salesforce:001A" and modified == "2026-05-21T00:00:00Z" and not deleted
     assert record["at"] == [_epoch("2026-05-01"), _epoch("2026-05-11"), _epoch("2026-05-21")]
     assert record["values"] == {"active_users": [1.0, 5.0, 6.0], "events": [10.0, None, 60.0]}

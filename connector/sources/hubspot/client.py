@@ -8,7 +8,10 @@ Facts this module relies on (HubSpot developer docs, hubspot-api-client):
   than the last one seen, sorted by hs_object_id ascending, so it can neither
   hit the cap nor loop on many records sharing one timestamp;
 * search does not return archived companies: those come from the list endpoint
-  with archived=true, on every pull (there is no modified filter there);
+  with archived=true, which has no modified filter and so lists every archived
+  record again: it is read on a full pull and then once every
+  HUBSPOT_ARCHIVED_EVERY_HOURS (24 by default; 0: on every pull), the time of the
+  last listing kept in the stream's cursor;
 * deals are read the same way, only when the mappings need them (Mappings.reads):
   the list takes `associations=companies`, but search results carry no
   associations, so the changed deals' companies come from the v4 associations
@@ -34,6 +37,7 @@ Facts this module relies on (HubSpot developer docs, hubspot-api-client):
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
@@ -67,6 +71,7 @@ from ..crm import FieldWords, fields_to_read, guard_outputs, merge_updates, miss
 if TYPE_CHECKING:
     from ...config.mappings import Mappings
 
+log = logging.getLogger("healthsync")
 SYSTEM = "hubspot"
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 BASE_PROPERTIES = ["name", "domain", "hs_object_id", "hs_lastmodifieddate", "salesforce_account_id",
@@ -107,10 +112,12 @@ class HubSpotSource:
                paginator="paging.next.after (list); hs_object_id > last id (search)"),
     )
 
-    def __init__(self, ctx: SourceSetup, token: str, base_url: str, daily_reserve: int, overlap: timedelta):
+    def __init__(self, ctx: SourceSetup, token: str, base_url: str, daily_reserve: int, overlap: timedelta,
+                 archived_every: timedelta = timedelta(hours=24)):
         self.ctx = ctx
         self.daily_reserve = daily_reserve
         self.overlap = overlap
+        self.archived_every = archived_every
         verify = ca_bundle(ctx.env)
         self.client = HubSpot(
             access_token=token,
@@ -130,9 +137,12 @@ class HubSpotSource:
         try:
             reserve = int(ctx.env.get("HUBSPOT_DAILY_RESERVE", "1000"))
             overlap = timedelta(seconds=float(ctx.env.get("HUBSPOT_OVERLAP_SECONDS", "300")))
+            archived_every = timedelta(hours=float(ctx.env.get("HUBSPOT_ARCHIVED_EVERY_HOURS", "24")))
         except ValueError as exc:
-            raise SettingsError(f"HubSpot reserve/overlap setting is not a number: {exc}") from None
-        return cls(ctx, token, base, reserve, overlap)
+            raise SettingsError(f"HubSpot reserve/overlap/archived setting is not a number: {exc}") from None
+        if archived_every < timedelta(0):
+            raise SettingsError("HUBSPOT_ARCHIVED_EVERY_HOURS must be 0 (every pull) or more")
+        return cls(ctx, token, base, reserve, overlap, archived_every)
 
     # ------------------------------------------------------------ plumbing
 
@@ -244,12 +254,14 @@ class HubSpotSource:
         props = self.properties(mappings) if obj == "companies" else DEAL_PROPERTIES
         store = _company if obj == "companies" else _deal
         cap = parse_iso(at.run_started)
+        listed: str | None = None  # when the archived records were last listed
         if at.cursor is None:
             pages = self._list(obj, props, archived=False)
             since, after_id = None, 0
         else:
             saved = json.loads(at.cursor)
             since, after_id = saved["since"], int(saved.get("after_id", 0))
+            listed = saved.get("archived_listed")
             pages = self._search(obj, props, since, after_id)
             if obj == "deals":
                 pages = self._with_companies(pages)
@@ -261,13 +273,20 @@ class HubSpotSource:
                 if stamp and (newest is None or stamp > newest):
                     newest = stamp
             # mid-stream progress: the same lower bound, past the last id seen
-            progress = json.dumps({"since": since, "after_id": int(results[-1]["id"])}) if since else None
+            progress = json.dumps({"since": since, "after_id": int(results[-1]["id"]),
+                                   **({"archived_listed": listed} if listed else {})}) if since else None
             yield Page(rows, progress)
-        for results in self._list(obj, props, archived=True):
-            rows = [(r["id"], store(r), r["properties"].get("hs_lastmodifieddate"), True) for r in results]
-            yield Page(rows, counted_as=f"{obj} (archived)")
+        if listed is None or cap - parse_iso(listed) >= self.archived_every:
+            for results in self._list(obj, props, archived=True):
+                rows = [(r["id"], store(r), r["properties"].get("hs_lastmodifieddate"), True) for r in results]
+                yield Page(rows, counted_as=f"{obj} (archived)")
+            listed = at.run_started
+        else:
+            log.info("hubspot %s: archived records last listed at %s; listed again %s hours after that "
+                     "(HUBSPOT_ARCHIVED_EVERY_HOURS)", obj, listed, f"{self.archived_every.total_seconds() / 3600:g}")
         done = min(newest, cap) if newest else cap
-        yield Page([], json.dumps({"since": done.astimezone(UTC).isoformat().replace("+00:00", "Z"), "after_id": 0}))
+        yield Page([], json.dumps({"since": done.astimezone(UTC).isoformat().replace("+00:00", "Z"), "after_id": 0,
+                                   "archived_listed": listed}))
 
     def finish(self, stats: PullStats) -> None:
         if "Daily-Remaining" in self.limits:

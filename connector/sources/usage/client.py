@@ -170,13 +170,11 @@ class UsageSource:
 
 def _stored(entry: MappedSource, collected: Collected) -> Iterator[Page]:
     """The keys, then the series (merged over the stored ones), a few thousand records a page."""
-    series = collected.series()
-    keys = {s.ref: (s.ref, {"id": s.ref, "kind": s.ref.split(":", 1)[0], "key": s.ref.split(":", 1)[1]}, None, False)
-            for s in series}
-    for start in range(0, len(keys), PAGE):
-        yield Page(list(keys.values())[start:start + PAGE], obj="keys", counted_as="keys")
-    for start in range(0, len(series), PAGE):
-        chunk = series[start:start + PAGE]
+    refs = collected.finish()
+    for start in range(0, len(refs), PAGE):
+        yield Page([(ref, {"id": ref, "kind": ref.split(":", 1)[0], "key": ref.split(":", 1)[1]}, None, False)
+                    for ref in refs[start:start + PAGE]], obj="keys", counted_as="keys")
+    for chunk in collected.series(PAGE):
         yield Page([s.row(entry.name) for s in chunk], counted_as="rows", count=sum(len(s.at) for s in chunk),
                    merge=merged)
 

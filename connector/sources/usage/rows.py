@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -142,9 +143,10 @@ class Collected:
             return None, f"{text[:40]!r} has no time zone (say `timestamp_zone: UTC` if it is UTC)"
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp(), ""
 
-    def series(self) -> list[Series]:
-        """The kept rows grouped by key, each key's rows by time; a second row for the same key and
-        timestamp is left out and counted (the first one read stays)."""
+    def finish(self) -> list[str]:
+        """Groups the kept rows by key, each key's rows by time, and returns the keys (as key ids);
+        a second row for the same key and timestamp is left out and counted (the first one read
+        stays)."""
         codes = np.concatenate(self._codes) if self._codes else np.zeros(0, dtype=np.int64)
         stamps = np.concatenate(self._stamps) if self._stamps else np.zeros(0)
         rows = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
@@ -170,21 +172,29 @@ class Collected:
                           f"{self._where(row, int(codes[i]))} at {_iso(stamps[i])}: {why}")
         self.kept = len(codes)
         self.latest = _iso(stamps.max()) if len(stamps) else None
-        bounds = (np.flatnonzero(np.diff(codes)) + 1).tolist()
-        at, row_numbers, key_codes = stamps.tolist(), rows.tolist(), codes.tolist()
-        listed = {c: v.tolist() for c, v in values.items()}
-        missing = {c: np.concatenate([[0], np.cumsum(np.isnan(v))]).tolist() for c, v in values.items()}
-        out = []
-        for start, end in zip([0, *bounds], [*bounds, len(codes)], strict=True):
-            if start == end:
-                continue
-            span = row_numbers[start:end]
-            na = {c: [self.na[c].get(r) for r in span] for c in self.na if any(r in self.na[c] for r in span)}
-            out.append(Series(key_id(self.spec.key.kind, self.keys[key_codes[start]]), at[start:end],
-                              {c: ([None if x != x else x for x in v[start:end]]  # NaN: N/A
-                                   if missing[c][end] > missing[c][start] else v[start:end])
-                               for c, v in listed.items()}, na))
-        return out
+        starts = np.flatnonzero(np.r_[True, np.diff(codes) != 0]) if len(codes) else np.zeros(0, dtype=np.int64)
+        self._sorted = (codes, stamps, rows, values, np.r_[starts, len(codes)].astype(np.int64))
+        return [key_id(self.spec.key.kind, self.keys[c]) for c in codes[starts].tolist()]
+
+    def series(self, size: int = 5_000) -> Iterator[list[Series]]:
+        """After `finish`: the series, `size` at a time (only those made into lists at once: a
+        backfill of millions of rows never sits in memory as Python objects)."""
+        codes, stamps, rows, values, bounds = self._sorted
+        for first in range(0, len(bounds) - 1, size):
+            edges = bounds[first:first + size + 1].tolist()
+            low, high = edges[0], edges[-1]
+            at, row_numbers, key_codes = stamps[low:high].tolist(), rows[low:high].tolist(), codes[low:high].tolist()
+            listed = {c: v[low:high].tolist() for c, v in values.items()}
+            missing = {c: np.r_[0, np.cumsum(np.isnan(v[low:high]))].tolist() for c, v in values.items()}
+            out = []
+            for start, end in zip([e - low for e in edges[:-1]], [e - low for e in edges[1:]], strict=True):
+                span = row_numbers[start:end]
+                na = {c: [self.na[c].get(r) for r in span] for c in self.na if any(r in self.na[c] for r in span)}
+                out.append(Series(key_id(self.spec.key.kind, self.keys[key_codes[start]]), at[start:end],
+                                  {c: ([None if x != x else x for x in v[start:end]]  # NaN: N/A
+                                       if missing[c][end] > missing[c][start] else v[start:end])
+                                   for c, v in listed.items()}, na))
+            yield out
 
     def notes(self) -> list[str]:
         """One line per kind of problem: how many rows, and the first one (row number and key)."""
