@@ -1,6 +1,12 @@
 """Pull throughput and API frugality against the local sandbox.
 
-    .venv/bin/python benchmarks/pull_bench.py 10000 100000
+    .venv/bin/python benchmarks/pull_bench.py [--paced] [--sequential] 10000 100000
+
+--paced keeps the documented rate limits on (Zendesk's incremental exports: 10 requests a
+minute; HubSpot: the sandbox's 190 a rolling 10 s; Stripe: 100 a second) and prints each
+system's floor, its data requests divided by its allowed rate, beside the wall time;
+--sequential pulls the systems one after another (HEALTHSYNC_PULL_CONCURRENCY=1), as before
+they were pulled at once.
 
 For each size: the sandbox runs in a child process (so the memory figure is
 healthsync's alone) and a fresh store pulls everything, then 1 % of records are
@@ -71,23 +77,48 @@ def minimum(system: str, records: dict[str, int]) -> int:
     return sum(math.ceil(n / PAGE[system]) for obj, n in records.items() if obj != "events")
 
 
-def report(label: str, seconds: float, summary: Any) -> None:
+RATE = {"hubspot": 19.0, "stripe": 100.0}  # requests a second they allow (HubSpot: the sandbox's 190 / 10 s)
+
+
+def floor_seconds(system: str, calls: dict[str, int], paced: bool) -> float:
+    """The least time the API's documented rate allows for these requests."""
+    if not paced:
+        return 0.0
+    if system == "zendesk":  # incremental exports, 10 a rolling minute: request i starts at (i // 10) minutes
+        exports = sum(n for endpoint, n in calls.items() if "incremental" in endpoint)
+        return max(0, exports - 1) // 10 * 60.0
+    return sum(calls.values()) / RATE[system] if system in RATE else 0.0
+
+
+def report(label: str, seconds: float, summary: Any, paced: bool = False, sequential: bool = False) -> None:
     print(f"  {label}: {seconds:.1f} s, peak RSS {rss_mb():,.0f} MB (process so far); "
           + ", ".join(f"{step} {s:.1f} s" for step, s in summary.seconds.items()))
+    floors = {}
     for system, stats in summary.systems.items():
         records = sum(stats.records.values())
         calls = summary.calls.total(system)
-        detail = ", ".join(f"{endpoint} {n}" for endpoint, n in summary.calls.as_dict()[system].items())
-        floor = f", minimum {minimum(system, stats.records):,} (+ describe/login/properties)"
-        print(f"    {system:<10} {records:>9,} records  {calls:>6,} calls{floor}   ({detail})")
+        detail = ", ".join(f"{endpoint} {n}" for endpoint, n in summary.calls.as_dict().get(system, {}).items())
+        floor = f", minimum {minimum(system, stats.records):,} (+ describe/login/properties)" if system in PAGE else ""
+        floors[system] = floor_seconds(system, summary.calls.as_dict().get(system, {}), paced)
+        rate = f"  pulled in {summary.seconds.get(system, 0):.1f} s, floor {floors[system]:.1f} s" if paced else ""
+        print(f"    {system:<10} {records:>9,} records  {calls:>6,} calls{floor}{rate}   ({detail})")
+    if paced and floors:
+        slowest = max(floors, key=floors.__getitem__)
+        # one after another: the systems' times add up; at once, each is timed from the common start
+        pulling = sum(summary.seconds.get(k, 0) for k in summary.systems) if sequential else \
+            max(summary.seconds.get(k, 0) for k in summary.systems)
+        print(f"    slowest floor: {slowest} {floors[slowest]:.1f} s; the pull of every system took {pulling:.1f} s "
+              f"({pulling / floors[slowest]:.2f} x the floor)" if floors[slowest] else "")
 
 
-def bench(accounts: int, mappings: Any) -> None:
+def bench(accounts: int, mappings: Any, paced: bool = False, sequential: bool = False) -> None:
     parent, child = mp.Pipe()
     proc = mp.get_context("spawn").Process(target=serve, args=(accounts, child), daemon=True)
     proc.start()
     env, sizes = parent.recv()
-    env = {**env, "ZENDESK_EXPORT_PER_MINUTE": "0"}
+    env = {**env, **({} if paced else {"ZENDESK_EXPORT_PER_MINUTE": "0"}),
+           **({"HEALTHSYNC_PULL_CONCURRENCY": "1"} if sequential else {})}
+    mode = ("HEALTHSYNC_PULL_CONCURRENCY=1, " if sequential else "at once, ") + ("paced" if paced else "unpaced")
     path = OUT / f"pull-{accounts}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -96,24 +127,25 @@ def bench(accounts: int, mappings: Any) -> None:
         gc.collect()
         start = time.perf_counter()
         first = pull(store, mappings, env)
-        report("full pull", time.perf_counter() - start, first)
+        report(f"full pull ({mode})", time.perf_counter() - start, first, paced, sequential)
         parent.send(("mutate", 0.01))
         changed = parent.recv()
         print(f"  changed in the sandbox: {', '.join(f'{k} {len(v):,}' for k, v in changed.items())}")
         start = time.perf_counter()
         second = pull(store, mappings, env)
-        report("incremental pull", time.perf_counter() - start, second)
+        report(f"incremental pull ({mode})", time.perf_counter() - start, second, paced, sequential)
     parent.send(("stop", None))
     parent.recv()
     proc.join(10)
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [10_000]
+    flags = {a for a in sys.argv[1:] if a.startswith("--")}
+    sizes = [int(a) for a in sys.argv[1:] if not a.startswith("--")] or [10_000]
     OUT.mkdir(exist_ok=True)
     mappings = load_mappings(REPO / "mappings")
     for accounts in sizes:
-        bench(accounts, mappings)
+        bench(accounts, mappings, paced="--paced" in flags, sequential="--sequential" in flags)
 
 
 if __name__ == "__main__":

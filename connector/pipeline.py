@@ -38,7 +38,7 @@ from .scoring.overrides import sync_crm_overrides
 from .shutdown import Interrupted, Shutdown
 from .sources import registry
 from .sources.base import PullStats, Read, Source, SourceSetup
-from .sources.sync import commit, pull_streams
+from .sources.sync import commit, pull_streams, pull_together
 from .store import Store
 from .writeback import PlanSummary, PushSummary, plan, push
 
@@ -126,7 +126,8 @@ def pull(
     pull stops that system cleanly (cursors only cover committed data); the
     other systems and the match / measure steps still run on what is stored.
     A stop request (`shutdown`) ends the pull the same way, before the next
-    API request, and skips the systems not yet pulled.
+    API request. The systems are pulled at once (`sources/sync.pull_together`),
+    unless HEALTHSYNC_PULL_CONCURRENCY=1.
     """
     now = now or datetime.now(UTC)
     started = iso(now)
@@ -146,27 +147,24 @@ def pull(
             store.set_meta(f"fields.{source.system}", json.dumps(types, sort_keys=True))
     if problems:
         raise ConfigError(problems)
-    for source in list(summary.sources):
-        if shutdown is not None and shutdown.requested:
-            summary.interrupted = summary.interrupted or f"{shutdown.reason}: stopped before pulling {source.system}"
-            continue
-        clock = time.perf_counter()
-        try:
-            summary.systems[source.system] = pull_streams(source, store, mappings, started, full=full)
-        except Interrupted as stop:
-            summary.interrupted = str(stop)
-            event(f"pull of {source.system} interrupted: {stop}", logging.WARNING, step="pull", system=source.system)
-        except QuotaStop as stop:  # this system stops cleanly; the others still pull
-            summary.stopped = f"{summary.stopped}; {stop}" if summary.stopped else str(stop)
-            event(f"pull of {source.system} stopped: {stop}", logging.WARNING, step="pull", system=source.system)
-        except AuthError as exc:  # a rejected credential: this system is out of this run, the others go on
-            _fail(summary, source, exc)
-        finally:
-            summary.seconds[source.system] = round(time.perf_counter() - clock, 2)
-        stats = summary.systems.get(source.system)
-        event(f"pulled {source.system}", step="pull", system=source.system,
-              records=stats.records if stats else None, requests=summary.calls.total(source.system),
-              seconds=summary.seconds[source.system])
+    if shutdown is not None and shutdown.requested:
+        summary.interrupted = f"{shutdown.reason}: stopped before pulling " + \
+            ", ".join(s.system for s in summary.sources)
+    elif _concurrency(env) > 1 and len(summary.sources) > 1:  # each under its own limits, at once
+        event(f"pulling {', '.join(s.system for s in summary.sources)} at once", step="pull")
+        for source, outcome, seconds in pull_together(list(summary.sources), store, mappings, started, full=full):
+            _pulled(summary, source, outcome, seconds)
+    else:
+        for source in list(summary.sources):
+            if shutdown is not None and shutdown.requested:
+                summary.interrupted = summary.interrupted or f"{shutdown.reason}: stopped before pulling {source.system}"
+                continue
+            clock = time.perf_counter()
+            try:
+                outcome: PullStats | BaseException = pull_streams(source, store, mappings, started, full=full)
+            except (Interrupted, QuotaStop, AuthError) as exc:
+                outcome = exc
+            _pulled(summary, source, outcome, round(time.perf_counter() - clock, 2))
     clock = time.perf_counter()
     summary.match = match(store, mappings)
     summary.seconds["match"] = round(time.perf_counter() - clock, 2)
@@ -178,6 +176,37 @@ def pull(
     event("measured", step="measure", accounts=summary.measure.accounts, values=summary.measure.values,
           changed=summary.measure.changed, seconds=summary.seconds["measure"])
     return summary
+
+
+def _concurrency(env: Mapping[str, str]) -> int:
+    """HEALTHSYNC_PULL_CONCURRENCY: 1 pulls the systems one after another (default: all at once)."""
+    raw = env.get("HEALTHSYNC_PULL_CONCURRENCY", "")
+    try:
+        return int(raw) if raw else 8
+    except ValueError:
+        raise SettingsError(f"HEALTHSYNC_PULL_CONCURRENCY is not a whole number: {raw!r}") from None
+
+
+def _pulled(summary: PullSummary, source: Source, outcome: PullStats | BaseException, seconds: float) -> None:
+    """What one system's pull came to: its stats, or the error that ended it (a stop request, a
+    quota reserve reached, a refused credential: that system only; anything else ends the run)."""
+    summary.seconds[source.system] = seconds
+    if isinstance(outcome, Interrupted):
+        summary.interrupted = summary.interrupted or str(outcome)
+        event(f"pull of {source.system} interrupted: {outcome}", logging.WARNING, step="pull", system=source.system)
+    elif isinstance(outcome, QuotaStop):  # this system stops cleanly; the others still pull
+        summary.stopped = f"{summary.stopped}; {outcome}" if summary.stopped else str(outcome)
+        event(f"pull of {source.system} stopped: {outcome}", logging.WARNING, step="pull", system=source.system)
+    elif isinstance(outcome, AuthError):  # a rejected credential: this system is out of this run, the others go on
+        _fail(summary, source, outcome)
+    elif isinstance(outcome, BaseException):
+        raise outcome
+    else:
+        summary.systems[source.system] = outcome
+    stats = summary.systems.get(source.system)
+    event(f"pulled {source.system}", step="pull", system=source.system,
+          records=stats.records if stats else None, requests=summary.calls.total(source.system),
+          seconds=seconds)
 
 
 def _fail(summary: PullSummary, source: Source, exc: Exception) -> None:

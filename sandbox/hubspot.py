@@ -246,12 +246,12 @@ class HubSpot(Handler):
 
     def fault(self, kind: str) -> Reply:
         if kind == "5xx":
-            return _hs_error(self.sb.pick([500, 502, 503]), "INTERNAL_ERROR",
+            return _hs_error(self.sb.pick([500, 502, 503], "hubspot"), "INTERNAL_ERROR",
                              "internal error (sandbox fault)")
         reply = _hs_error(429, "RATE_LIMITS", "You have reached your ten_secondly_rolling limit.",
                           errorType="RATE_LIMIT", policyName="TEN_SECONDLY_ROLLING",
                           groupName=f"publicapi:private-app:{HUBSPOT_TOKEN[-4:]}")
-        if self.sb.pick([True, False]):  # HubSpot sends Retry-After only sometimes
+        if self.sb.pick([True, False], "hubspot"):  # HubSpot sends Retry-After only sometimes
             reply.headers["Retry-After"] = "1"
         return reply
 

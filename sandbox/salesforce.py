@@ -386,7 +386,7 @@ class Salesforce(Handler):
         return {"Sforce-Limit-Info": f"api-usage={self.sb.sf_usage}/{self.sb.daily_api_limit}"}
 
     def fault(self, kind: str) -> Reply:  # Salesforce has no 429: a "429" draw is a 503
-        status = 503 if kind == "429" else self.sb.pick([500, 502, 503])
+        status = 503 if kind == "429" else self.sb.pick([500, 502, 503], "salesforce")
         if status == 500:
             return Reply(500, _sf_errors("UNKNOWN_EXCEPTION", "An unexpected error occurred. "
                                          "Please include this ErrorId if you contact support: "

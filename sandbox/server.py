@@ -101,7 +101,7 @@ class Sandbox:
         self.cursors: OrderedDict[str, Record] = OrderedDict()
         self._cursor_count, self._sf_ok, self._expired = 0, 0, False
         self._fault_source: Faults | None = None
-        self._rng = random.Random(0)
+        self._rngs: dict[str, random.Random] = {}
         self._writes: Counter[str] = Counter()
         self._cache: OrderedDict[Any, tuple[Any, Any]] = OrderedDict()
         self._hs_recent: deque[float] = deque()
@@ -224,14 +224,22 @@ class Sandbox:
             counter[key] += 1
 
     def _current_faults(self) -> Faults:
-        if self.faults is not self._fault_source:  # replaced: start its own random sequence
-            self._fault_source, self._rng = self.faults, random.Random(self.faults.seed)
+        if self.faults is not self._fault_source:  # replaced: start its own random sequences
+            self._fault_source, self._rngs = self.faults, {}
             self._sf_ok, self._expired = 0, False
         return self.faults
 
+    def _rng(self, family: str) -> random.Random:
+        """One random sequence per API family: faults land on the same requests whether the
+        systems are pulled one after another or at once."""
+        self._current_faults()
+        if family not in self._rngs:
+            self._rngs[family] = random.Random(f"{self.faults.seed}:{family}")
+        return self._rngs[family]
+
     def draw_fault(self, family: str) -> str | None:
         with self.lock:
-            f, r = self._current_faults(), self._rng.random()
+            f, r = self._current_faults(), self._rng(family).random()
             kind = "drop" if r < f.rate_drop else "429" if r < f.rate_drop + f.rate_429 else \
                 "5xx" if r < f.rate_drop + f.rate_429 + f.rate_5xx else None
             if kind:
@@ -241,13 +249,13 @@ class Sandbox:
     def draw_drop_after_write(self, family: str) -> bool:
         with self.lock:
             f = self._current_faults()
-            drop = f.drop_after_write > 0 and self._rng.random() < f.drop_after_write
+            drop = f.drop_after_write > 0 and self._rng(family).random() < f.drop_after_write
             self.faulted[(family, "drop")] += drop
             return drop
 
-    def pick(self, options: list[Any]) -> Any:
+    def pick(self, options: list[Any], family: str = "any") -> Any:
         with self.lock:
-            return self._rng.choice(options)
+            return self._rng(family).choice(options)
 
     def sf_request_ok(self) -> None:
         """Count a successful Salesforce data request; expire sessions once after N of them."""
@@ -272,7 +280,7 @@ class Sandbox:
         """One draw of a Salesforce fault with the probability `Faults.<rate>`, counted when it hits."""
         with self.lock:
             probability = getattr(self._current_faults(), rate)
-            if probability <= 0 or self._rng.random() >= probability:
+            if probability <= 0 or self._rng("salesforce").random() >= probability:
                 return False
             self.faulted[("salesforce", fault)] += 1
             return True

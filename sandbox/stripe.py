@@ -51,7 +51,7 @@ class Stripe(Handler):
             return _stripe_error(429, "Request rate limit exceeded. You can learn more about rate "
                                       "limits here https://stripe.com/docs/rate-limits.",
                                  code="rate_limit")
-        return _stripe_error(self.sb.pick([500, 502, 503]), "Sandbox fault: an error occurred "
+        return _stripe_error(self.sb.pick([500, 502, 503], "stripe"), "Sandbox fault: an error occurred "
                              "with our connection to Stripe.", "api_error")
 
     def not_found(self, method: str, path: str) -> Reply:

@@ -65,10 +65,10 @@ class Zendesk(Handler):
 
     def fault(self, kind: str) -> Reply:
         if kind == "5xx":
-            return Reply(self.sb.pick([500, 502, 503]), {
+            return Reply(self.sb.pick([500, 502, 503], "zendesk"), {
                 "error": "ServiceUnavailable", "description": "Sandbox fault: please try again"})
-        headers = {"Retry-After": self.sb.pick(["0", "1"])}
-        if self.sb.pick([True, False]):  # Zendesk's 429 body is not always JSON
+        headers = {"Retry-After": self.sb.pick(["0", "1"], "zendesk")}
+        if self.sb.pick([True, False], "zendesk"):  # Zendesk's 429 body is not always JSON
             return Reply(429, "Too Many Requests", headers)
         return Reply(429, {"error": "APIRateLimitExceeded", "description":
                            "Number of allowed API requests per minute exceeded"}, headers)

@@ -15,6 +15,7 @@ A source folder (`connector/sources/<name>/`) gives the registry one `SourcePlug
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -42,9 +43,12 @@ class PullStats:
     full: dict[str, bool] = field(default_factory=dict)  # stream -> full (not incremental) pull
     notes: list[str] = field(default_factory=list)
 
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
     def add(self, obj: str, received: int, deleted: int = 0) -> None:
-        self.records[obj] = self.records.get(obj, 0) + received
-        self.deleted[obj] = self.deleted.get(obj, 0) + deleted
+        with self._lock:  # the committing thread and a source's own reader may both count
+            self.records[obj] = self.records.get(obj, 0) + received
+            self.deleted[obj] = self.deleted.get(obj, 0) + deleted
 
 
 @dataclass(frozen=True)

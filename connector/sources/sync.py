@@ -9,10 +9,21 @@ and the next run resumes from there.
 Counting: a page's rows are counted under its `counted_as`, else its object, else the
 stream's. A page with no rows counts (as 0 records received) only when it names
 `counted_as`; otherwise it only moves the cursor (HubSpot's and Stripe's final pages).
+
+Several sources are pulled at once (`pull_together`): each reads in its own thread, under
+its own rate limits, and hands its pages over a bounded queue to the calling thread, the
+store's one writer, which commits them in each source's order with their cursors. What a
+source read is stored exactly as a pull of it alone would store it; a source that fails or
+is stopped leaves its committed pages and cursors, and the others go on.
 """
 
 from __future__ import annotations
 
+import contextvars
+import queue
+import threading
+import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..store import Store
@@ -48,3 +59,74 @@ def commit(store: Store, system: str, stream: Stream, page: Page, run_started: s
     store.put_records(system, obj, rows, now=run_started,
                       cursor=(stream.name, page.cursor) if page.cursor is not None else None)
     return obj
+
+
+_WAIT = 0.2  # seconds between looks at the queue: the calling thread stays responsive to signals
+
+
+def pull_together(sources: list[Source], store: Store, mappings: Mappings, run_started: str, full: bool = False
+                  ) -> Iterator[tuple[Source, PullStats | BaseException, float]]:
+    """Pull `sources` concurrently; yields (source, its stats, or the exception that ended its
+    pull, seconds) as each one ends. Pages are committed here, in the caller's thread."""
+    handed: queue.Queue[tuple[str, Source, Stream | None, Page | BaseException | None, PullStats]] = \
+        queue.Queue(maxsize=4 * len(sources))  # a few pages ahead each: memory stays a few pages
+    gone = threading.Event()  # the caller stopped taking pages (an error of its own): workers end
+    plans = {source.system: [(stream, None if full else store.cursor(source.system, stream.name))
+                             for stream in source.streams(mappings)] for source in sources}
+
+    def hand(item: tuple) -> None:  # type: ignore[type-arg]
+        while not gone.is_set():
+            try:
+                handed.put(item, timeout=_WAIT)
+                return
+            except queue.Full:
+                continue
+        raise _Abandoned
+
+    def work(source: Source) -> None:
+        stats = PullStats(source.system)
+        try:
+            for stream, cursor in plans[source.system]:
+                stats.full[stream.name] = cursor is None
+                for page in source.read(stream, mappings, Read(cursor, run_started, stats)):
+                    hand(("page", source, stream, page, stats))
+            source.finish(stats)
+            hand(("done", source, None, None, stats))
+        except _Abandoned:
+            return
+        except BaseException as exc:  # handed to the caller, who decides what it means
+            try:
+                hand(("failed", source, None, exc, stats))
+            except _Abandoned:
+                return
+
+    started = time.perf_counter()
+    # each thread runs in a copy of the caller's context: its log lines carry the run's fields
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(work, s), name=f"pull-{s.system}",
+                                daemon=True) for s in sources]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
+    try:
+        while running:
+            try:
+                kind, source, stream, item, stats = handed.get(timeout=_WAIT)
+            except queue.Empty:
+                continue
+            if kind == "page":
+                assert stream is not None and isinstance(item, Page)
+                obj = commit(store, source.system, stream, item, run_started)
+                if item.rows or item.counted_as:
+                    stats.add(item.counted_as or obj, len(item.rows) if item.count is None else item.count,
+                              sum(1 for row in item.rows if row[3]))
+                continue
+            running -= 1
+            yield source, (stats if kind == "done" else item), round(time.perf_counter() - started, 2)  # type: ignore[misc]
+    finally:
+        gone.set()
+        for thread in threads:
+            thread.join(timeout=5)
+
+
+class _Abandoned(Exception):
+    """The caller no longer takes pages."""
