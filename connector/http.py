@@ -200,11 +200,15 @@ class CallLog:
             self.retries[(system, kind)] += 1
 
     def total(self, system: str | None = None) -> int:
-        return sum(n for (s, _), n in self.calls.items() if system in (None, s))
+        with self._lock:  # the systems' threads may be counting
+            calls = list(self.calls.items())
+        return sum(n for (s, _), n in calls if system in (None, s))
 
     def as_dict(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            calls = sorted(self.calls.items())
         out: dict[str, dict[str, int]] = {}
-        for (system, endpoint), n in sorted(self.calls.items()):
+        for (system, endpoint), n in calls:
             out.setdefault(system, {})[endpoint] = n
         return out
 

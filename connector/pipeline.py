@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -147,13 +147,15 @@ def pull(
             store.set_meta(f"fields.{source.system}", json.dumps(types, sort_keys=True))
     if problems:
         raise ConfigError(problems)
-    if shutdown is not None and shutdown.requested:
+    if shutdown is not None and shutdown.requested and summary.sources:
         summary.interrupted = f"{shutdown.reason}: stopped before pulling " + \
             ", ".join(s.system for s in summary.sources)
     elif _concurrency(env) > 1 and len(summary.sources) > 1:  # each under its own limits, at once
         event(f"pulling {', '.join(s.system for s in summary.sources)} at once", step="pull")
-        for source, outcome, seconds in pull_together(list(summary.sources), store, mappings, started, full=full):
-            _pulled(summary, source, outcome, seconds)
+        with closing(pull_together(list(summary.sources), store, mappings, started, full=full,
+                                   shutdown=shutdown)) as ended:
+            for source, outcome, seconds in ended:
+                _pulled(summary, source, outcome, seconds)
     else:
         for source in list(summary.sources):
             if shutdown is not None and shutdown.requested:
@@ -179,12 +181,17 @@ def pull(
 
 
 def _concurrency(env: Mapping[str, str]) -> int:
-    """HEALTHSYNC_PULL_CONCURRENCY: 1 pulls the systems one after another (default: all at once)."""
+    """HEALTHSYNC_PULL_CONCURRENCY: 1 pulls the systems one after another; more (the default)
+    pulls them all at once, one thread each."""
     raw = env.get("HEALTHSYNC_PULL_CONCURRENCY", "")
     try:
-        return int(raw) if raw else 8
+        value = int(raw) if raw else 8
     except ValueError:
-        raise SettingsError(f"HEALTHSYNC_PULL_CONCURRENCY is not a whole number: {raw!r}") from None
+        value = 0
+    if value < 1:
+        raise SettingsError(f"HEALTHSYNC_PULL_CONCURRENCY must be 1 (one system after another) or more "
+                            f"(all at once): {raw!r}")
+    return value
 
 
 def _pulled(summary: PullSummary, source: Source, outcome: PullStats | BaseException, seconds: float) -> None:

@@ -66,7 +66,7 @@ class RunProgress:
 
     def refresh(self, conn: ReadConnection) -> None:
         """One update of every bar from the call counts and the outbox (also called by tests)."""
-        requests = {system: self.calls.total(system) for system in {s for s, _ in list(self.calls.calls)}}
+        requests = {system: sum(counts.values()) for system, counts in self.calls.as_dict().items()}
         for system, n in requests.items():
             if system in self.sources and system not in self._pull and system not in self._push:
                 self._pull[system] = self._bars.add_task(f"pull {system}", total=None, requests=n, records="")

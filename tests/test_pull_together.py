@@ -95,3 +95,29 @@ def test_sigterm_during_a_concurrent_pull_exits_6_and_every_cursor_covers_only_w
             assert not summary.interrupted
     resumed, clean = _content(db), _content(tmp_path / "clean.db")
     assert resumed[0] == clean[0]  # nothing a cursor claimed was missing
+
+
+def test_a_stop_ends_a_source_that_makes_no_http_request_after_its_page(dataset, tmp_path, monkeypatch):
+    """The usage query asks no HTTP client before its pages: the pull itself checks the stop flag
+    after each page, so the SQL source stops too, its cursor left where its data is."""
+    from connector.shutdown import Shutdown
+    from connector.sources.usage.client import UsageSource
+
+    stop, handed = Shutdown(), []
+    real = UsageSource.read
+
+    def read(self, stream, mappings, at):
+        for page in real(self, stream, mappings, at):
+            handed.append(page)
+            yield page
+            stop.request("SIGTERM")  # as the first page is handed over
+
+    monkeypatch.setattr(UsageSource, "read", read)
+    with Sandbox(dataset) as sb, Store(tmp_path / "stop.db") as store:
+        summary = pull(store, MAPPINGS, sb.unpaced_env(), now=NOW, only=["usage", "stripe"], shutdown=stop)
+        assert summary.interrupted and "SIGTERM" in summary.interrupted
+        assert len(handed) <= 2  # the page being handed when the stop came, at most one more
+        assert store.cursor("usage", "product_usage") is None  # its cursor moves only with its last page
+        monkeypatch.setattr(UsageSource, "read", real)
+        again = pull(store, MAPPINGS, sb.unpaced_env(), now=NOW, only=["usage"])
+        assert not again.interrupted and store.cursor("usage", "product_usage") is not None

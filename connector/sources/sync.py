@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from ..shutdown import Shutdown
 from ..store import Store
 from .base import Page, PullStats, Read, Source, Stream
 
@@ -64,10 +65,12 @@ def commit(store: Store, system: str, stream: Stream, page: Page, run_started: s
 _WAIT = 0.2  # seconds between looks at the queue: the calling thread stays responsive to signals
 
 
-def pull_together(sources: list[Source], store: Store, mappings: Mappings, run_started: str, full: bool = False
-                  ) -> Iterator[tuple[Source, PullStats | BaseException, float]]:
+def pull_together(sources: list[Source], store: Store, mappings: Mappings, run_started: str, full: bool = False,
+                  shutdown: Shutdown | None = None) -> Iterator[tuple[Source, PullStats | BaseException, float]]:
     """Pull `sources` concurrently; yields (source, its stats, or the exception that ended its
-    pull, seconds) as each one ends. Pages are committed here, in the caller's thread."""
+    pull, seconds) as each one ends. Pages are committed here, in the caller's thread. A stop
+    request ends each source after the page it is reading (its HTTP client also refuses the
+    next request), so a source that makes no HTTP requests (a SQL query) stops too."""
     handed: queue.Queue[tuple[str, Source, Stream | None, Page | BaseException | None, PullStats]] = \
         queue.Queue(maxsize=4 * len(sources))  # a few pages ahead each: memory stays a few pages
     gone = threading.Event()  # the caller stopped taking pages (an error of its own): workers end
@@ -90,6 +93,8 @@ def pull_together(sources: list[Source], store: Store, mappings: Mappings, run_s
                 stats.full[stream.name] = cursor is None
                 for page in source.read(stream, mappings, Read(cursor, run_started, stats)):
                     hand(("page", source, stream, page, stats))
+                    if shutdown is not None:
+                        shutdown.check(f"{source.system} {stream.name}")
             source.finish(stats)
             hand(("done", source, None, None, stats))
         except _Abandoned:
@@ -123,9 +128,10 @@ def pull_together(sources: list[Source], store: Store, mappings: Mappings, run_s
             running -= 1
             yield source, (stats if kind == "done" else item), round(time.perf_counter() - started, 2)  # type: ignore[misc]
     finally:
-        gone.set()
+        gone.set()  # a worker still reading ends at its next page; none is waited for past 5 s in all
+        deadline = time.monotonic() + 5
         for thread in threads:
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 class _Abandoned(Exception):

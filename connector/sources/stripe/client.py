@@ -183,7 +183,7 @@ class StripeSource:
             yield Page(list(latest[kind].values()), str(newest) if kind == kinds[-1] else None, obj=kind)
         if not kinds:
             yield Page([], str(newest))
-        stats.add("events", len(events))  # the events themselves are not stored: counted here, after the commit
+        stats.add("events", len(events))  # the events themselves are not stored: counted here, once read
 
 
 def _row(obj: dict[str, Any], deleted: bool = False) -> tuple[str, dict[str, Any], str | None, bool]:
