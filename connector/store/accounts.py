@@ -15,14 +15,16 @@ from .base import Area, utcnow
 
 class Accounts(Area):
     def upsert_accounts(self, rows: Iterable[dict[str, Any]], now: str | None = None) -> None:
-        """Insert or update accounts by key (name, domain)."""
+        """Insert or update accounts by key (name, domain); `updated_at` moves only when one changed
+        (a match of an unchanged org writes nothing)."""
         now = now or utcnow()
         with self.transaction():
             self.conn.executemany(
                 """INSERT INTO accounts (key, name, domain, created_at, updated_at)
                    VALUES (:key, :name, :domain, :now, :now)
                    ON CONFLICT(key) DO UPDATE SET name = excluded.name,
-                     domain = excluded.domain, updated_at = excluded.updated_at""",
+                     domain = excluded.domain, updated_at = excluded.updated_at
+                   WHERE accounts.name IS NOT excluded.name OR accounts.domain IS NOT excluded.domain""",
                 ({"key": r["key"], "name": r.get("name"), "domain": r.get("domain"), "now": now} for r in rows),
             )
 
@@ -93,28 +95,18 @@ class Accounts(Area):
         Unchanged links keep their linked_at; returns how many links are new or changed.
         """
         now = now or utcnow()
-        with self.transaction():
-            self.conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS incoming_links (system TEXT, object TEXT, external_id TEXT, "
-                "account_id INTEGER, matched_by TEXT, PRIMARY KEY (system, object, external_id))"
-            )
-            self.conn.execute("DELETE FROM incoming_links")
-            self.conn.executemany("INSERT OR REPLACE INTO incoming_links VALUES (?, ?, ?, ?, ?)", rows)
-            self.conn.execute(
-                """DELETE FROM account_links WHERE NOT EXISTS (SELECT 1 FROM incoming_links i
-                   WHERE i.system = account_links.system AND i.object = account_links.object
-                     AND i.external_id = account_links.external_id)"""
-            )
-            changed = self.conn.execute(
-                """INSERT INTO account_links SELECT i.*, ? FROM incoming_links i
-                   LEFT JOIN account_links l USING (system, object, external_id)
-                   WHERE l.account_id IS NULL OR l.account_id != i.account_id OR l.matched_by != i.matched_by
+        incoming = {(system, obj, ext): (account_id, by) for system, obj, ext, account_id, by in rows}
+        existing = {(system, obj, ext): (account_id, by) for system, obj, ext, account_id, by in self.conn.execute(
+            "SELECT system, object, external_id, account_id, matched_by FROM account_links")}
+        changed = [(*key, *link, now) for key, link in incoming.items() if existing.get(key) != link]
+        with self.transaction():  # only what differs is written: an unchanged match touches nothing
+            self.conn.executemany("DELETE FROM account_links WHERE system = ? AND object = ? AND external_id = ?",
+                                  [key for key in existing if key not in incoming])
+            self.conn.executemany(
+                """INSERT INTO account_links VALUES (?, ?, ?, ?, ?, ?)
                    ON CONFLICT (system, object, external_id) DO UPDATE SET account_id = excluded.account_id,
-                     matched_by = excluded.matched_by, linked_at = excluded.linked_at""",
-                (now,),
-            ).rowcount
-            self.conn.execute("DELETE FROM incoming_links")
-        return changed
+                     matched_by = excluded.matched_by, linked_at = excluded.linked_at""", changed)
+        return len(changed)
 
     def linked(self, system: str, obj: str) -> dict[str, int]:
         """external_id -> account_id for one system object."""
