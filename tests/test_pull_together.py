@@ -121,3 +121,15 @@ def test_a_stop_ends_a_source_that_makes_no_http_request_after_its_page(dataset,
         monkeypatch.setattr(UsageSource, "read", real)
         again = pull(store, MAPPINGS, sb.unpaced_env(), now=NOW, only=["usage"])
         assert not again.interrupted and store.cursor("usage", "product_usage") is not None
+
+
+def test_the_paced_pull_benchmark_runs_and_prints_each_floor():
+    """benchmarks/pull_bench.py --paced (docs/sources.md) on a small sandbox: it keeps working."""
+    import os
+    import sys
+
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "pull_bench.py"), "--paced", "60"],
+                          capture_output=True, text=True, timeout=300, check=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert "full pull (at once, paced)" in done.stdout and "incremental pull (at once, paced)" in done.stdout
+    assert "slowest floor" in done.stdout and "floor 0.0 s" in done.stdout, done.stdout
