@@ -156,7 +156,7 @@ def _database_alone(url: str) -> float:
     """The query's own cost: run and fetched through the driver, as the pull does, with nothing done to the rows."""
     import sqlalchemy as sa
 
-    from connector.sources.usage.client import _embedded, _sql
+    from connector.sources.usage.client import _embedded, _sql, fetcher
 
     engine = sa.create_engine(url)
     if url.startswith("duckdb"):  # as the pull runs it: quiet, and within its memory limit
@@ -164,7 +164,7 @@ def _database_alone(url: str) -> float:
     start = time.perf_counter()
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True).execute(_sql(QUERY), {"since": datetime(1970, 1, 1, tzinfo=UTC)})
-        fetch = result.fetchmany if conn.dialect.supports_server_side_cursors else result.cursor.fetchmany
+        fetch = fetcher(conn, result)
         while fetch(5000):
             pass
     engine.dispose()

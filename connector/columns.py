@@ -132,17 +132,12 @@ _CHUNK = 100_000  # rows of a many-rows table (usage series) made into arrays at
 
 
 def _arrays(table: Table, values: list[list]) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+    """Each column's values (float: None is NaN; text: None is '') as arrays."""
     return {name: np.array(column, dtype=float) if kind is float else
             np.array(["" if v is None else str(v) for v in column], dtype=str)
             for (name, kind), column in zip(table.columns.items(), values, strict=True)}
 
 
 def _columns(table: Table, rows: list[tuple]) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
-    columns = {}
-    values = list(zip(*rows, strict=True)) if rows else [() for _ in table.columns]
-    for (name, kind), column in zip(table.columns.items(), values, strict=True):
-        if kind is float:
-            columns[name] = np.array(column, dtype=float)
-        else:
-            columns[name] = np.array(["" if v is None else str(v) for v in column], dtype=str)
-    return columns
+    """Rows (tuples in the table's column order) as its columns."""
+    return _arrays(table, [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in table.columns])

@@ -101,7 +101,6 @@ def _objects_read(systems: set[str]) -> set[tuple[str, str]]:
         if plugin.identity.role != "linked":
             found.add((plugin.system, plugin.identity.obj))
         if plugin.system in systems:
-            found.add((plugin.system, plugin.identity.obj))
             found.update((plugin.system, b.obj) for b in plugin.belongs)
     return found
 

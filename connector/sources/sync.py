@@ -41,12 +41,16 @@ def pull_streams(source: Source, store: Store, mappings: Mappings, run_started: 
         cursor = None if full else store.cursor(source.system, stream.name)
         stats.full[stream.name] = cursor is None  # a read may say otherwise (a cursor too old to use)
         for page in source.read(stream, mappings, Read(cursor, run_started, stats)):
-            obj = commit(store, source.system, stream, page, run_started)
-            if page.rows or page.counted_as:
-                stats.add(page.counted_as or obj, len(page.rows) if page.count is None else page.count,
-                          sum(1 for row in page.rows if row[3]))
+            _count(stats, page, commit(store, source.system, stream, page, run_started))
     source.finish(stats)
     return stats
+
+
+def _count(stats: PullStats, page: Page, obj: str) -> None:
+    """A committed page in the summary (see Counting above)."""
+    if page.rows or page.counted_as:
+        stats.add(page.counted_as or obj, len(page.rows) if page.count is None else page.count,
+                  sum(1 for row in page.rows if row[3]))
 
 
 def commit(store: Store, system: str, stream: Stream, page: Page, run_started: str) -> str:
@@ -120,10 +124,7 @@ def pull_together(sources: list[Source], store: Store, mappings: Mappings, run_s
                 continue
             if kind == "page":
                 assert stream is not None and isinstance(item, Page)
-                obj = commit(store, source.system, stream, item, run_started)
-                if item.rows or item.counted_as:
-                    stats.add(item.counted_as or obj, len(item.rows) if item.count is None else item.count,
-                              sum(1 for row in item.rows if row[3]))
+                _count(stats, item, commit(store, source.system, stream, item, run_started))
                 continue
             running -= 1
             yield source, (stats if kind == "done" else item), round(time.perf_counter() - started, 2)  # type: ignore[misc]

@@ -131,11 +131,7 @@ class UsageSource:
                 raise _query_error(mappings, entry, exc) from None
             names = list(result.keys())
             _require(mappings, entry, names)
-            # the driver's own rows (tuples) where nothing sits between (DuckDB, SQLite): SQLAlchemy's
-            # Row objects cost more than the rest. A server-side cursor (PostgreSQL) is read through
-            # SQLAlchemy, which may hold rows it fetched ahead.
-            direct = not conn.dialect.supports_server_side_cursors and getattr(result, "cursor", None) is not None
-            fetch = result.cursor.fetchmany if direct else result.fetchmany
+            fetch = fetcher(conn, result)
             while at.limit is None or collected.count < at.limit:
                 batch = fetch(PAGE if at.limit is None else min(PAGE, at.limit - collected.count))
                 if not batch:
@@ -177,6 +173,14 @@ def _stored(entry: MappedSource, collected: Collected) -> Iterator[Page]:
     for chunk in collected.series(PAGE):
         yield Page([s.row(entry.name) for s in chunk], counted_as="rows", count=sum(len(s.at) for s in chunk),
                    merge=merged)
+
+
+def fetcher(conn: Any, result: Any) -> Any:
+    """fetchmany(n) of a result: the driver's own rows (tuples) where nothing sits between (DuckDB,
+    SQLite), as SQLAlchemy's Row objects cost more than the rest; a server-side cursor (PostgreSQL)
+    is read through SQLAlchemy, which may hold rows it fetched ahead."""
+    direct = not conn.dialect.supports_server_side_cursors and getattr(result, "cursor", None) is not None
+    return result.cursor.fetchmany if direct else result.fetchmany
 
 
 def _entries(mappings: Mappings) -> list[MappedSource]:

@@ -57,6 +57,9 @@ class Collected:
     problems: dict[str, list[str]] = field(default_factory=dict)  # reason -> the first examples
     counts: dict[str, int] = field(default_factory=dict)  # reason -> rows
     _moments: dict[Any, float | None] = field(default_factory=dict)
+    kept: int = 0  # after finish: rows stored
+    latest: str | None = None  # after finish: the latest timestamp stored (the SQL cursor)
+    _sorted: tuple[Any, ...] = ()  # after finish: codes, stamps, row numbers, values, series bounds
 
     def _bad(self, reason: str, example: str) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
