@@ -13,8 +13,8 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import closing, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -232,6 +232,7 @@ class RunSummary:
     alerts: AlertPlan | None = None  # what fired (recorded, or only shown on a dry run)
     delivered: DeliverySummary | None = None  # the alerts' webhooks and CRM tasks sent after the push
     seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)  # score, plan, alerts, push, deliver -> wall time
 
     @property
     def interrupted(self) -> str | None:
@@ -308,24 +309,42 @@ def _run(
     if result.pulled.interrupted:
         result.seconds = round(time.perf_counter() - clock, 2)
         return result
-    result.scored = score(store, mappings, now)
+    step = _timer(result.steps)
+    with step("score"):
+        result.scored = score(store, mappings, now)
     event("scored", step="score", scored=result.scored.scored, changed=result.scored.changed,
-          by_status=result.scored.by_status)
-    result.planned = plan(store, mappings, run_id)
+          by_status=result.scored.by_status, seconds=result.steps["score"])
+    with step("plan"):
+        result.planned = plan(store, mappings, run_id)
     for system, changes in result.planned.changes.items():
         event(f"planned {system}", step="plan", system=system, changes=changes,
               unchanged=result.planned.unchanged.get(system), drift=result.planned.drift.get(system))
-    result.alerts = plan_alerts(store, mappings, now, run_id, save=not dry_run)
+    with step("alerts"):
+        result.alerts = plan_alerts(store, mappings, now, run_id, save=not dry_run)
     event("alerts", step="alerts", fired=result.alerts.fired(), baseline=result.alerts.baseline or None,
           recorded=result.alerts.saved)
     if not dry_run:
         writers = {s.system: s for s in result.pulled.sources if registry.plugin(s.system).capabilities.write}
-        result.pushed = push(store, mappings, writers, shutdown=shutdown)
+        with step("push"):
+            result.pushed = push(store, mappings, writers, shutdown=shutdown)
         if not result.pushed.interrupted:
-            result.delivered = deliver(store, env, result.pulled.sources, result.pulled.calls, shutdown,
-                                       unavailable=result.pulled.failed)
+            with step("deliver"):
+                result.delivered = deliver(store, env, result.pulled.sources, result.pulled.calls, shutdown,
+                                           unavailable=result.pulled.failed)
     result.seconds = round(time.perf_counter() - clock, 2)
     return result
+
+
+def _timer(into: dict[str, float]) -> Callable[[str], AbstractContextManager[None]]:
+    """`with step("name"):` records the block's wall time in `into`."""
+    @contextmanager
+    def step(name: str) -> Iterator[None]:
+        clock = time.perf_counter()
+        try:
+            yield
+        finally:
+            into[name] = round(time.perf_counter() - clock, 2)
+    return step
 
 
 @dataclass

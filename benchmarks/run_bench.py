@@ -1,0 +1,102 @@
+"""Hourly runs, pull to push, against the local sandbox.
+
+    .venv/bin/python benchmarks/run_bench.py [--paced] 10000 100000
+
+For each size the sandbox runs in a child process (so the memory figure is
+healthsync's alone). A fresh store makes a full first run (pull, match,
+measure, score, plan, alerts, push), then an unchanged run, then 1 % of the
+sandbox's records are changed and a third run reads them. An hour passes
+between runs (`now` moves on), as it does for a scheduled container.
+
+Prints, per run, the wall time of each step, the write requests sent to each
+CRM (an unchanged run must send none), the records pulled again, and the peak
+RSS of the process so far.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pull_bench import OUT, REPO, rss_mb, serve  # noqa: E402
+
+from connector.config.mappings import load_mappings  # noqa: E402
+from connector.http import CallLog  # noqa: E402
+from connector.pipeline import RunSummary, run  # noqa: E402
+from connector.store import Store  # noqa: E402
+
+WRITES = ("composite", "batch/update", "jobs/ingest", "sobjects")  # endpoints that change a CRM record
+
+
+def writes(calls: CallLog) -> dict[str, int]:
+    """Write requests per system (Salesforce collections / Bulk API jobs, HubSpot batch updates)."""
+    out: dict[str, int] = {}
+    for system, endpoints in calls.as_dict().items():
+        n = sum(count for endpoint, count in endpoints.items() if any(w in endpoint for w in WRITES))
+        if n:
+            out[system] = n
+    return out
+
+
+def report(label: str, seconds: float, result: RunSummary, calls: CallLog) -> None:
+    steps = dict(result.pulled.seconds)
+    pulling = max((steps.pop(s) for s in list(steps) if s not in ("match", "measure")), default=0.0)
+    print(f"  {label}: {seconds:.1f} s, peak RSS {rss_mb():,.0f} MB (process so far)")
+    scored = result.scored
+    print(f"    pull {pulling:.1f} s (slowest system), " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())
+          + ", " + ", ".join(f"{k} {v:.1f} s" for k, v in result.steps.items()))
+    records = {s: sum(st.records.values()) for s, st in result.pulled.systems.items()}
+    print(f"    records pulled: {records}; requests: { {s: calls.total(s) for s in records} }")
+    print(f"    measured: {result.pulled.measure.changed if result.pulled.measure else 0:,} values changed"
+          f"{', ' + str(result.pulled.measure.accounts) + ' accounts' if result.pulled.measure else ''}; "
+          f"scores changed: {scored.changed if scored else {}}")
+    planned = result.planned.changes if result.planned else {}
+    print(f"    planned CRM changes: {planned}; write requests: {writes(calls) or 'none'}")
+
+
+def bench(accounts: int, mappings: Any, paced: bool) -> None:
+    parent, child = mp.Pipe()
+    proc = mp.get_context("spawn").Process(target=serve, args=(accounts, child), daemon=True)
+    proc.start()
+    env, sizes = parent.recv()
+    env = {**env, **({} if paced else {"ZENDESK_EXPORT_PER_MINUTE": "0"})}
+    path = OUT / f"run-{accounts}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    print(f"{accounts:,} sandbox accounts ({'paced' if paced else 'unpaced'}): {sizes}")
+    now = datetime.now(UTC)
+    with Store(path) as store:
+        for label in ("full first run", "unchanged run, an hour later", "run after 1 % changes, an hour later"):
+            if label.startswith("run after"):
+                parent.send(("mutate", 0.01))
+                changed = parent.recv()
+                print(f"  changed in the sandbox: {', '.join(f'{k} {len(v):,}' for k, v in changed.items())}")
+            gc.collect()
+            calls = CallLog()
+            start = time.perf_counter()
+            result = run(store, mappings, env, now, calls=calls)
+            report(label, time.perf_counter() - start, result, calls)
+            now += timedelta(hours=1)
+    parent.send(("stop", None))
+    parent.recv()
+    proc.join(10)
+
+
+def main() -> None:
+    flags = {a for a in sys.argv[1:] if a.startswith("--")}
+    sizes = [int(a) for a in sys.argv[1:] if not a.startswith("--")] or [10_000]
+    OUT.mkdir(exist_ok=True)
+    mappings = load_mappings(REPO / "mappings")
+    for accounts in sizes:
+        bench(accounts, mappings, paced="--paced" in flags)
+
+
+if __name__ == "__main__":
+    main()
