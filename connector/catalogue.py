@@ -41,6 +41,19 @@ def _days_to_renewal(acct: AccountData, inputs: dict[str, Value], now: datetime)
     return float((date.fromisoformat(value) - now.date()).days), None
 
 
+def _next_midnight(inputs: dict[str, Value], now: datetime) -> float | None:
+    """Days to renewal go down at each midnight (UTC), once the renewal date is known."""
+    if inputs.get("renewal_date", (None, None))[0] is None:
+        return None
+    return (now.timestamp() // 86400 + 1) * 86400
+
+
+# when a CRM metric of an account moves with time alone: (its input values, now) -> epoch seconds
+CRM_MOVES: dict[str, Callable[[dict[str, Value], datetime], float | None]] = {
+    "license_utilization": lambda inputs, now: None,
+    "days_to_renewal": _next_midnight,
+}
+
 CRM_METRICS: dict[str, CatalogueMetric] = {
     "license_utilization": CatalogueMetric(
         "number", "crm", "active users in 30 days / seats purchased, percent", _license_utilization

@@ -8,6 +8,7 @@ scoring engine evaluates them from these values.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .catalogue import catalogue
+from .catalogue import CRM_MOVES, catalogue
 from .columns import Columnwise
 from .config.mappings import Mappings
 from .sources import registry
@@ -28,60 +29,85 @@ from .times import iso
 
 @dataclass
 class MeasureSummary:
-    accounts: int = 0
-    values: int = 0
+    accounts: int = 0  # live accounts
+    measured: int = 0  # of them, measured this time (the others' values stand: nothing of theirs changed)
+    full: bool = True  # every account was measured (a first measure, other mappings, `--full`, many changes)
+    values: int = 0  # values computed (of the accounts measured)
     changed: int = 0
-    not_available: dict[str, int] = field(default_factory=dict)
-    totals: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> unit -> sum (MRR per currency)
+    not_available: dict[str, int] = field(default_factory=dict)  # of the accounts measured
+    totals: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> unit -> sum (MRR per currency), all accounts
+
+
+INCREMENTAL_SHARE = 0.5  # above this share of accounts to measure again, measure all (column-wise is faster)
 
 
 def measure(store: Store, mappings: Mappings, now: datetime | None = None,
-            per_account: bool = False, names: Iterable[str] | None = None) -> MeasureSummary:
-    """Compute and store every input and catalogue metric the mappings use, for every account.
+            per_account: bool = False, names: Iterable[str] | None = None, full: bool = False) -> MeasureSummary:
+    """Compute and store every input and catalogue metric the mappings use.
 
-    Catalogue metrics with a column-wise form that holds live (`Past.live`: usage, and the two from
-    CRM inputs; `connector/columns.py`) are computed for all accounts at once; the others, and the
-    inputs, account by account over the gathered records.
+    Only the accounts whose values may have changed are measured (connector/store/changes.py): a
+    record of theirs stored, a link changed, a metric moving with time alone (a ticket leaving a
+    30-day window: each source's `moves`), or never measured. Everything is measured when the
+    store has no measure state yet, the mappings changed, `full`, or more than half the accounts
+    are due; then catalogue metrics with a column-wise form that holds live (`Past.live`: usage,
+    and the two from CRM inputs; `connector/columns.py`) are computed for all accounts at once, the
+    others, and the inputs, account by account over the gathered records.
     `per_account` takes the second path for every metric (the reference the tests hold the first to).
-    `names`: only these stored names (a preview of one source); every input is still read.
+    `names`: only these stored names (a preview of one source); every input is still read, and
+    the measure state is left as it was. A clock gone back before the last measure measures all.
     """
     now = now or datetime.now(UTC)
     summary = MeasureSummary()
+    every_name = names is None
     names = mappings.stored_names() if names is None else [n for n in mappings.stored_names() if n in set(names)]
     known = catalogue()
+    state = _state(mappings, names)
+    ids = store.account_ids()
+    summary.accounts = len(ids)
+    due: np.ndarray | None = None
+    last = store.meta("measure.at")
+    if every_name and not full and store.measure_state() == state and last is not None and last <= iso(now):
+        belongs = [(p.system, b.obj, b.parent) for p in registry.plugins() for b in p.belongs]
+        changed = store.changed_accounts(now.timestamp(), belongs)
+        if len(changed) <= INCREMENTAL_SHARE * len(ids):
+            due = np.array(sorted(changed), dtype=np.int64)
+    measured = ids if due is None else due
+    summary.full, summary.measured = due is None, len(measured)
     compute = calculator(known, now)
     catalogue_of = {m: d.catalogue for m, d in mappings.metrics.items() if d.catalogue}
-    ids = store.account_ids()
-    wise = Columnwise(store, ids)
     keys = list(dict.fromkeys(catalogue_of.get(n, n) for n in names if n not in mappings.inputs))
     totalled = [k for k in keys if known[k].total_by]  # e.g. MRR per currency, for the pull summary
     keys += [u for u in dict.fromkeys(known[k].total_by or "" for k in totalled) if u not in keys]
-    wide = [] if per_account else [k for k in keys if wise.has(k, live=True)]
+    wise = Columnwise(store, measured)
+    wide = [] if per_account or due is not None else [k for k in keys if wise.has(k, live=True)]
     narrow = [k for k in keys if k not in wide]
-    data = gather(store, only=_objects_read({known[k].system for k in narrow}))
-    summary.accounts = len(ids)
+    systems = {known[k].system for k in narrow}
+    data = gather(store, only=_objects_read(systems), accounts=None if due is None else set(due.tolist()))
+    moves = _Moves(store, mappings, known, keys, wide, wise, now)
     empty = AccountData()
     inputs: dict[str, list[Value]] = {name: [] for name in mappings.inputs}
     computed: dict[str, list[Value]] = {k: [] for k in narrow}
-    for account_id in ids.tolist():
+    until: list[float | None] = []
+    for account_id in measured.tolist():
         acct = data.pop(account_id, empty)
         given = {name: input_value(acct, mappings, name) for name in mappings.inputs}
         for name, value in given.items():
             inputs[name].append(value)
         for k in narrow:
             computed[k].append(compute(k, acct, given))
+        until.append(moves.of(acct, given))
     if wide:
         columns = {name: _column(values, mappings.inputs[name].type == "number") for name, values in inputs.items()}
         for k in wide:
             computed[k] = _values(wise.column(k, now, columns))
+        until = moves.columnwise(until)
     computed.update(inputs)
     by_name = {name: computed[catalogue_of.get(name, name) if name not in mappings.inputs else name] for name in names}
-    for key in totalled:
-        for value, unit in zip(computed[key], computed[known[key].total_by or ""], strict=True):
-            _total(summary, key, value, unit)
+    totals = {key: [_contribution(value, unit) for value, unit in
+                    zip(computed[key], computed[known[key].total_by or ""], strict=True)] for key in totalled}
 
     def rows() -> Iterator[tuple[int, str, Any, str | None]]:
-        for i, account_id in enumerate(ids.tolist()):
+        for i, account_id in enumerate(measured.tolist()):
             for name in names:
                 value, reason = by_name[name][i]
                 if value is None:
@@ -89,8 +115,73 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
                 summary.values += 1
                 yield account_id, name, value, reason
 
-    summary.changed = store.set_values(rows(), iso(now))
+    summary.changed = store.set_values(rows(), iso(now), partial=due is not None)
+    if every_name:
+        store.measured(((a, u, _totals_json(totals, i)) for i, (a, u) in enumerate(zip(measured.tolist(), until, strict=True))),
+                       state, iso(now), everything=due is None)
+        summary.totals = store.measured_totals()
+    else:
+        for key, contributions in totals.items():
+            for contribution in contributions:
+                if contribution is not None:
+                    _add(summary.totals.setdefault(key, {}), *contribution)
     return summary
+
+
+def _state(mappings: Mappings, names: list[str]) -> str:
+    """What a measure measured with: the model version of the mappings, healthsync's, the names."""
+    from . import __version__
+
+    return json.dumps({"mappings": mappings.version, "healthsync": __version__, "names": sorted(names)}, sort_keys=True)
+
+
+class _Moves:
+    """When each measured account's values next move with time alone (epoch seconds; None: never):
+    the earliest of the `moves` of the sources and CRM metrics measured."""
+
+    def __init__(self, store: Store, mappings: Mappings, known: dict[str, CatalogueMetric], keys: list[str],
+                 wide: list[str], wise: Columnwise, now: datetime):
+        self.now, self.wise, self.store = now, wise, store
+        systems = {known[k].system for k in keys} - {"crm"}
+        self.wide = {known[k].system for k in wide} - {"crm"}  # measured column-wise: moves column-wise too
+        self.plugins = [registry.plugin(s) for s in registry.systems() if s in systems and s not in self.wide]
+        self.crm = [CRM_MOVES.get(k, _always) for k in keys if known[k].system == "crm"]
+
+    def of(self, acct: AccountData, inputs: dict[str, Value]) -> float | None:
+        found = [m for m in (f(inputs, self.now) for f in self.crm) if m is not None]
+        found += [m for m in (p.moves(acct, self.now) for p in self.plugins if acct.linked.get(p.system))
+                  if m is not None]
+        return min(found, default=None)
+
+    def columnwise(self, until: list[float | None]) -> list[float | None]:
+        merged = np.array([np.nan if u is None else u for u in until], dtype=float)
+        tables, linked = self.wise.tables()
+        for system in self.wide:
+            past = registry.plugin(system).past
+            moved = past.moves(tables[system], self.now) if past is not None and past.moves is not None else \
+                np.full(len(merged), self.now.timestamp())
+            moved = np.where(linked[system], moved, np.nan)
+            merged = np.fmin(merged, moved)
+        return [None if u != u else u for u in merged.tolist()]
+
+
+def _always(inputs: dict[str, Value], now: datetime) -> float:
+    """A CRM metric that does not say when it moves with time: measured on every run."""
+    return now.timestamp()
+
+
+def _contribution(value: Value, unit: Value) -> tuple[str, float] | None:
+    return (str(unit[0]), float(value[0])) if value[0] and unit[0] else None
+
+
+def _totals_json(totals: dict[str, list[tuple[str, float] | None]], i: int) -> str | None:
+    """One account's part of the pull summary's totals, kept with it (its MRR and currency)."""
+    part = {key: contributions[i] for key, contributions in totals.items() if contributions[i] is not None}
+    return json.dumps(part, sort_keys=True) if part else None
+
+
+def _add(by_unit: dict[str, float], unit: str, value: float) -> None:
+    by_unit[unit] = round(by_unit.get(unit, 0.0) + value, 2)
 
 
 def _objects_read(systems: set[str]) -> set[tuple[str, str]]:
@@ -137,33 +228,38 @@ def calculator(known: dict[str, CatalogueMetric], now: datetime) -> Callable[[st
     return compute
 
 
-def _total(summary: MeasureSummary, key: str, value: Value, unit: Value) -> None:
-    if value[0] and unit[0]:
-        by_unit = summary.totals.setdefault(key, {})
-        by_unit[unit[0]] = round(by_unit.get(unit[0], 0.0) + value[0], 2)
-
-
 # ------------------------------------------------------------------ gathering
 
 
-def gather(store: Store, only: set[tuple[str, str]] | None = None) -> dict[int, AccountData]:
+def gather(store: Store, only: set[tuple[str, str]] | None = None,
+           accounts: set[int] | None = None) -> dict[int, AccountData]:
     """Each account's CRM records, the ids of its matched records and the records that belong to them
-    (with `only`: just those (system, object) records, e.g. what an outcome reads)."""
+    (with `only`: just those (system, object) records, e.g. what an outcome reads; with `accounts`:
+    just those accounts', read by id and by parent instead of whole objects)."""
     data: dict[int, AccountData] = defaultdict(AccountData)
     for plugin in registry.plugins():
         system, rule = plugin.system, plugin.identity
         owner = store.linked(system, rule.obj)
+        if accounts is not None:
+            owner = {rid: a for rid, a in owner.items() if a in accounts}
         for rid, account_id in owner.items():
             data[account_id].linked.setdefault(system, []).append(rid)
         if rule.role != "linked" and (only is None or (system, rule.obj) in only):
-            for rid, rec in store.records(system, rule.obj):
+            found = store.records(system, rule.obj) if accounts is None else \
+                sorted(store.records_by_id(system, rule.obj, owner).items())
+            for rid, rec in found:
                 if rid in owner:
                     data[owner[rid]].crm.append((system, rec))
         for belongs in plugin.belongs:
             if only is not None and (system, belongs.obj) not in only:
                 continue
             parent = owner if belongs.parent == rule.obj else store.linked(system, belongs.parent)
-            for _rid, rec in store.records(system, belongs.obj):
+            if accounts is None:
+                records: Iterable[tuple[str, dict[str, Any]]] = store.records(system, belongs.obj)
+            else:
+                parent = {pid: a for pid, a in parent.items() if a in accounts}
+                records = store.records_of_parents(system, belongs.obj, belongs.via, list(parent))
+            for _rid, rec in records:
                 account_id = parent.get(str(rec.get(belongs.via) or ""))
                 if account_id is not None:
                     data[account_id].records.setdefault((system, belongs.obj), []).append(rec)

@@ -173,10 +173,10 @@ def pull(
     event("matched", step="match", accounts=summary.match.accounts, unmatched=summary.match.unmatched,
           conflicts=summary.match.conflicts, seconds=summary.seconds["match"])
     clock = time.perf_counter()
-    summary.measure = measure(store, mappings, now)
+    summary.measure = measure(store, mappings, now, full=full)
     summary.seconds["measure"] = round(time.perf_counter() - clock, 2)
-    event("measured", step="measure", accounts=summary.measure.accounts, values=summary.measure.values,
-          changed=summary.measure.changed, seconds=summary.seconds["measure"])
+    event("measured", step="measure", accounts=summary.measure.accounts, measured=summary.measure.measured,
+          values=summary.measure.values, changed=summary.measure.changed, seconds=summary.seconds["measure"])
     return summary
 
 

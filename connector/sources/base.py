@@ -147,6 +147,26 @@ class AccountData:
 
 
 Compute = Callable[[AccountData, dict[str, Value], Any], Value]  # (account, input values, now) -> value
+# (account, now) -> the first moment (epoch seconds, at or after now) at which any of a source's
+# catalogue metrics of this account may give another value with no new record; None: never
+Moves = Callable[[AccountData, Any], "float | None"]
+
+DAY = 86400.0
+
+
+def first_after(now: float, moments: Iterator[float] | list[float]) -> float | None:
+    """The earliest of `moments` at or after `now` (epoch seconds); None when there is none."""
+    return min((m for m in moments if m >= now), default=None)
+
+
+def next_day(now: float, since: float) -> float:
+    """When a count of whole days since `since` next goes up: since + (days so far + 1) days."""
+    return since + ((now - since) // DAY + 1) * DAY
+
+
+def every_run(acct: AccountData, now: Any) -> float:
+    """A source that does not say when its metrics move with time: measured again on every run."""
+    return float(now.timestamp())
 
 
 @dataclass(frozen=True)
@@ -274,6 +294,8 @@ class Past:
     # as pulled (the source's metrics read no record past now, and none of its records lacks its
     # moment; a ticket with a garbage created_at counts live, but does not exist at any past date)
     live: bool = False
+    # with `live`: the plugin's `moves` for every account at once (NaN: never), from the same tables
+    moves: Callable[[Tables, Any], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -305,3 +327,6 @@ class SourcePlugin:
     mapped: Mapping[str, Any] = field(default_factory=dict)
     # the rows one stored record of a mapped entry holds, as `healthsync preview` shows them
     rows_of: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
+    # when its catalogue metrics of an account move with time alone (a ticket leaving a 30-day
+    # window): the measure step measures an account again then, or when its records change
+    moves: Moves = every_run

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from ..shutdown import Shutdown
 from ..store import Store
+from . import registry
 from .base import Page, PullStats, Read, Source, Stream
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ def commit(store: Store, system: str, stream: Stream, page: Page, run_started: s
     if page.merge is not None and rows:
         stored = store.records_by_id(system, obj, [row[0] for row in rows])
         rows = [page.merge(stored.get(row[0]), row) for row in rows]
-    store.put_records(system, obj, rows, now=run_started,
+    via = next((b.via for b in registry.plugin(system).belongs if b.obj == obj), None)
+    store.put_records(system, obj, rows, now=run_started, via=via,
                       cursor=(stream.name, page.cursor) if page.cursor is not None else None)
     return obj
 

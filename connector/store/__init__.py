@@ -2,6 +2,7 @@
 
   schema.py    migrations, schema version, the checks that a path is a healthsync store, meta facts
   accounts.py  accounts, account links, raw records, cursors, match issues
+  changes.py   what changed since the last measure: queued records and accounts, when values move
   values.py    metric values and their history, loaded as columns (`Column`)
   scores.py    scores and their history, overrides and their audit
   outbox.py    the outbox of CRM changes and the alert deliveries (one sending protocol)
@@ -26,6 +27,7 @@ import sqlite_utils
 from .accounts import Accounts
 from .alerts import Alerts
 from .base import utcnow
+from .changes import Changes
 from .outbox import Outbox, ReadConnection
 from .runs import Runs
 from .schema import (
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 
-class Store(Schema, Accounts, Values, Scores, Outbox, Alerts, Runs, Snapshots):
+class Store(Schema, Accounts, Values, Scores, Outbox, Changes, Alerts, Runs, Snapshots):
     """A healthsync SQLite database, migrated to the current schema on open.
 
     `Store(path)` opens a store to write, creating it where nothing is yet

@@ -7,13 +7,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
-import orjson
 
 from ..errors import NotFound
-from .base import Area, utcnow
+from .base import _decoded, _encoded, utcnow
+from .changes import Changes
 
 
-class Accounts(Area):
+class Accounts(Changes):
     def upsert_accounts(self, rows: Iterable[dict[str, Any]], now: str | None = None) -> None:
         """Insert or update accounts by key (name, domain); `updated_at` moves only when one changed
         (a match of an unchanged org writes nothing)."""
@@ -37,6 +37,9 @@ class Accounts(Area):
                 "UPDATE accounts SET deleted_at = ? WHERE deleted_at IS NULL AND key NOT IN (SELECT value FROM json_each(?))",
                 (now, live),
             )
+            revived = [a for (a,) in self.conn.execute(
+                "SELECT id FROM accounts WHERE deleted_at IS NOT NULL AND key IN (SELECT value FROM json_each(?))", (live,))]
+            self._queue_accounts(revived)  # measured again: their values stood still while they were deleted
             self.conn.execute(
                 "UPDATE accounts SET deleted_at = NULL WHERE deleted_at IS NOT NULL AND key IN (SELECT value FROM json_each(?))",
                 (live,),
@@ -99,9 +102,12 @@ class Accounts(Area):
         existing = {(system, obj, ext): (account_id, by) for system, obj, ext, account_id, by in self.conn.execute(
             "SELECT system, object, external_id, account_id, matched_by FROM account_links")}
         changed = [(*key, *link, now) for key, link in incoming.items() if existing.get(key) != link]
+        gone = [key for key in existing if key not in incoming]
         with self.transaction():  # only what differs is written: an unchanged match touches nothing
-            self.conn.executemany("DELETE FROM account_links WHERE system = ? AND object = ? AND external_id = ?",
-                                  [key for key in existing if key not in incoming])
+            # the accounts a record left or joined are measured again
+            self._queue_accounts({c[3] for c in changed} | {existing[k][0] for k in gone}
+                                 | {existing[c[:3]][0] for c in changed if c[:3] in existing})
+            self.conn.executemany("DELETE FROM account_links WHERE system = ? AND object = ? AND external_id = ?", gone)
             self.conn.executemany(
                 """INSERT INTO account_links VALUES (?, ?, ?, ?, ?, ?)
                    ON CONFLICT (system, object, external_id) DO UPDATE SET account_id = excluded.account_id,
@@ -139,17 +145,22 @@ class Accounts(Area):
 
     def put_records(
         self, system: str, obj: str, rows: Iterable[tuple[str, dict[str, Any], str | None, bool]],
-        now: str | None = None, cursor: tuple[str, str | None] | None = None,
+        now: str | None = None, cursor: tuple[str, str | None] | None = None, via: str | None = None,
     ) -> int:
         """Upsert (id, data, modified, deleted) records of one system object; returns the count.
 
         `cursor` (stream, value) is saved in the same transaction: a cursor never
-        moves past data that is not committed.
+        moves past data that is not committed. The records are queued for the next
+        measure (connector/store/changes.py), with the parent their `via` field
+        named before and names now (a ticket's organization).
         """
         now = now or utcnow()
+        rows = list(rows)
         with self.transaction():
             if cursor is not None:
                 self.set_cursor(system, cursor[0], cursor[1], now)
+            self._queue_records(system, obj, [r[0] for r in rows], via,
+                                [r[1].get(via) for r in rows] if via is not None else None)
             cur = self.conn.executemany(
                 """INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (system, object, id) DO UPDATE SET data = excluded.data,
@@ -228,20 +239,3 @@ class Accounts(Area):
             "SELECT system, object, kind, count(*) FROM match_issues GROUP BY system, object, kind "
             "ORDER BY system, object, kind"
         )]
-
-
-def _encoded(data: dict[str, Any]) -> str:
-    """A record as stored: orjson (fast, keys sorted), else json for what orjson refuses (integers
-    past 64 bits, keys that are not strings)."""
-    try:
-        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError:
-        return json.dumps(data, sort_keys=True, ensure_ascii=False)
-
-
-def _decoded(data: str) -> Any:
-    """A stored record: orjson (fast), else json for what orjson refuses (NaN, integers past 64 bits)."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)

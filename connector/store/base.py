@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import orjson
 import sqlite_utils
 
 from ..times import now_iso
@@ -38,3 +41,20 @@ class Area:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+
+def _encoded(data: dict[str, Any]) -> str:
+    """A record as stored: orjson (fast, keys sorted), else json for what orjson refuses (integers
+    past 64 bits, keys that are not strings)."""
+    try:
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(data, sort_keys=True, ensure_ascii=False)
+
+
+def _decoded(data: str) -> Any:
+    """A stored record: orjson (fast), else json for what orjson refuses (NaN, integers past 64 bits)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)

@@ -24,6 +24,9 @@ Tables (docs/store.md describes every column):
   snapshot_series a rebuilt score history (`rescore`): its mappings version, dates and assumptions
   score_snapshots one rebuilt date of one score: every account's columns in one blob
   outcome_events  the outcome events rescore found, reused by backtest while records are unchanged
+  measure_queue   records stored since the last measure (with the parent they had and have)
+  measure_accounts accounts whose links changed since the last measure
+  measure_until   when each account's metric values next move with time alone, its part of the totals
 """
 
 from __future__ import annotations
@@ -296,6 +299,25 @@ _MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """,
     # 9: usage rows kept as one series per (entry, key) instead of a record per row
     lambda conn: _usage_series(conn),
+    # 10: what changed since the last measure (records, links), and when each account's values move with time
+    """
+    CREATE TABLE IF NOT EXISTS measure_queue (
+        system TEXT NOT NULL,
+        object TEXT NOT NULL,
+        id TEXT NOT NULL,
+        parent TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (system, object, id, parent)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS measure_accounts (
+        account_id INTEGER PRIMARY KEY
+    );
+    CREATE TABLE IF NOT EXISTS measure_until (
+        account_id INTEGER PRIMARY KEY,
+        until REAL,
+        totals TEXT
+    );
+    CREATE INDEX IF NOT EXISTS measure_until_when ON measure_until(until) WHERE until IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +24,14 @@ class Column:
 
 class Values(Area):
     def set_values(
-        self, rows: Iterable[tuple[int, str, Any] | tuple[int, str, Any, str | None]], now: str | None = None
+        self, rows: Iterable[tuple[int, str, Any] | tuple[int, str, Any, str | None]], now: str | None = None,
+        partial: bool = False,
     ) -> int:
         """Record (account_id, name, value[, na_reason]) observations; returns how many changed.
 
         A value equal to the stored one only refreshes seen_at; a changed value
         (None included) starts a new `since` and is appended to metric_history.
+        `partial`: a few accounts of each name (an incremental measure): only theirs are read to compare.
         """
         now = now or utcnow()
         by_name: dict[str, dict[int, tuple[str, int, float | None, str | None, str | None]]] = {}
@@ -38,7 +41,7 @@ class Values(Area):
         changed = 0
         with self.transaction():
             for name, by_account in by_name.items():  # one name at a time: memory stays one column wide
-                current = self._current_values(name)
+                current = self._current_values(name, list(by_account) if partial else None)
                 new, moved, explained = [], [], []
                 for account_id, r in by_account.items():
                     was = current.get(account_id)
@@ -49,7 +52,7 @@ class Values(Area):
                     elif was[2] != r[4]:
                         explained.append(r)
                 seen = [a for a in by_account if a in current]
-                if len(seen) == len(current):  # the whole column was observed (the measure step's case)
+                if not partial and len(seen) == len(current):  # the whole column was observed (a full measure)
                     self.conn.execute("UPDATE metric_values SET seen_at = ? WHERE name = ?", (now, name))
                 else:
                     self.conn.executemany(
@@ -72,9 +75,12 @@ class Values(Area):
                 changed += len(new) + len(moved)
         return changed
 
-    def _current_values(self, name: str) -> dict[int, tuple[float | None, str | None, str | None]]:
-        rows = self.conn.execute("SELECT account_id, num, text, na_reason FROM metric_values WHERE name = ?", (name,))
-        return {a: (num, text, reason) for a, num, text, reason in rows}
+    def _current_values(self, name: str, accounts: list[int] | None = None
+                        ) -> dict[int, tuple[float | None, str | None, str | None]]:
+        sql, args = "SELECT account_id, num, text, na_reason FROM metric_values WHERE name = ?", [name]
+        if accounts is not None:
+            sql, args = sql + " AND account_id IN (SELECT value FROM json_each(?))", [name, json.dumps(accounts)]
+        return {a: (num, text, reason) for a, num, text, reason in self.conn.execute(sql, args)}
 
     def load_column(self, name: str, ids: np.ndarray, text: bool, with_since: bool = True) -> Column:
         """The current values of one stored name for the given accounts (N/A where absent).

@@ -6,7 +6,7 @@ the Case metrics of the catalogue count them."""
 from ..base import Belongs, Capabilities, CrmSpec, Identity, SourcePlugin
 from .client import COLLECTION_SIZE, SalesforceSource
 from .history import OUTCOMES, PAST, as_of
-from .metrics import CATALOGUE
+from .metrics import CATALOGUE, moves
 
 PLUGIN = SourcePlugin(
     system="salesforce",
@@ -21,6 +21,7 @@ PLUGIN = SourcePlugin(
     unmatched="no Salesforce Account for this account",
     belongs=(Belongs("Opportunity", "AccountId", "Account"), Belongs("Case", "AccountId", "Account")),
     catalogue=CATALOGUE,
+    moves=moves,
     outcomes=OUTCOMES,
     as_of=as_of,
     past=PAST,

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ...times import moment_of
-from ..base import AccountData, CatalogueMetric, Value
+from ..base import DAY, AccountData, CatalogueMetric, Value, first_after
 
 SYSTEM = "salesforce"
 Inputs = dict[str, Value]
@@ -40,6 +40,13 @@ def _cases_30d(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
     since = now - timedelta(days=30)
     return float(sum(1 for c in acct.of(SYSTEM, "Case")
                      if (created := moment_of(c.get("CreatedDate"))) is not None and created >= since)), None
+
+
+def moves(acct: AccountData, now: datetime) -> float | None:
+    """A Case leaves the 30-day count 30 days after it was created; the open, urgent and escalated
+    counts move only with new records."""
+    return first_after(now.timestamp(), [created.timestamp() + 30 * DAY for c in acct.of(SYSTEM, "Case")
+                                         if (created := moment_of(c.get("CreatedDate"))) is not None])
 
 
 def _metric(description: str, compute: object) -> CatalogueMetric:

@@ -4,7 +4,7 @@ the email's domain); their subscriptions, invoices and charges give the billing 
 from ..base import Belongs, Capabilities, Identity, SourcePlugin
 from .client import StripeSource
 from .history import OUTCOMES, PAST, as_of
-from .metrics import CATALOGUE
+from .metrics import CATALOGUE, moves
 
 
 def _explicit(rec: dict) -> list[tuple[str, object]]:
@@ -26,6 +26,7 @@ PLUGIN = SourcePlugin(
     unmatched="no Stripe customer matched to this account",
     belongs=tuple(Belongs(obj, "customer", "customers") for obj in ("subscriptions", "invoices", "charges")),
     catalogue=CATALOGUE,
+    moves=moves,
     outcomes=OUTCOMES,
     as_of=as_of,
     past=PAST,

@@ -11,7 +11,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..base import NA, AccountData, CatalogueMetric, Value
+from ..base import DAY, NA, AccountData, CatalogueMetric, Value, first_after, next_day
 
 SYSTEM = "stripe"
 Inputs = dict[str, Value]
@@ -139,6 +139,25 @@ def _failed_payments_30d(acct: AccountData, inputs: Inputs, now: datetime) -> Va
     since = (now - timedelta(days=30)).timestamp()
     return float(sum(1 for c in acct.of(SYSTEM, "charges")
                      if c.get("status") == "failed" and isinstance(c.get("created"), int) and c["created"] >= since)), None
+
+
+def moves(acct: AccountData, now: datetime) -> float | None:
+    """The MRR of 90 days ago moves 90 days after a subscription starts, ends or leaves its trial;
+    an open invoice falls past due at its due date, and its days past due go up every day after;
+    a failed charge leaves the 30-day count 30 days after it was made. The MRR, the status and
+    the uncollectible invoices move only with new records."""
+    stamp = now.timestamp()
+    moments: list[float] = []
+    for sub in acct.of(SYSTEM, "subscriptions"):
+        moments += [sub[k] + 90 * DAY for k in ("created", "ended_at", "canceled_at", "trial_end")
+                    if isinstance(sub.get(k), int | float) and not isinstance(sub.get(k), bool)]
+    for invoice in acct.of(SYSTEM, "invoices"):
+        due = invoice.get("due_date")
+        if invoice.get("status") == "open" and isinstance(due, int):
+            moments.append(next_day(stamp, due) if due < stamp else float(due))
+    moments += [c["created"] + 30 * DAY for c in acct.of(SYSTEM, "charges")
+                if c.get("status") == "failed" and isinstance(c.get("created"), int)]
+    return first_after(stamp, moments)
 
 
 def _metric(kind: str, description: str, compute: object, total_by: str | None = None) -> CatalogueMetric:

@@ -4,7 +4,7 @@ an account by a Salesforce, HubSpot or Stripe id or a domain; the usage metrics 
 from ..base import Belongs, Capabilities, Identity, SourcePlugin
 from .client import UsageSource
 from .history import PAST, as_of
-from .metrics import CATALOGUE
+from .metrics import CATALOGUE, moves
 from .rows import rows_of
 from .settings import FileDrop, SqlQuery
 
@@ -21,6 +21,7 @@ PLUGIN = SourcePlugin(
     unmatched="no usage row names this account",
     belongs=(Belongs("series", "ref", "keys"),),
     catalogue=CATALOGUE,
+    moves=moves,
     as_of=as_of,
     past=PAST,
     mapped={"sql": SqlQuery, "files": FileDrop},

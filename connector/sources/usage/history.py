@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Columnar, Past, Table, Tables
+from ..base import DAY, Columnar, Past, Table, Tables
+from .metrics import OFFSETS
 
 
 def as_of(obj: str, rec: dict[str, Any], at: datetime) -> dict[str, Any] | None:
@@ -127,8 +128,25 @@ def _seats(t: Tables, at: datetime, inputs: dict[str, Any]) -> Columnar:
     return values, reasons
 
 
+def _moves(t: Tables, at: datetime) -> np.ndarray:
+    """`metrics.moves` for every account at once (NaN: never)."""
+    rows, stamp = t["rows"], at.timestamp()
+    first = np.full(t.n, np.inf)
+    for offset in OFFSETS:
+        moment = rows["at"] + offset
+        later = moment >= stamp
+        np.minimum.at(first, rows.account[later], moment[later])
+    active = (rows["at"] <= stamp) & ((rows["active_users"] > 0) | (rows["events"] > 0) | (rows["key_events"] > 0))
+    latest = np.full(t.n, -np.inf)
+    np.maximum.at(latest, rows.account[active], rows["at"][active])
+    some = np.isfinite(latest)
+    first[some] = np.minimum(first[some], latest[some] + ((stamp - latest[some]) // DAY + 1) * DAY)
+    first[np.isinf(first)] = np.nan
+    return first
+
+
 PAST = Past(tables={"rows": ROWS},
             metrics={"active_users_30d": _active, "key_events_30d": _sum("key_events"), "events_30d": _sum("events"),
                      "usage_change_90d": _change, "days_since_active": _days_since},
             with_inputs={"seat_utilization": _seats},
-            live=True)  # rows are checked when read: every one has its moment, and none past now counts
+            live=True, moves=_moves)  # rows are checked when read: every one has its moment, and none past now counts

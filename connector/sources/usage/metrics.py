@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..base import NA, AccountData, CatalogueMetric, Value
+from ..base import DAY, NA, AccountData, CatalogueMetric, Value, first_after, next_day
 
 SYSTEM = "usage"
 Inputs = dict[str, Value]
@@ -90,6 +90,23 @@ def _seat_utilization(acct: AccountData, inputs: Inputs, now: datetime) -> Value
     if seats <= 0:
         return NA, f"seats is {seats:g}"
     return round(100.0 * active / seats, 1), None
+
+
+OFFSETS = (0.0, 30 * DAY, 90 * DAY, 120 * DAY)  # a row enters the 30-day windows ending now and 90 days ago, and leaves them
+
+
+def moves(acct: AccountData, now: datetime) -> float | None:
+    """A row counts from its timestamp on, leaves the 30-day window 30 days later, and is in the
+    window ending 90 days ago from 90 to 120 days after it; the days since the last active row go
+    up every day."""
+    stamp = now.timestamp()
+    moments = [at + offset for series in acct.of(SYSTEM, "series") for at in series.get("at") or []
+               for offset in OFFSETS]
+    active = [at for at, r in _rows(acct, now)
+              if any(isinstance(r.get(c), float) and r[c] > 0 for c in ("active_users", "events", "key_events"))]
+    if active:
+        moments.append(next_day(stamp, max(active)))
+    return first_after(stamp, moments)
 
 
 def _metric(description: str, compute: Any) -> CatalogueMetric:

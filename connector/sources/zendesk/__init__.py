@@ -4,7 +4,7 @@ domains); their tickets give the support metrics."""
 from ..base import Belongs, Capabilities, Identity, SourcePlugin
 from .client import ZendeskSource
 from .history import PAST, as_of
-from .metrics import CATALOGUE
+from .metrics import CATALOGUE, moves
 
 PLUGIN = SourcePlugin(
     system="zendesk",
@@ -19,6 +19,7 @@ PLUGIN = SourcePlugin(
     unmatched="no Zendesk organization matched to this account",
     belongs=(Belongs("tickets", "organization_id", "organizations"),),
     catalogue=CATALOGUE,
+    moves=moves,
     as_of=as_of,
     past=PAST,
 )

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ...times import parse_iso
-from ..base import NA, AccountData, CatalogueMetric, Value
+from ..base import DAY, NA, AccountData, CatalogueMetric, Value, first_after
 
 SYSTEM = "zendesk"
 Inputs = dict[str, Value]
@@ -45,6 +45,18 @@ def _csat_90d(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
     if not scores:
         return NA, "no rated tickets in 90 days"
     return round(100.0 * scores.count("good") / len(scores), 1), None
+
+
+def moves(acct: AccountData, now: datetime) -> float | None:
+    """A ticket leaves the 30-day count 30 days after it was created, and the 90-day CSAT 90 days
+    after its last update; nothing else here changes with time."""
+    moments = []
+    for t in acct.of(SYSTEM, "tickets"):
+        if (created := _ticket_time(t.get("created_at"))) is not None:
+            moments.append(created.timestamp() + 30 * DAY)
+        if (updated := _ticket_time(t.get("updated_at"))) is not None:
+            moments.append(updated.timestamp() + 90 * DAY)
+    return first_after(now.timestamp(), moments)
 
 
 def _metric(kind: str, description: str, compute: object) -> CatalogueMetric:

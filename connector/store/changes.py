@@ -1,0 +1,129 @@
+"""What changed since the last measure: the records stored and the accounts re-linked since, and
+when each account's values next move with time alone. The measure step (connector/metrics.py)
+measures only those accounts; without a measure state (a new store, other mappings) it measures all.
+
+Records are queued in the transaction that stores them, with the parent they had and the parent
+they have (a ticket moved to another organization changes both accounts); links in the one that
+changes them. The queue is emptied in the transaction that records what the measure found.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .base import Area, _decoded
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_STATE = "measure.state"
+
+
+def _literal(name: str) -> str:
+    """A system, object or field name written into SQL (partial indexes need literals): names only."""
+    if not _NAME.match(name):
+        raise ValueError(f"not a plain name: {name!r}")
+    return name
+
+
+def _parent_sql(via: str) -> str:
+    return f"""CAST(json_extract(data, '$."{_literal(via)}"') AS TEXT)"""
+
+
+class Changes(Area):
+    def measure_state(self) -> str | None:
+        """What the last measure measured with (its mappings, its names); None: no measure yet."""
+        return self.meta(_STATE)
+
+    def _queue_records(self, system: str, obj: str, ids: list[str], via: str | None,
+                       parents: Sequence[Any] | None) -> None:
+        """Inside the transaction storing these records (before they are stored): queue each one with
+        the parent it had and the one it will have. Only once a measure state exists: a store's
+        first measure measures everything anyway."""
+        if not ids or self.meta(_STATE) is None:
+            return
+        if via is not None:
+            self.conn.execute(
+                f"""INSERT OR IGNORE INTO measure_queue
+                    SELECT system, object, id, coalesce({_parent_sql(via)}, '') FROM records
+                    WHERE system = ? AND object = ? AND id IN (SELECT value FROM json_each(?))""",
+                (system, obj, json.dumps(ids)))
+        news = parents if parents is not None else [None] * len(ids)
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO measure_queue VALUES (?, ?, ?, ?)",
+            ((system, obj, rid, "" if p is None else str(p)) for rid, p in zip(ids, news, strict=True)))
+
+    def _queue_accounts(self, account_ids: Iterable[int]) -> None:
+        """Inside the transaction changing their links: these accounts are measured again."""
+        if self.meta(_STATE) is None:
+            return
+        self.conn.executemany("INSERT OR IGNORE INTO measure_accounts VALUES (?)", ((a,) for a in account_ids))
+
+    def changed_accounts(self, now: float, belongs: Iterable[tuple[str, str, str]]) -> set[int]:
+        """Live accounts to measure again at `now` (epoch seconds): those owning a queued record
+        (directly, or through the parent it had or has: `belongs` gives (system, object, the parent
+        object)), those re-linked, those whose values move with time by now, and those never measured."""
+        found: set[int] = set()
+        queries = [
+            ("""SELECT l.account_id FROM measure_queue q JOIN account_links l
+                ON l.system = q.system AND l.object = q.object AND l.external_id = q.id""", ()),
+            ("SELECT account_id FROM measure_accounts", ()),
+            ("SELECT account_id FROM measure_until WHERE until IS NOT NULL AND until <= ?", (now,)),
+            ("""SELECT id FROM accounts WHERE deleted_at IS NULL
+                AND id NOT IN (SELECT account_id FROM measure_until)""", ()),
+        ]
+        queries += [("""SELECT l.account_id FROM measure_queue q JOIN account_links l
+                        ON l.system = q.system AND l.object = ? AND l.external_id = q.parent
+                        WHERE q.system = ? AND q.object = ? AND q.parent != ''""", (parent, system, obj))
+                    for system, obj, parent in belongs]
+        for sql, args in queries:
+            found.update(a for (a,) in self.conn.execute(sql, args))
+        live = {a for (a,) in self.conn.execute("SELECT id FROM accounts WHERE deleted_at IS NULL")}
+        return found & live
+
+    def queued(self) -> int:
+        """Records and accounts waiting to be measured again."""
+        return sum(int(self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
+                   for t in ("measure_queue", "measure_accounts"))
+
+    def records_of_parents(self, system: str, obj: str, via: str, parents: list[str]) -> list[tuple[str, Any]]:
+        """(id, data) of the live records of one object whose `via` field names one of `parents`,
+        through an index on that field (made on first use)."""
+        where = f"system = '{_literal(system)}' AND object = '{_literal(obj)}'"
+        self.conn.execute(f"CREATE INDEX IF NOT EXISTS records_parent_{system}_{obj} "
+                          f"ON records({_parent_sql(via)}) WHERE {where}")
+        out: list[tuple[str, Any]] = []
+        for start in range(0, len(parents), 50_000):
+            rows = self.conn.execute(
+                f"""SELECT id, data FROM records WHERE {where} AND deleted = 0
+                    AND {_parent_sql(via)} IN (SELECT value FROM json_each(?)) ORDER BY id""",
+                (json.dumps(parents[start:start + 50_000]),))
+            out += [(rid, _decoded(data)) for rid, data in rows]
+        out.sort(key=lambda r: r[0])
+        return out
+
+    def measured(self, until: Iterable[tuple[int, float | None, str | None]], state: str, at: str,
+                 everything: bool) -> None:
+        """Record a measure: for each account measured, when its values move next and its part of the
+        totals (JSON: metric -> [unit, value]); `everything`: these are all the accounts. Then the
+        state it measured with and the moment it measured at (`at`, ISO), and an empty queue."""
+        with self.transaction():
+            if everything:
+                self.conn.execute("DELETE FROM measure_until")
+            self.conn.executemany("INSERT OR REPLACE INTO measure_until VALUES (?, ?, ?)", until)
+            self.conn.execute("DELETE FROM measure_queue")
+            self.conn.execute("DELETE FROM measure_accounts")
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_STATE, state))
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('measure.at', ?)", (at,))
+
+    def measured_totals(self) -> dict[str, dict[str, float]]:
+        """metric -> unit -> the sum over live accounts of their last measured parts (MRR per currency)."""
+        out: dict[str, dict[str, float]] = {}
+        for (totals,) in self.conn.execute(
+                """SELECT m.totals FROM measure_until m JOIN accounts a ON a.id = m.account_id
+                   WHERE m.totals IS NOT NULL AND a.deleted_at IS NULL ORDER BY m.account_id"""):
+            for key, (unit, value) in json.loads(totals).items():
+                by_unit = out.setdefault(key, {})
+                by_unit[unit] = by_unit.get(unit, 0.0) + value
+        return {key: {unit: round(v, 2) for unit, v in by_unit.items()} for key, by_unit in out.items()}

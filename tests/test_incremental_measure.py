@@ -1,0 +1,209 @@
+"""The measure step measures again only the accounts whose values may have changed: a record of
+theirs stored, a link changed, a metric moving with time alone, never measured. It must leave
+exactly what measuring every account leaves, through changes in every source, tickets moving
+between organizations, re-linked records and time passing (an hour, days, past the 30- and
+90-day windows)."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import REPO
+
+from connector.config.mappings import load_mappings
+from connector.metrics import measure
+from connector.pipeline import pull
+from connector.sources.base import AccountData
+from connector.sources.registry import plugins
+from connector.store import Store
+from sandbox.dataset import build_dataset, zd_time
+from sandbox.server import Sandbox
+
+MAPPINGS = load_mappings(REPO / "mappings")
+# the sandbox stamps its changes with the wall clock: every run here is before it, so each pull reads them
+BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(days=150)
+
+
+def _values(conn: sqlite3.Connection) -> list[tuple]:
+    return conn.execute("SELECT name, account_id, num, text, na_reason FROM metric_values "
+                        "ORDER BY name, account_id").fetchall()
+
+
+def _as_full(store: Store, now: datetime) -> None:
+    """A full measure of a copy changes nothing, and leaves the same values."""
+    with store.preview() as copy:
+        again = measure(copy, MAPPINGS, now, full=True)
+        assert again.full and again.measured == again.accounts
+        assert again.changed == 0, "a full measure found values the incremental one left stale"
+        assert _values(copy.conn) == _values(store.conn)
+        assert again.totals == store.measured_totals()
+
+
+def _move_ticket(sb: Sandbox, store: Store) -> tuple[str, str, str]:
+    """Move an open ticket to another organization, each matched to another account: both accounts'
+    open tickets change (a measure of only the account it went to leaves the other stale)."""
+    ds, linked = sb.dataset, store.linked("zendesk", "organizations")
+    with sb.lock:
+        ticket = next(t for t in ds.zd_tickets.values()
+                      if str(t.get("organization_id")) in linked and t["status"] == "open")
+        before = str(ticket["organization_id"])
+        other = next(o for o in ds.zd_organizations if o in linked and linked[o] != linked[before])
+        t = ds.tick()
+        ticket["organization_id"] = int(other)
+        ticket["updated_at"], ticket["generated_timestamp"] = zd_time(t), int(t)
+        ds.version += 1
+    return str(ticket["id"]), before, other
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return build_dataset(accounts=300, seed=23, now=BASE)
+
+
+def test_an_incremental_measure_leaves_what_a_full_one_does(dataset, tmp_path):
+    steps = [  # (time since the first run, change the sandbox first)
+        (timedelta(hours=1), False), (timedelta(hours=2), True), (timedelta(days=1), True),
+        (timedelta(days=3, hours=5), True), (timedelta(days=34), False), (timedelta(days=95), True),
+        (timedelta(days=126), False),
+    ]
+    with Sandbox(dataset) as sb, Store(tmp_path / "s.db") as store:
+        env = sb.unpaced_env()
+        first = pull(store, MAPPINGS, env, now=BASE)
+        assert first.measure.full and first.measure.measured == first.measure.accounts > 250
+        _as_full(store, BASE)
+        seen = []
+        for i, (later, change) in enumerate(steps):
+            if change:
+                sb.mutate(fraction=0.05, seed=i)
+                ticket, was, now_in = _move_ticket(sb, store)
+            summary = pull(store, MAPPINGS, env, now=BASE + later)
+            m = summary.measure
+            if later <= timedelta(hours=2):
+                assert not m.full, f"step {i}: measured everything ({m.measured} of {m.accounts})"
+            seen.append((later, change, m.measured, m.full))
+            if change:
+                assert store.records_by_id("zendesk", "tickets", [ticket])[ticket]["organization_id"] == int(now_in)
+            _as_full(store, BASE + later)
+        assert store.queued() == 0
+    hour, changed, day, *_rest = seen
+    assert 0 < hour[2] < first.measure.accounts / 10  # an hour later, unchanged: the few whose values moved
+    assert hour[2] < changed[2] < first.measure.accounts / 2  # 5 % of the records changed
+    assert day[3]  # a day later every account's days since active moved: all are measured, column-wise
+
+
+def _cases(n: int = 40) -> list[AccountData]:
+    """Accounts with Salesforce Cases (the shipped mappings pull none): created from 0 to 60 days
+    before the base moment, and after it."""
+    import random
+
+    rnd = random.Random(3)
+    out = []
+    for a in range(n):
+        cases = [{"CreatedDate": (BASE + timedelta(seconds=rnd.uniform(-60, 5) * 86400)).isoformat(),
+                  "IsClosed": rnd.random() < 0.5, "Priority": rnd.choice(["High", "Low"])}
+                 for _ in range(rnd.randint(0, 5))]
+        out.append(AccountData(linked={"salesforce": [f"001{a}"]}, records={("salesforce", "Case"): cases}))
+    return out
+
+
+@pytest.mark.parametrize("plugin", [p for p in plugins() if p.catalogue], ids=lambda p: p.system)
+def test_a_source_s_metrics_hold_still_until_its_moves_says(plugin, dataset, tmp_path):
+    """Each metric of a source gives the same value at every moment from now until the moment its
+    `moves` names (sampled, and just before it), for every account of the sandbox."""
+    from connector.catalogue import catalogue
+    from connector.metrics import calculator, gather, input_value
+
+    if plugin.system == "salesforce":
+        accounts = _cases()
+    else:
+        with Sandbox(dataset) as sb, Store(tmp_path / "m.db") as store:
+            pull(store, MAPPINGS, sb.unpaced_env(), now=BASE)
+            accounts = list(gather(store).values())[:150]
+    known = catalogue()
+    keys = [k for k, m in known.items() if m.system == plugin.system]
+    checked = moving = 0
+    for offset in (timedelta(0), timedelta(days=20), timedelta(days=100)):
+        now = BASE + offset
+        compute = calculator(known, now)
+        for acct in accounts:
+            if not acct.linked.get(plugin.system):
+                continue
+            inputs = {name: input_value(acct, MAPPINGS, name) for name in MAPPINGS.inputs}
+            until = plugin.moves(acct, now)
+            assert until is None or until >= now.timestamp()
+            horizon = (until - now.timestamp()) if until is not None else 400 * 86400.0
+            moving += until is not None
+            probes = [horizon * f for f in (0.1, 0.37, 0.5, 0.81, 0.999)] + [max(horizon - 1, 0)]
+            for key in keys:
+                expected = compute(key, acct, inputs)
+                for probe in probes:
+                    at = now + timedelta(seconds=probe)
+                    got = calculator(known, at)(key, acct, inputs)
+                    assert got == expected, f"{key} moved at {at} before {plugin.system}'s moves said ({until})"
+                    checked += 1
+    assert checked > 100 and moving > 10
+
+
+def test_usage_moves_column_wise_as_account_by_account(dataset, tmp_path):
+    """The full measure takes usage's `moves` column-wise (`Past.moves`): the same moments."""
+    from connector.columns import Columnwise
+    from connector.metrics import gather
+    from connector.sources import registry
+
+    plugin = registry.plugin("usage")
+    with Sandbox(dataset) as sb, Store(tmp_path / "u.db") as store:
+        pull(store, MAPPINGS, sb.unpaced_env(), now=BASE)
+        ids = store.account_ids()
+        data = gather(store)
+        tables, _linked = Columnwise(store, ids).tables()
+    for offset in (timedelta(0), timedelta(days=9, hours=7), timedelta(days=200)):
+        at = BASE + offset
+        wise = plugin.past.moves(tables["usage"], at).tolist()
+        each = [plugin.moves(data.get(a, AccountData()), at) for a in ids.tolist()]
+        assert [None if w != w else w for w in wise] == each
+        assert sum(e is not None for e in each) > len(ids) / 2 or offset.days == 200
+
+
+def test_a_ticket_moved_to_another_organization_measures_both_accounts_again(tmp_path):
+    """Store level: the queue keeps the parent a record had and the one it has."""
+    with Store(tmp_path / "q.db") as store:
+        store.conn.execute("INSERT INTO meta VALUES ('measure.state', '{}')")
+        now = "2026-11-02T00:00:00Z"
+        store.upsert_accounts([{"key": "a"}, {"key": "b"}], now)
+        ids = store.account_keys()
+        store.replace_links([("zendesk", "organizations", "1", ids["a"], "domain a"),
+                             ("zendesk", "organizations", "2", ids["b"], "domain b")], now)
+        store.measured([(ids["a"], None, None), (ids["b"], None, None)], "{}", now, everything=True)
+        assert store.changed_accounts(0, []) == set()
+        store.put_records("zendesk", "tickets", [("t1", {"organization_id": 1}, None, False)], now, via="organization_id")
+        belongs = [("zendesk", "tickets", "organizations")]
+        assert store.changed_accounts(0, belongs) == {ids["a"]}
+        store.measured([], "{}", now, everything=False)
+        store.put_records("zendesk", "tickets", [("t1", {"organization_id": 2}, None, False)], now, via="organization_id")
+        assert store.changed_accounts(0, belongs) == {ids["a"], ids["b"]}
+        assert [r for r, _d in store.records_of_parents("zendesk", "tickets", "organization_id", ["2"])] == ["t1"]
+        assert store.records_of_parents("zendesk", "tickets", "organization_id", ["1"]) == []
+        store.measured([(ids["a"], 100.0, None)], "{}", now, everything=False)
+        assert store.changed_accounts(99.0, belongs) == set()
+        assert store.changed_accounts(100.0, belongs) == {ids["a"]}  # its values move with time by then
+        store.replace_links([("zendesk", "organizations", "1", ids["b"], "domain b"),
+                             ("zendesk", "organizations", "2", ids["b"], "domain b")], now)
+        assert store.changed_accounts(0, belongs) == {ids["a"], ids["b"]}  # re-linked: the old and the new
+    with closing(sqlite3.connect(tmp_path / "q.db")) as conn:
+        assert conn.execute("SELECT count(*) FROM measure_accounts").fetchone()[0] == 2
+
+
+def test_without_a_measure_state_nothing_is_queued(tmp_path):
+    """A new store's first pull writes no queue: its first measure measures everything anyway."""
+    with Store(tmp_path / "n.db") as store:
+        store.put_records("zendesk", "tickets", [("t1", {"organization_id": 1}, None, False)], via="organization_id")
+        assert store.queued() == 0
+
+
+def test_an_account_data_without_records_never_moves():
+    for plugin in plugins():
+        if plugin.catalogue:
+            assert plugin.moves(AccountData(), BASE) is None, plugin.system
