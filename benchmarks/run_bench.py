@@ -35,16 +35,18 @@ from connector.http import CallLog  # noqa: E402
 from connector.pipeline import RunSummary, run  # noqa: E402
 from connector.store import Store  # noqa: E402
 
-WRITES = ("composite", "batch/update", "jobs/ingest", "sobjects")  # endpoints that change a CRM record
+READS = ("/search", "/batch/read", "/oauth2/token", "/query")  # POSTs that only read (or log in)
 
 
-def writes(calls: CallLog) -> dict[str, int]:
-    """Write requests per system (Salesforce collections / Bulk API jobs, HubSpot batch updates)."""
-    out: dict[str, int] = {}
+def writes(calls: CallLog) -> dict[str, dict[str, int]]:
+    """Write requests per system and endpoint: every PATCH, PUT and DELETE, and each POST that is
+    not a search, a batch read or a login."""
+    out: dict[str, dict[str, int]] = {}
     for system, endpoints in calls.as_dict().items():
-        n = sum(count for endpoint, count in endpoints.items() if any(w in endpoint for w in WRITES))
-        if n:
-            out[system] = n
+        for endpoint, count in endpoints.items():
+            method = endpoint.split(" ", 1)[0]
+            if method in ("PATCH", "PUT", "DELETE") or (method == "POST" and not any(r in endpoint for r in READS)):
+                out.setdefault(system, {})[endpoint] = count
     return out
 
 

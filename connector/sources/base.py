@@ -61,6 +61,9 @@ class Stream:
     key: str  # the record field that is its id
     cursor_field: str  # what the cursor holds: "SystemModstamp", "after_cursor", ...
     paginator: str  # how pages follow each other: "nextRecordsUrl", "starting_after", ...
+    # record fields that only say when it was stored: a record read again with nothing else changed
+    # (healthsync's own write read back) is no change for the measure step
+    stamps: tuple[str, ...] = ()
 
 
 @dataclass

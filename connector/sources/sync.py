@@ -42,7 +42,7 @@ def pull_streams(source: Source, store: Store, mappings: Mappings, run_started: 
         cursor = None if full else store.cursor(source.system, stream.name)
         stats.full[stream.name] = cursor is None  # a read may say otherwise (a cursor too old to use)
         for page in source.read(stream, mappings, Read(cursor, run_started, stats)):
-            _count(stats, page, commit(store, source.system, stream, page, run_started))
+            _count(stats, page, commit(store, source.system, stream, page, run_started, mappings))
     source.finish(stats)
     return stats
 
@@ -54,18 +54,31 @@ def _count(stats: PullStats, page: Page, obj: str) -> None:
                   sum(1 for row in page.rows if row[3]))
 
 
-def commit(store: Store, system: str, stream: Stream, page: Page, run_started: str) -> str:
+def commit(store: Store, system: str, stream: Stream, page: Page, run_started: str,
+           mappings: Mappings | None = None) -> str:
     """Store one page (merged over the stored records when it says so) with the cursor that covers
-    it, in one transaction; returns the object its records went to."""
+    it, in one transaction; returns the object its records went to. A record whose only changes are
+    its stamps and healthsync's output fields (its own write, read back) is no change to measure."""
     obj = page.obj or stream.obj
     rows = page.rows
     if page.merge is not None and rows:
         stored = store.records_by_id(system, obj, [row[0] for row in rows])
         rows = [page.merge(stored.get(row[0]), row) for row in rows]
     via = next((b.via for b in registry.plugin(system).belongs if b.obj == obj), None)
-    store.put_records(system, obj, rows, now=run_started, via=via,
+    store.put_records(system, obj, rows, now=run_started, via=via, ignored=_ignored(stream, system, mappings),
                       cursor=(stream.name, page.cursor) if page.cursor is not None else None)
     return obj
+
+
+def _ignored(stream: Stream, system: str, mappings: Mappings | None) -> frozenset[str]:
+    """The fields a change of which alone is no change to measure: the stream's stamps, and the
+    fields healthsync writes to this system (never an input: the mappings refuse one field as both)."""
+    outputs = set()
+    for compiled in (mappings.scores.values() if mappings is not None else ()):
+        written = compiled.definition.outputs.get(system)
+        if written is not None:
+            outputs |= set(written.fields().values())
+    return frozenset(stream.stamps) | outputs
 
 
 _WAIT = 0.2  # seconds between looks at the queue: the calling thread stays responsive to signals
@@ -126,7 +139,7 @@ def pull_together(sources: list[Source], store: Store, mappings: Mappings, run_s
                 continue
             if kind == "page":
                 assert stream is not None and isinstance(item, Page)
-                _count(stats, item, commit(store, source.system, stream, item, run_started))
+                _count(stats, item, commit(store, source.system, stream, item, run_started, mappings))
                 continue
             running -= 1
             yield source, (stats if kind == "done" else item), round(time.perf_counter() - started, 2)  # type: ignore[misc]

@@ -146,21 +146,23 @@ class Accounts(Changes):
     def put_records(
         self, system: str, obj: str, rows: Iterable[tuple[str, dict[str, Any], str | None, bool]],
         now: str | None = None, cursor: tuple[str, str | None] | None = None, via: str | None = None,
+        ignored: frozenset[str] = frozenset(),
     ) -> int:
         """Upsert (id, data, modified, deleted) records of one system object; returns the count.
 
         `cursor` (stream, value) is saved in the same transaction: a cursor never
         moves past data that is not committed. The records are queued for the next
         measure (connector/store/changes.py), with the parent their `via` field
-        named before and names now (a ticket's organization).
+        named before and names now (a ticket's organization); a record whose
+        fields differ from the stored ones only in `ignored` (stamps, healthsync's
+        own output fields) is not.
         """
         now = now or utcnow()
         rows = list(rows)
         with self.transaction():
             if cursor is not None:
                 self.set_cursor(system, cursor[0], cursor[1], now)
-            self._queue_records(system, obj, [r[0] for r in rows], via,
-                                [r[1].get(via) for r in rows] if via is not None else None)
+            self._queue_records(system, obj, rows, via, ignored)
             cur = self.conn.executemany(
                 """INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (system, object, id) DO UPDATE SET data = excluded.data,

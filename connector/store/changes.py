@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from .base import Area, _decoded
@@ -27,6 +27,14 @@ def _literal(name: str) -> str:
     return name
 
 
+def _same(old: dict[str, Any], new: dict[str, Any], ignored: frozenset[str]) -> bool:
+    """The same record but for the `ignored` fields."""
+    if not ignored:
+        return old == new
+    keys = (old.keys() | new.keys()) - ignored
+    return all(old.get(k) == new.get(k) for k in keys)
+
+
 def _parent_sql(via: str) -> str:
     return f"""CAST(json_extract(data, '$."{_literal(via)}"') AS TEXT)"""
 
@@ -36,23 +44,30 @@ class Changes(Area):
         """What the last measure measured with (its mappings, its names); None: no measure yet."""
         return self.meta(_STATE)
 
-    def _queue_records(self, system: str, obj: str, ids: list[str], via: str | None,
-                       parents: Sequence[Any] | None) -> None:
-        """Inside the transaction storing these records (before they are stored): queue each one with
-        the parent it had and the one it will have. Only once a measure state exists: a store's
-        first measure measures everything anyway."""
-        if not ids or self.meta(_STATE) is None:
+    def _queue_records(self, system: str, obj: str, rows: list[tuple[str, dict[str, Any], str | None, bool]],
+                       via: str | None, ignored: frozenset[str] = frozenset()) -> None:
+        """Inside the transaction storing these (id, data, modified, deleted) records, before they are
+        stored: queue each one that changes, with the parent it had and the one it will have. Only
+        once a measure state exists: a store's first measure measures everything anyway."""
+        if not rows or self.meta(_STATE) is None:
             return
-        if via is not None:
-            self.conn.execute(
-                f"""INSERT OR IGNORE INTO measure_queue
-                    SELECT system, object, id, coalesce({_parent_sql(via)}, '') FROM records
-                    WHERE system = ? AND object = ? AND id IN (SELECT value FROM json_each(?))""",
-                (system, obj, json.dumps(ids)))
-        news = parents if parents is not None else [None] * len(ids)
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO measure_queue VALUES (?, ?, ?, ?)",
-            ((system, obj, rid, "" if p is None else str(p)) for rid, p in zip(ids, news, strict=True)))
+        stored: dict[str, tuple[dict[str, Any], int]] = {}
+        for start in range(0, len(rows), 50_000):
+            stored.update((rid, (_decoded(data), deleted)) for rid, data, deleted in self.conn.execute(
+                "SELECT id, data, deleted FROM records WHERE system = ? AND object = ? "
+                "AND id IN (SELECT value FROM json_each(?))",
+                (system, obj, json.dumps([r[0] for r in rows[start:start + 50_000]]))))
+        queued: set[tuple[str, str]] = set()
+        for rid, data, _modified, deleted in rows:
+            old = stored.get(rid)
+            if old is not None and old[1] == int(deleted) and _same(old[0], data, ignored):
+                continue
+            parents = {"" if via is None or data.get(via) is None else str(data[via])}
+            if old is not None and via is not None and old[0].get(via) is not None:
+                parents.add(str(old[0][via]))
+            queued.update((rid, p) for p in parents)
+        self.conn.executemany("INSERT OR IGNORE INTO measure_queue VALUES (?, ?, ?, ?)",
+                              ((system, obj, rid, p) for rid, p in queued))
 
     def _queue_accounts(self, account_ids: Iterable[int]) -> None:
         """Inside the transaction changing their links: these accounts are measured again."""

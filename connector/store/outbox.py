@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from .base import utcnow
-from .changes import Changes
+from .base import Area, utcnow
 
 ReadConnection = sqlite3.Connection  # what Store.watch gives an observer thread
 
 
-class Outbox(Changes):
+class Outbox(Area):
     def written(self, system: str, obj: str) -> dict[tuple[str, str], str | None]:
         """(record id, field) -> the value healthsync last wrote there (canonical text)."""
         rows = self.conn.execute(
@@ -98,7 +97,6 @@ class Outbox(Changes):
                 "INSERT OR REPLACE INTO written VALUES (?, ?, ?, ?, ?, ?)",
                 ((system, obj, rid, f, v, now) for rid, fields, _raw in written for f, v in fields.items()),
             )
-            self._queue_records(system, obj, [rid for rid, _f, _raw in written], None, None)
             for rid, _fields, raw in written:
                 row = self.conn.execute(
                     "SELECT data FROM records WHERE system = ? AND object = ? AND id = ?", (system, obj, rid)

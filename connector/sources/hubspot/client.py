@@ -104,11 +104,12 @@ class HubSpotSource:
         Stream("companies", "companies",
                "GET /crm/v3/objects/companies (a full pull), else POST /crm/v3/objects/companies/search; "
                "then GET /crm/v3/objects/companies?archived=true", key="id",
-               cursor_field="hs_lastmodifieddate", paginator="paging.next.after (list); hs_object_id > last id (search)"),
+               cursor_field="hs_lastmodifieddate", stamps=("hs_lastmodifieddate", "updatedAt"),
+               paginator="paging.next.after (list); hs_object_id > last id (search)"),
         Stream("deals", "deals",
                "GET /crm/v3/objects/deals?associations=companies (a full pull), else POST /crm/v3/objects/deals/search "
                "and POST /crm/v4/associations/deals/companies/batch/read; then GET /crm/v3/objects/deals?archived=true",
-               key="id", cursor_field="hs_lastmodifieddate",
+               key="id", cursor_field="hs_lastmodifieddate", stamps=("hs_lastmodifieddate", "updatedAt"),
                paginator="paging.next.after (list); hs_object_id > last id (search)"),
     )
 

@@ -167,7 +167,8 @@ class SalesforceSource:
     system = SYSTEM
     STREAMS = tuple(  # one SOQL object each: queryAll ordered by SystemModstamp, Id
         Stream(obj, obj, f"GET /services/data/v{API_VERSION}/queryAll", key="Id",
-               cursor_field="SystemModstamp", paginator="nextRecordsUrl")
+               cursor_field="SystemModstamp", paginator="nextRecordsUrl",
+               stamps=("SystemModstamp", "LastModifiedDate"))
         for obj in ("Account", *ON_DEMAND)
     )
 
