@@ -20,6 +20,7 @@ record that needed it is reported, never merged into one of them.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -135,9 +136,17 @@ class _Matcher:
             self.issues.append((system, obj, ext, "unmatched", f"{label}: {why}", None))
 
 
-def match(store: Store, mappings: Mappings) -> MatchSummary:
+def match(store: Store, mappings: Mappings, full: bool = False) -> MatchSummary:
     """Rebuild accounts, links and match issues from the stored records, source by source
-    (the registry's identity rules): accounts, then CRM records, then linked records."""
+    (the registry's identity rules): accounts, then CRM records, then linked records.
+
+    Skipped, with the summary of what is stored, when nothing matching reads changed since the
+    last match (connector/store/changes.py: a record's name, domains, explicit ids or the CRM
+    field naming a linked record) and the mappings are the same; `full` matches anyway.
+    """
+    state = _state(mappings)
+    if not full and not store.match_due(state):
+        return _stored_summary(store)
     m = _Matcher(store)
     summary = MatchSummary()
     plugins = registry.plugins()
@@ -185,6 +194,31 @@ def match(store: Store, mappings: Mappings) -> MatchSummary:
             m.attach(system, rule.obj, rid, explicit, [normalize_domain(d) for d in rule.domains(rec)], rule.label(rec))
 
     _save(store, m, summary)
+    store.matched(state)
+    return summary
+
+
+def _state(mappings: Mappings) -> str:
+    """What a match matches with: the mappings (the inputs naming linked records) and healthsync."""
+    from . import __version__
+
+    return json.dumps({"mappings": mappings.version, "healthsync": __version__}, sort_keys=True)
+
+
+def _stored_summary(store: Store) -> MatchSummary:
+    """The summary of the match as stored (what a match of unchanged records would say again)."""
+    summary = MatchSummary()
+    counts = store.match_counts()
+    for plugin in registry.plugins():
+        if plugin.identity.role != "linked":
+            summary.accounts[plugin.system] = counts.accounts.get(plugin.system, 0)
+    for (system, by), n in counts.links.items():
+        kind = "crm record" if by == "crm record" else ("explicit id" if by == "explicit id" else "domain")
+        summary.linked.setdefault(system, {}).setdefault(kind, 0)
+        summary.linked[system][kind] += n
+    for system, _obj, kind, n in store.match_issue_counts():
+        target = summary.unmatched if kind == "unmatched" else summary.conflicts
+        target[system] = target.get(system, 0) + n
     return summary
 
 

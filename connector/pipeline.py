@@ -168,7 +168,7 @@ def pull(
                 outcome = exc
             _pulled(summary, source, outcome, round(time.perf_counter() - clock, 2))
     clock = time.perf_counter()
-    summary.match = match(store, mappings)
+    summary.match = match(store, mappings, full=full)
     summary.seconds["match"] = round(time.perf_counter() - clock, 2)
     event("matched", step="match", accounts=summary.match.accounts, unmatched=summary.match.unmatched,
           conflicts=summary.match.conflicts, seconds=summary.seconds["match"])

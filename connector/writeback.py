@@ -53,8 +53,10 @@ class PlanSummary:
     changes: dict[str, int] = field(default_factory=dict)  # system -> records to write
     fields: dict[str, dict[str, int]] = field(default_factory=dict)  # system -> field -> changes
     drift: dict[str, int] = field(default_factory=dict)  # system -> fields restored after a human edit
-    unchanged: dict[str, int] = field(default_factory=dict)  # system -> records already right
+    unchanged: dict[str, int] = field(default_factory=dict)  # system -> records compared and already right
     samples: list[dict[str, Any]] = field(default_factory=list)
+    full: bool = True  # every record was compared (else only those whose scores, links or fields changed)
+    compared: dict[str, int] = field(default_factory=dict)  # system -> records compared
 
 
 @dataclass
@@ -104,10 +106,14 @@ def _outgoing(value: Any, kind: str) -> Any:
 
 
 def desired_values(store: Store, mappings: Mappings, system: str, types: Mapping[str, str],
-                   lengths: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
-    """CRM record id -> output field -> the value it should hold (text cut to the field's length)."""
+                   lengths: Mapping[str, int] | None = None, records: list[str] | None = None
+                   ) -> dict[str, dict[str, Any]]:
+    """CRM record id -> output field -> the value it should hold (text cut to the field's length);
+    of `records` only, if given."""
     lengths = field_lengths(store, system) if lengths is None else lengths
     owner = store.linked(system, _crm(system).object)
+    if records is not None:
+        owner = {r: owner[r] for r in records if r in owner}
     by_account: dict[int, list[str]] = {}
     for record_id, account_id in owner.items():
         by_account.setdefault(account_id, []).append(record_id)
@@ -116,7 +122,8 @@ def desired_values(store: Store, mappings: Mappings, system: str, types: Mapping
         outputs = compiled.definition.outputs.get(system)
         if outputs is None:
             continue
-        scores = {row["account_id"]: row for row in store.current_scores(name)}
+        scores = {row["account_id"]: row for row in
+                  store.current_scores(name, None if records is None else sorted(by_account))}
         for account_id, record_ids in by_account.items():
             row = scores.get(account_id)
             for key, crm_field in outputs.fields().items():
@@ -151,21 +158,32 @@ def _output_value(key: str, row: Mapping[str, Any] | None, kind: str) -> Any:
 
 
 def plan(store: Store, mappings: Mappings, run_id: int | None = None, systems: list[str] | None = None,
-         sample_size: int = 5) -> PlanSummary:
-    """Compute the changes and save them as the outbox (replacing what was not yet written)."""
+         sample_size: int = 5, full: bool = False) -> PlanSummary:
+    """Compute the changes and save them as the outbox (replacing what was not yet written).
+
+    Only the CRM records that may need a change are compared (connector/store/changes.py): those
+    stored or re-linked since the last plan, those of accounts whose scores changed, and those
+    with a change not yet written; every record with other mappings or CRM fields, `full`, or
+    `systems` (then the plan state is left as it was).
+    """
     summary = PlanSummary()
     now = utcnow()
     rows: list[tuple[Any, ...]] = []
+    state = _plan_state(store, mappings)
+    summary.full = full or systems is not None or store.plan_state() != state
     for system in systems or list(registry.crms()):
         types = field_types(store, system)
         if not types:
             continue  # this CRM was never pulled: nothing known to compare with
-        held = dict(store.records(system, _crm(system).object))
-        owner = store.linked(system, _crm(system).object)
-        written = store.written(system, _crm(system).object)
+        obj = _crm(system).object
+        only = None if summary.full else store.records_to_plan(system, obj)
+        held = dict(store.records(system, obj)) if only is None else store.records_by_id(system, obj, only)
+        owner = store.linked(system, obj)
+        written = store.written(system, obj, only)
         summary.changes[system] = summary.drift[system] = summary.unchanged[system] = 0
+        summary.compared[system] = len(held)
         counts = summary.fields.setdefault(system, {})
-        for record_id, desired in desired_values(store, mappings, system, types).items():
+        for record_id, desired in desired_values(store, mappings, system, types, records=only).items():
             if record_id not in held:
                 continue  # deleted in the CRM since the match
             changes: dict[str, Any] = {}
@@ -192,7 +210,17 @@ def plan(store: Store, mappings: Mappings, run_id: int | None = None, systems: l
             if len(summary.samples) < sample_size:
                 summary.samples.append({"system": system, "record": record_id, "before": before, "after": changes})
     store.replace_outbox(rows, [s for s in summary.changes])
+    if systems is None:
+        store.planned(state)
     return summary
+
+
+def _plan_state(store: Store, mappings: Mappings) -> str:
+    """What a plan plans with: the mappings' model version, healthsync's, each CRM's fields."""
+    from . import __version__
+
+    return json.dumps({"mappings": mappings.version, "healthsync": __version__,
+                       "fields": {s: _described(store, s) for s in registry.crms()}}, sort_keys=True)
 
 
 def _described(store: Store, system: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ between organizations, re-linked records and time passing (an hour, days, past t
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -13,13 +14,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import REPO
 
+from connector import __version__
 from connector.config.mappings import load_mappings
+from connector.identity import match
 from connector.metrics import measure
 from connector.pipeline import pull
 from connector.sources.base import AccountData
 from connector.sources.registry import plugins
 from connector.store import Store
-from sandbox.dataset import build_dataset, zd_time
+from sandbox.dataset import build_dataset, sf_time, zd_time
 from sandbox.server import Sandbox
 
 MAPPINGS = load_mappings(REPO / "mappings")
@@ -32,9 +35,20 @@ def _values(conn: sqlite3.Connection) -> list[tuple]:
                         "ORDER BY name, account_id").fetchall()
 
 
-def _as_full(store: Store, now: datetime) -> None:
-    """A full measure of a copy changes nothing, and leaves the same values."""
+def _matching(conn: sqlite3.Connection) -> tuple[list[tuple], ...]:
+    return (conn.execute("SELECT system, object, external_id, account_id, matched_by FROM account_links "
+                         "ORDER BY 1, 2, 3").fetchall(),
+            conn.execute("SELECT id, key, name, domain, deleted_at IS NULL FROM accounts ORDER BY id").fetchall(),
+            conn.execute("SELECT * FROM match_issues ORDER BY 1, 2, 3").fetchall())
+
+
+def _as_full(store: Store, now: datetime, matched: object = None) -> None:
+    """A full match and a full measure of a copy change nothing, and leave the same links and values."""
     with store.preview() as copy:
+        again_matched = match(copy, MAPPINGS, full=True)
+        if matched is not None:
+            assert again_matched == matched  # a skipped match summarizes what is stored
+        assert _matching(copy.conn) == _matching(store.conn)
         again = measure(copy, MAPPINGS, now, full=True)
         assert again.full and again.measured == again.accounts
         assert again.changed == 0, "a full measure found values the incremental one left stale"
@@ -86,7 +100,7 @@ def test_an_incremental_measure_leaves_what_a_full_one_does(dataset, tmp_path):
             seen.append((later, change, m.measured, m.full))
             if change:
                 assert store.records_by_id("zendesk", "tickets", [ticket])[ticket]["organization_id"] == int(now_in)
-            _as_full(store, BASE + later)
+            _as_full(store, BASE + later, summary.match)
         assert store.queued() == 0
     hour, changed, day, *_rest = seen
     assert hour[2] < first.measure.accounts / 10  # an hour later, unchanged: only those whose values moved
@@ -196,6 +210,33 @@ def test_a_ticket_moved_to_another_organization_measures_both_accounts_again(tmp
         assert conn.execute("SELECT count(*) FROM measure_accounts").fetchone()[0] == 2
 
 
+def test_the_match_is_skipped_until_what_it_reads_changes(dataset, tmp_path):
+    """A CRM field no matching rule reads (a CSM rating) changes nothing to match; a domain does."""
+    with Sandbox(dataset) as sb, Store(tmp_path / "d.db") as store:
+        env = sb.unpaced_env()
+        pull(store, MAPPINGS, env, now=BASE)
+        assert not store.match_due(json.dumps({"mappings": MAPPINGS.version, "healthsync": __version__},
+                                              sort_keys=True))
+        with sb.lock:  # a rating: no matching rule reads it
+            acc = next(a for a in sb.dataset.sf_accounts.values() if not a["IsDeleted"])
+            acc["CSM_Rating__c"] = 5.0 if acc["CSM_Rating__c"] != 5.0 else 4.0
+            acc["SystemModstamp"] = acc["LastModifiedDate"] = sf_time(sb.dataset.tick())
+            sb.dataset.version += 1
+        pull(store, MAPPINGS, env, now=BASE + timedelta(hours=1))
+        assert store.meta("match.stale") is None
+        with sb.lock:  # its website: the account's domain, which Stripe and Zendesk records match by
+            acc["Website"] = "https://renamed-for-a-test.example.org"
+            acc["SystemModstamp"] = acc["LastModifiedDate"] = sf_time(sb.dataset.tick())
+            sb.dataset.version += 1
+        before = store.linked("salesforce", "Account")
+        summary = pull(store, MAPPINGS, env, now=BASE + timedelta(hours=2))
+        assert store.meta("match.stale") is None  # matched again, and cleared
+        account = before[acc["Id"]]
+        domain = store.conn.execute("SELECT domain FROM accounts WHERE id = ?", (account,)).fetchone()[0]
+        assert domain == "renamed-for-a-test.example.org"
+        _as_full(store, BASE + timedelta(hours=2), summary.match)
+
+
 def test_without_a_measure_state_nothing_is_queued(tmp_path):
     """A new store's first pull writes no queue: its first measure measures everything anyway."""
     with Store(tmp_path / "n.db") as store:
@@ -207,3 +248,46 @@ def test_an_account_data_without_records_never_moves():
     for plugin in plugins():
         if plugin.catalogue:
             assert plugin.moves(AccountData(), BASE) is None, plugin.system
+
+
+def _planned_in_full(store: Store) -> int:
+    """Changes a plan of every record would still find (after a run that pushed everything: none)."""
+    from connector.writeback import plan
+
+    with store.preview() as copy:
+        found = plan(copy, MAPPINGS, full=True)
+        assert found.full
+        return sum(found.changes.values())
+
+
+def test_an_incremental_plan_leaves_nothing_a_full_one_would_find(dataset, tmp_path):
+    """Runs pull to push: each plan compares only the CRM records whose scores, links or fields
+    changed, and after each push a plan of every record finds nothing left to write, through
+    changes in the sources, a human overwriting an output field, and time moving scores."""
+    from connector.pipeline import run
+
+    with Sandbox(dataset) as sb, Store(tmp_path / "p.db") as store:
+        env = sb.unpaced_env()
+        first = run(store, MAPPINGS, env, now=BASE)
+        assert first.planned.full and sum(first.planned.changes.values()) > 200
+        assert _planned_in_full(store) == 0
+        compared = []
+        for i, later in enumerate((timedelta(hours=1), timedelta(hours=2), timedelta(days=2), timedelta(days=40))):
+            if i:
+                sb.mutate(fraction=0.05, seed=40 + i)
+            if i == 1:  # a CSM types over the connector's field in Salesforce
+                with sb.lock:
+                    acc = next(a for a in sb.dataset.sf_accounts.values() if a.get("Health_Score__c") is not None)
+                    acc["Health_Score__c"] = 1.0
+                    acc["SystemModstamp"] = acc["LastModifiedDate"] = sf_time(sb.dataset.tick())
+                    sb.dataset.version += 1
+            result = run(store, MAPPINGS, env, now=BASE + later)
+            assert not result.planned.full
+            compared.append(sum(result.planned.compared.values()))
+            if i == 1:
+                assert result.planned.drift["salesforce"] >= 1  # the typed-over field is written back
+            assert not any(result.pushed.failed.values())
+            assert _planned_in_full(store) == 0, f"step {i}: a full plan found changes the incremental one missed"
+        assert store.conn.execute("SELECT count(*) FROM plan_queue").fetchone()[0] == 0
+    records = sum(first.planned.compared.values())
+    assert compared[0] < records / 5  # an hour later: only what the own writes, read back, and time touched

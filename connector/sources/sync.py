@@ -23,13 +23,13 @@ import contextvars
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..shutdown import Shutdown
 from ..store import Store
 from . import registry
-from .base import Page, PullStats, Read, Source, Stream
+from .base import Page, PullStats, Read, Source, SourcePlugin, Stream
 
 if TYPE_CHECKING:
     from ..config.mappings import Mappings
@@ -64,10 +64,27 @@ def commit(store: Store, system: str, stream: Stream, page: Page, run_started: s
     if page.merge is not None and rows:
         stored = store.records_by_id(system, obj, [row[0] for row in rows])
         rows = [page.merge(stored.get(row[0]), row) for row in rows]
-    via = next((b.via for b in registry.plugin(system).belongs if b.obj == obj), None)
+    plugin = registry.plugin(system)
+    via = next((b.via for b in plugin.belongs if b.obj == obj), None)
+    written = plugin.crm is not None and plugin.crm.object == obj  # its output fields are planned: a human edit counts
     store.put_records(system, obj, rows, now=run_started, via=via, ignored=_ignored(stream, system, mappings),
+                      planned=frozenset(stream.stamps) if written else None, matched=_matched(plugin, obj, mappings),
                       cursor=(stream.name, page.cursor) if page.cursor is not None else None)
     return obj
+
+
+def _matched(plugin: SourcePlugin, obj: str, mappings: Mappings | None) -> Callable[[dict[str, Any]], Any]:
+    """What matching reads of a record of `obj` (connector/identity.py): of the matched object, its
+    name, label, domains and explicit ids, and the CRM fields that name linked records (the
+    `claimed_by` inputs); of any other object, nothing."""
+    rule = plugin.identity
+    if obj != rule.obj:
+        return lambda rec: None
+    claims = [] if mappings is None else \
+        [f for p in registry.plugins() if p.identity.claimed_by in mappings.inputs
+         if (f := getattr(mappings.inputs[p.identity.claimed_by], plugin.system, None))]
+    return lambda rec: (rule.name(rec), rule.label(rec), rule.domains(rec), rule.explicit(rec),
+                        [rec.get(f) for f in claims])
 
 
 def _ignored(stream: Stream, system: str, mappings: Mappings | None) -> frozenset[str]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,12 @@ import numpy as np
 from ..errors import NotFound
 from .base import _decoded, _encoded, utcnow
 from .changes import Changes
+
+
+@dataclass
+class MatchCounts:
+    accounts: dict[str, int]  # system -> live accounts its records made
+    links: dict[tuple[str, str], int]  # (system, matched_by) -> links
 
 
 class Accounts(Changes):
@@ -107,6 +114,7 @@ class Accounts(Changes):
             # the accounts a record left or joined are measured again
             self._queue_accounts({c[3] for c in changed} | {existing[k][0] for k in gone}
                                  | {existing[c[:3]][0] for c in changed if c[:3] in existing})
+            self._queue_links([c[:3] for c in changed if existing.get(c[:3], (None,))[0] != c[3]] + gone)
             self.conn.executemany("DELETE FROM account_links WHERE system = ? AND object = ? AND external_id = ?", gone)
             self.conn.executemany(
                 """INSERT INTO account_links VALUES (?, ?, ?, ?, ?, ?)
@@ -146,7 +154,8 @@ class Accounts(Changes):
     def put_records(
         self, system: str, obj: str, rows: Iterable[tuple[str, dict[str, Any], str | None, bool]],
         now: str | None = None, cursor: tuple[str, str | None] | None = None, via: str | None = None,
-        ignored: frozenset[str] = frozenset(),
+        ignored: frozenset[str] = frozenset(), planned: frozenset[str] | None = None,
+        matched: Callable[[dict[str, Any]], Any] | None = None,
     ) -> int:
         """Upsert (id, data, modified, deleted) records of one system object; returns the count.
 
@@ -155,14 +164,16 @@ class Accounts(Changes):
         measure (connector/store/changes.py), with the parent their `via` field
         named before and names now (a ticket's organization); a record whose
         fields differ from the stored ones only in `ignored` (stamps, healthsync's
-        own output fields) is not.
+        own output fields) is not. A CRM's written object (`planned`: its stamps) is
+        queued for the next plan too. The match is marked stale when what `matched`
+        gives of a record (what matching reads; not given: all of it) changes.
         """
         now = now or utcnow()
         rows = list(rows)
         with self.transaction():
             if cursor is not None:
                 self.set_cursor(system, cursor[0], cursor[1], now)
-            self._queue_records(system, obj, rows, via, ignored)
+            self._queue_records(system, obj, rows, via, ignored, planned, matched)
             cur = self.conn.executemany(
                 """INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (system, object, id) DO UPDATE SET data = excluded.data,
@@ -234,6 +245,16 @@ class Accounts(Changes):
             sql += " LIMIT ?"
             args.append(limit)
         return list(self.db.query(sql, args))
+
+    def match_counts(self) -> MatchCounts:
+        """The live accounts each system's records made (by key prefix), and the links per (system,
+        how matched): what the last match found."""
+        accounts = dict(self.conn.execute(
+            "SELECT substr(key, 1, instr(key, ':') - 1), count(*) FROM accounts "
+            "WHERE deleted_at IS NULL AND instr(key, ':') > 0 GROUP BY 1"))
+        links = {(s, by): n for s, by, n in self.conn.execute(
+            "SELECT system, matched_by, count(*) FROM account_links GROUP BY system, matched_by")}
+        return MatchCounts(accounts, links)
 
     def match_issue_counts(self) -> list[tuple[str, str, str, int]]:
         """(system, object, kind, records) of the match issues."""

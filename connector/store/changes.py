@@ -1,6 +1,8 @@
 """What changed since the last measure: the records stored and the accounts re-linked since, and
 when each account's values next move with time alone. The measure step (connector/metrics.py)
 measures only those accounts; without a measure state (a new store, other mappings) it measures all.
+The same for the plan (connector/writeback.py): the CRM records stored or re-linked since the last
+plan, and the accounts whose scores changed.
 
 Records are queued in the transaction that stores them, with the parent they had and the parent
 they have (a ticket moved to another organization changes both accounts); links in the one that
@@ -11,13 +13,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ..times import moment_of
 from .base import Area, _decoded
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STATE = "measure.state"
+_PLAN = "plan.state"
+_MATCH = "match.state"
+_STALE = "match.stale"
+Matched = Callable[[dict[str, Any]], Any]  # what matching reads of a record (None: nothing)
 
 
 def _literal(name: str) -> str:
@@ -27,12 +34,32 @@ def _literal(name: str) -> str:
     return name
 
 
-def _same(old: dict[str, Any], new: dict[str, Any], ignored: frozenset[str]) -> bool:
-    """The same record but for the `ignored` fields."""
-    if not ignored:
+def _matched(matched: Matched, record: tuple[dict[str, Any], int] | None) -> Any:
+    """What matching reads of a stored (data, deleted) record; a deleted or absent one is nothing."""
+    return None if record is None or record[1] else matched(record[0])
+
+
+def _same(old: dict[str, Any], new: dict[str, Any], ignored: frozenset[str], loose: bool = False) -> bool:
+    """The same record but for the `ignored` fields (`loose`: values the same in another spelling
+    are the same: 91.0 and '91.0', one moment in two formats, None and '', as the plan compares)."""
+    if not ignored and not loose:
         return old == new
     keys = (old.keys() | new.keys()) - ignored
-    return all(old.get(k) == new.get(k) for k in keys)
+    return all(old.get(k) == new.get(k) or (loose and _spelled(old.get(k)) == _spelled(new.get(k))) for k in keys)
+
+
+def _spelled(value: Any) -> Any:
+    """One spelling of a CRM value: a number as a float, a moment as epoch seconds, '' as None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    moment = moment_of(value)
+    return moment.timestamp() if moment is not None else value
 
 
 def _parent_sql(via: str) -> str:
@@ -45,11 +72,19 @@ class Changes(Area):
         return self.meta(_STATE)
 
     def _queue_records(self, system: str, obj: str, rows: list[tuple[str, dict[str, Any], str | None, bool]],
-                       via: str | None, ignored: frozenset[str] = frozenset()) -> None:
+                       via: str | None, ignored: frozenset[str] = frozenset(),
+                       planned: frozenset[str] | None = None, matched: Matched | None = None) -> None:
         """Inside the transaction storing these (id, data, modified, deleted) records, before they are
-        stored: queue each one that changes, with the parent it had and the one it will have. Only
-        once a measure state exists: a store's first measure measures everything anyway."""
-        if not rows or self.meta(_STATE) is None:
+        stored: queue each one that changes for the measure (but for `ignored` fields), with the
+        parent it had and the one it will have; for a CRM's written object (`planned`: the fields
+        to ignore there, its stamps), for the plan; and mark the match stale when what matching
+        reads of a record changes (`matched`: that part of a record, None for an object matching
+        never reads; not given: any change). Only once a measure (plan, match) state exists: a
+        store's first one does everything anyway."""
+        measuring = self.meta(_STATE) is not None
+        planning = planned is not None and self.meta(_PLAN) is not None
+        matching = self.meta(_MATCH) is not None and self.meta(_STALE) is None
+        if not rows or not (measuring or planning or matching):
             return
         stored: dict[str, tuple[dict[str, Any], int]] = {}
         for start in range(0, len(rows), 50_000):
@@ -58,9 +93,17 @@ class Changes(Area):
                 "AND id IN (SELECT value FROM json_each(?))",
                 (system, obj, json.dumps([r[0] for r in rows[start:start + 50_000]]))))
         queued: set[tuple[str, str]] = set()
+        to_plan: list[str] = []
+        stale = False
         for rid, data, _modified, deleted in rows:
             old = stored.get(rid)
-            if old is not None and old[1] == int(deleted) and _same(old[0], data, ignored):
+            kept = old is not None and old[1] == int(deleted)
+            if matching and not stale:
+                stale = not (kept and old[0] == data) if matched is None else \
+                    _matched(matched, old) != _matched(matched, (data, int(deleted)))  # type: ignore[index]
+            if planning and not (kept and _same(old[0], data, planned or frozenset(), loose=True)):  # type: ignore[index]
+                to_plan.append(rid)
+            if not measuring or (kept and _same(old[0], data, ignored)):  # type: ignore[index]
                 continue
             parents = {"" if via is None or data.get(via) is None else str(data[via])}
             if old is not None and via is not None and old[0].get(via) is not None:
@@ -68,12 +111,62 @@ class Changes(Area):
             queued.update((rid, p) for p in parents)
         self.conn.executemany("INSERT OR IGNORE INTO measure_queue VALUES (?, ?, ?, ?)",
                               ((system, obj, rid, p) for rid, p in queued))
+        self.conn.executemany("INSERT OR IGNORE INTO plan_queue VALUES (?, ?, ?)", ((system, obj, rid) for rid in to_plan))
+        if stale:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (_STALE,))
+
+    def match_due(self, state: str) -> bool:
+        """Whether matching may give something else than the last match (made with `state`): what
+        it reads of a record changed since, or it was made with other mappings, or never."""
+        return self.meta(_MATCH) != state or self.meta(_STALE) is not None
+
+    def matched(self, state: str) -> None:
+        """After a match is saved: it was made with `state`, over the records as stored."""
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_MATCH, state))
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (_STALE,))
 
     def _queue_accounts(self, account_ids: Iterable[int]) -> None:
         """Inside the transaction changing their links: these accounts are measured again."""
         if self.meta(_STATE) is None:
             return
         self.conn.executemany("INSERT OR IGNORE INTO measure_accounts VALUES (?)", ((a,) for a in account_ids))
+
+    def _queue_links(self, keys: Iterable[tuple[str, str, str]]) -> None:
+        """Inside the transaction changing them: records linked to another account (or none) are
+        planned again."""
+        if self.meta(_PLAN) is None:
+            return
+        self.conn.executemany("INSERT OR IGNORE INTO plan_queue VALUES (?, ?, ?)", keys)
+
+    def _queue_scored(self, changed_sql: str, args: Sequence[Any]) -> None:
+        """Inside the transaction writing scores: the accounts `changed_sql` selects (those whose score
+        row changes) are planned again."""
+        if self.meta(_PLAN) is None:
+            return
+        self.conn.execute(f"INSERT OR IGNORE INTO plan_accounts {changed_sql}", args)
+
+    def plan_state(self) -> str | None:
+        """What the last plan planned with; None: no plan yet (or one of only some systems)."""
+        return self.meta(_PLAN)
+
+    def records_to_plan(self, system: str, obj: str) -> list[str]:
+        """Ids of one CRM object's records to plan again: stored or re-linked since the last plan,
+        linked to an account whose scores changed, or with a change not yet written."""
+        rows = self.conn.execute(
+            """SELECT id FROM plan_queue WHERE system = :s AND object = :o
+               UNION SELECT l.external_id FROM plan_accounts p JOIN account_links l
+                 ON l.account_id = p.account_id AND l.system = :s AND l.object = :o
+               UNION SELECT record_id FROM outbox WHERE system = :s AND object = :o AND status != 'done'
+               ORDER BY 1""", {"s": system, "o": obj})
+        return [r for (r,) in rows]
+
+    def planned(self, state: str) -> None:
+        """Record a plan of every CRM: the state it planned with, and an empty queue."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM plan_queue")
+            self.conn.execute("DELETE FROM plan_accounts")
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_PLAN, state))
 
     def changed_accounts(self, now: float, belongs: Iterable[tuple[str, str, str]]) -> set[int]:
         """Live accounts to measure again at `now` (epoch seconds): those owning a queued record

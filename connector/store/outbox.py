@@ -17,12 +17,12 @@ ReadConnection = sqlite3.Connection  # what Store.watch gives an observer thread
 
 
 class Outbox(Area):
-    def written(self, system: str, obj: str) -> dict[tuple[str, str], str | None]:
-        """(record id, field) -> the value healthsync last wrote there (canonical text)."""
-        rows = self.conn.execute(
-            "SELECT record_id, field, value FROM written WHERE system = ? AND object = ?", (system, obj)
-        )
-        return {(r, f): v for r, f, v in rows}
+    def written(self, system: str, obj: str, records: list[str] | None = None) -> dict[tuple[str, str], str | None]:
+        """(record id, field) -> the value healthsync last wrote there (canonical text); of `records` only, if given."""
+        sql, args = "SELECT record_id, field, value FROM written WHERE system = ? AND object = ?", [system, obj]
+        if records is not None:
+            sql, args = sql + " AND record_id IN (SELECT value FROM json_each(?))", [*args, json.dumps(records)]
+        return {(r, f): v for r, f, v in self.conn.execute(sql, args)}
 
     def replace_outbox(self, rows: Iterable[tuple[Any, ...]], systems: list[str]) -> None:
         """The plan: every change not yet written is replaced by these, in one transaction.

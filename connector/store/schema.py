@@ -27,6 +27,8 @@ Tables (docs/store.md describes every column):
   measure_queue   records stored since the last measure (with the parent they had and have)
   measure_accounts accounts whose links changed since the last measure
   measure_until   when each account's metric values next move with time alone, its part of the totals
+  plan_queue      CRM records stored or re-linked since the last plan
+  plan_accounts   accounts whose scores changed since the last plan
 """
 
 from __future__ import annotations
@@ -317,6 +319,18 @@ _MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         totals TEXT
     );
     CREATE INDEX IF NOT EXISTS measure_until_when ON measure_until(until) WHERE until IS NOT NULL;
+    """,
+    # 11: what changed since the last plan (CRM records, links, scores)
+    """
+    CREATE TABLE IF NOT EXISTS plan_queue (
+        system TEXT NOT NULL,
+        object TEXT NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (system, object, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS plan_accounts (
+        account_id INTEGER PRIMARY KEY
+    );
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)

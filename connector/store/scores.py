@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import NotFound
-from .base import Area, utcnow
+from .base import utcnow
+from .changes import Changes
 from .values import _positions
 
 
-class Scores(Area):
+class Scores(Changes):
     def write_scores(self, score: str, rows: Iterable[tuple[Any, ...]], scored_at: str) -> int:
         """Save one named score's results; only rows that differ are written. Returns how many.
 
@@ -42,6 +43,11 @@ class Scores(Area):
                    FROM new_scores n LEFT JOIN scores s ON s.score = n.score AND s.account_id = n.account_id
                    WHERE s.account_id IS NULL OR s.value IS NOT n.value OR s.status IS NOT n.status"""
             )
+            self._queue_scored(  # the accounts whose row changes or goes: their CRM records are planned again
+                f"""SELECT n.account_id FROM new_scores n LEFT JOIN scores s ON s.score = n.score AND s.account_id = n.account_id
+                    WHERE s.account_id IS NULL OR {compared}
+                    UNION SELECT account_id FROM scores WHERE score = ? AND account_id NOT IN (SELECT account_id FROM new_scores)""",
+                (score,))
             changed = self.conn.execute(
                 f"""INSERT OR REPLACE INTO scores
                     SELECT {columns},
@@ -74,8 +80,10 @@ class Scores(Area):
         """The named scores the store holds current scores of."""
         return [r[0] for r in self.conn.execute("SELECT DISTINCT score FROM scores ORDER BY score")]
 
-    def current_scores(self, score: str | None = None) -> list[dict[str, Any]]:
-        where, args = ("WHERE s.score = ?", [score]) if score else ("", [])
+    def current_scores(self, score: str | None = None, accounts: list[int] | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE s.score = ?", [score]) if score else ("WHERE 1", [])
+        if accounts is not None:  # just these accounts' (an incremental plan)
+            where, args = where + " AND s.account_id IN (SELECT value FROM json_each(?))", [*args, json.dumps(accounts)]
         return list(
             self.db.query(
                 f"""SELECT a.key AS account_key, a.name AS account_name, s.*
