@@ -36,6 +36,9 @@ class MeasureSummary:
     changed: int = 0
     not_available: dict[str, int] = field(default_factory=dict)  # of the accounts measured
     totals: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> unit -> sum (MRR per currency), all accounts
+    # the first moment a metric computed from CRM inputs alone moves with time (days to renewal, at
+    # midnight): then those are measured for every account, and nothing else is
+    inputs_move: float | None = None
 
 
 INCREMENTAL_SHARE = 0.5  # above this share of accounts to measure again, measure all (column-wise is faster)
@@ -47,7 +50,8 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
 
     Only the accounts whose values may have changed are measured (connector/store/changes.py): a
     record of theirs stored, a link changed, a metric moving with time alone (a ticket leaving a
-    30-day window: each source's `moves`), or never measured. Everything is measured when the
+    30-day window: each source's `moves`), or never measured. A metric from CRM inputs alone that
+    moves with time (days to renewal, at midnight) is measured then for every account, alone. Everything is measured when the
     store has no measure state yet, the mappings changed, `full`, or more than half the accounts
     are due; then catalogue metrics with a column-wise form that holds live (`Past.live`: usage,
     and the two from CRM inputs; `connector/columns.py`) are computed for all accounts at once, the
@@ -65,16 +69,21 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     ids = store.account_ids()
     summary.accounts = len(ids)
     due: np.ndarray | None = None
-    last = store.meta("measure.at")
+    last, inputs_move = store.meta("measure.at"), store.meta("measure.inputs_move")
+    catalogue_of = {m: d.catalogue for m, d in mappings.metrics.items() if d.catalogue}
     if every_name and not full and store.measure_state() == state and last is not None and last <= iso(now):
         belongs = [(p.system, b.obj, b.parent) for p in registry.plugins() for b in p.belongs]
         changed = store.changed_accounts(now.timestamp(), belongs)
         if len(changed) <= INCREMENTAL_SHARE * len(ids):
             due = np.array(sorted(changed), dtype=np.int64)
+            if inputs_move is not None and float(inputs_move) <= now.timestamp():  # e.g. midnight: days to renewal
+                from_inputs = [n for n in names if n in catalogue_of and known[catalogue_of[n]].system == "crm"]
+                daily = measure(store, mappings, now, names=from_inputs)
+                summary.changed += daily.changed
+                inputs_move = None if daily.inputs_move is None else str(daily.inputs_move)
     measured = ids if due is None else due
     summary.full, summary.measured = due is None, len(measured)
     compute = calculator(known, now)
-    catalogue_of = {m: d.catalogue for m, d in mappings.metrics.items() if d.catalogue}
     keys = list(dict.fromkeys(catalogue_of.get(n, n) for n in names if n not in mappings.inputs))
     totalled = [k for k in keys if known[k].total_by]  # e.g. MRR per currency, for the pull summary
     keys += [u for u in dict.fromkeys(known[k].total_by or "" for k in totalled) if u not in keys]
@@ -88,6 +97,7 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     inputs: dict[str, list[Value]] = {name: [] for name in mappings.inputs}
     computed: dict[str, list[Value]] = {k: [] for k in narrow}
     until: list[float | None] = []
+    moved_by_inputs: list[float] = []
     for account_id in measured.tolist():
         acct = data.pop(account_id, empty)
         given = {name: input_value(acct, mappings, name) for name in mappings.inputs}
@@ -95,7 +105,10 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
             inputs[name].append(value)
         for k in narrow:
             computed[k].append(compute(k, acct, given))
-        until.append(moves.of(acct, given))
+        of_sources, of_inputs = moves.of(acct, given)
+        until.append(of_sources)
+        if of_inputs is not None:
+            moved_by_inputs.append(of_inputs)
     if wide:
         columns = {name: _column(values, mappings.inputs[name].type == "number") for name, values in inputs.items()}
         for k in wide:
@@ -115,10 +128,13 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
                 summary.values += 1
                 yield account_id, name, value, reason
 
-    summary.changed = store.set_values(rows(), iso(now), partial=due is not None)
+    summary.changed += store.set_values(rows(), iso(now), partial=due is not None)
+    summary.inputs_move = min(moved_by_inputs, default=None)
     if every_name:
+        if due is not None and inputs_move is not None:  # the inputs' moment stands (or the daily pass set it)
+            summary.inputs_move = min(float(inputs_move), summary.inputs_move or math.inf)
         store.measured(((a, u, _totals_json(totals, i)) for i, (a, u) in enumerate(zip(measured.tolist(), until, strict=True))),
-                       state, iso(now), everything=due is None)
+                       state, iso(now), summary.inputs_move, everything=due is None)
         summary.totals = store.measured_totals()
     else:
         for key, contributions in totals.items():
@@ -137,7 +153,7 @@ def _state(mappings: Mappings, names: list[str]) -> str:
 
 class _Moves:
     """When each measured account's values next move with time alone (epoch seconds; None: never):
-    the earliest of the `moves` of the sources and CRM metrics measured."""
+    the earliest of the `moves` of the sources measured, and apart, of the CRM metrics (from inputs)."""
 
     def __init__(self, store: Store, mappings: Mappings, known: dict[str, CatalogueMetric], keys: list[str],
                  wide: list[str], wise: Columnwise, now: datetime):
@@ -147,11 +163,11 @@ class _Moves:
         self.plugins = [registry.plugin(s) for s in registry.systems() if s in systems and s not in self.wide]
         self.crm = [CRM_MOVES.get(k, _always) for k in keys if known[k].system == "crm"]
 
-    def of(self, acct: AccountData, inputs: dict[str, Value]) -> float | None:
-        found = [m for m in (f(inputs, self.now) for f in self.crm) if m is not None]
-        found += [m for m in (p.moves(acct, self.now) for p in self.plugins if acct.linked.get(p.system))
-                  if m is not None]
-        return min(found, default=None)
+    def of(self, acct: AccountData, inputs: dict[str, Value]) -> tuple[float | None, float | None]:
+        of_inputs = [m for m in (f(inputs, self.now) for f in self.crm) if m is not None]
+        found = [m for m in (p.moves(acct, self.now) for p in self.plugins if acct.linked.get(p.system))
+                 if m is not None]
+        return min(found, default=None), min(of_inputs, default=None)
 
     def columnwise(self, until: list[float | None]) -> list[float | None]:
         merged = np.array([np.nan if u is None else u for u in until], dtype=float)
@@ -239,9 +255,7 @@ def gather(store: Store, only: set[tuple[str, str]] | None = None,
     data: dict[int, AccountData] = defaultdict(AccountData)
     for plugin in registry.plugins():
         system, rule = plugin.system, plugin.identity
-        owner = store.linked(system, rule.obj)
-        if accounts is not None:
-            owner = {rid: a for rid, a in owner.items() if a in accounts}
+        owner = store.linked(system, rule.obj, accounts)
         for rid, account_id in owner.items():
             data[account_id].linked.setdefault(system, []).append(rid)
         if rule.role != "linked" and (only is None or (system, rule.obj) in only):
@@ -253,12 +267,9 @@ def gather(store: Store, only: set[tuple[str, str]] | None = None,
         for belongs in plugin.belongs:
             if only is not None and (system, belongs.obj) not in only:
                 continue
-            parent = owner if belongs.parent == rule.obj else store.linked(system, belongs.parent)
-            if accounts is None:
-                records: Iterable[tuple[str, dict[str, Any]]] = store.records(system, belongs.obj)
-            else:
-                parent = {pid: a for pid, a in parent.items() if a in accounts}
-                records = store.records_of_parents(system, belongs.obj, belongs.via, list(parent))
+            parent = owner if belongs.parent == rule.obj else store.linked(system, belongs.parent, accounts)
+            records: Iterable[tuple[str, dict[str, Any]]] = store.records(system, belongs.obj) if accounts is None \
+                else store.records_of_parents(system, belongs.obj, belongs.via, list(parent))
             for _rid, rec in records:
                 account_id = parent.get(str(rec.get(belongs.via) or ""))
                 if account_id is not None:

@@ -26,8 +26,10 @@ from sandbox.dataset import build_dataset, sf_time, zd_time
 from sandbox.server import Sandbox
 
 MAPPINGS = load_mappings(REPO / "mappings")
-# the sandbox stamps its changes with the wall clock: every run here is before it, so each pull reads them
-BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(days=150)
+# the sandbox stamps its changes with the wall clock: every run here is before it, so each pull reads them;
+# at 21:30 UTC, so that an hour later is the same day and three hours later the next (the sandbox's usage
+# rows are stamped at midnight: every account's usage moves then)
+BASE = datetime.now(UTC).replace(hour=21, minute=30, second=0, microsecond=0) - timedelta(days=151)
 
 
 def _values(conn: sqlite3.Connection) -> list[tuple]:
@@ -123,6 +125,28 @@ def _cases(n: int = 40) -> list[AccountData]:
     return out
 
 
+def test_at_midnight_the_metrics_from_crm_inputs_are_measured_for_every_account_alone(dataset, tmp_path):
+    """Days to renewal go down at midnight for every account with a renewal date: then those are
+    measured for all, and the other metrics only for the accounts otherwise due (usage, whose
+    sandbox rows are stamped at midnight, is left out here: it would move every account then)."""
+    with Sandbox(dataset) as sb, Store(tmp_path / "mid.db") as store:
+        env = sb.unpaced_env()
+        pull(store, MAPPINGS, env, now=BASE, skip=["usage"])
+        midnight = float(store.meta("measure.inputs_move"))
+        assert midnight == (BASE + timedelta(days=1)).replace(hour=0, minute=30).timestamp() - 1800
+        later = BASE + timedelta(hours=3)
+        with store.preview() as before:
+            renewal = dict(before.conn.execute(
+                "SELECT account_id, num FROM metric_values WHERE name = 'days_to_renewal' AND num IS NOT NULL"))
+        m = pull(store, MAPPINGS, env, now=later, skip=["usage"]).measure
+        assert not m.full and m.measured < m.accounts / 2
+        assert float(store.meta("measure.inputs_move")) == midnight + 86400
+        after = dict(store.conn.execute(
+            "SELECT account_id, num FROM metric_values WHERE name = 'days_to_renewal' AND num IS NOT NULL"))
+        assert len(renewal) > 100 and after == {a: v - 1 for a, v in renewal.items()}  # every one, a day less
+        _as_full(store, later)
+
+
 @pytest.mark.parametrize("plugin", [p for p in plugins() if p.catalogue], ids=lambda p: p.system)
 def test_a_source_s_metrics_hold_still_until_its_moves_says(plugin, dataset, tmp_path):
     """Each metric of a source gives the same value at every moment from now until the moment its
@@ -190,17 +214,17 @@ def test_a_ticket_moved_to_another_organization_measures_both_accounts_again(tmp
         ids = store.account_keys()
         store.replace_links([("zendesk", "organizations", "1", ids["a"], "domain a"),
                              ("zendesk", "organizations", "2", ids["b"], "domain b")], now)
-        store.measured([(ids["a"], None, None), (ids["b"], None, None)], "{}", now, everything=True)
+        store.measured([(ids["a"], None, None), (ids["b"], None, None)], "{}", now, None, everything=True)
         assert store.changed_accounts(0, []) == set()
         store.put_records("zendesk", "tickets", [("t1", {"organization_id": 1}, None, False)], now, via="organization_id")
         belongs = [("zendesk", "tickets", "organizations")]
         assert store.changed_accounts(0, belongs) == {ids["a"]}
-        store.measured([], "{}", now, everything=False)
+        store.measured([], "{}", now, None, everything=False)
         store.put_records("zendesk", "tickets", [("t1", {"organization_id": 2}, None, False)], now, via="organization_id")
         assert store.changed_accounts(0, belongs) == {ids["a"], ids["b"]}
         assert [r for r, _d in store.records_of_parents("zendesk", "tickets", "organization_id", ["2"])] == ["t1"]
         assert store.records_of_parents("zendesk", "tickets", "organization_id", ["1"]) == []
-        store.measured([(ids["a"], 100.0, None)], "{}", now, everything=False)
+        store.measured([(ids["a"], 100.0, None)], "{}", now, None, everything=False)
         assert store.changed_accounts(99.0, belongs) == set()
         assert store.changed_accounts(100.0, belongs) == {ids["a"]}  # its values move with time by then
         store.replace_links([("zendesk", "organizations", "1", ids["b"], "domain b"),

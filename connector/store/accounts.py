@@ -122,12 +122,14 @@ class Accounts(Changes):
                      matched_by = excluded.matched_by, linked_at = excluded.linked_at""", changed)
         return len(changed)
 
-    def linked(self, system: str, obj: str) -> dict[str, int]:
-        """external_id -> account_id for one system object."""
-        rows = self.conn.execute(
-            "SELECT external_id, account_id FROM account_links WHERE system = ? AND object = ?", (system, obj)
-        )
-        return dict(rows)
+    def linked(self, system: str, obj: str, accounts: Iterable[int] | None = None) -> dict[str, int]:
+        """external_id -> account_id for one system object (linked to one of `accounts`, if given)."""
+        if accounts is None:
+            return dict(self.conn.execute(
+                "SELECT external_id, account_id FROM account_links WHERE system = ? AND object = ?", (system, obj)))
+        return dict(self.conn.execute(
+            "SELECT external_id, account_id FROM account_links WHERE system = ? AND object = ? "
+            "AND account_id IN (SELECT value FROM json_each(?))", (system, obj, json.dumps(list(accounts)))))
 
     def external_ids(self) -> dict[int, dict[str, str]]:
         out: dict[int, dict[str, str]] = {}

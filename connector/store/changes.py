@@ -199,12 +199,12 @@ class Changes(Area):
         """(id, data) of the live records of one object whose `via` field names one of `parents`,
         through an index on that field (made on first use)."""
         where = f"system = '{_literal(system)}' AND object = '{_literal(obj)}'"
-        self.conn.execute(f"CREATE INDEX IF NOT EXISTS records_parent_{system}_{obj} "
-                          f"ON records({_parent_sql(via)}) WHERE {where}")
+        index = f"records_parent_{system}_{obj}"
+        self.conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON records({_parent_sql(via)}) WHERE {where}")
         out: list[tuple[str, Any]] = []
         for start in range(0, len(parents), 50_000):
             rows = self.conn.execute(
-                f"""SELECT id, data FROM records WHERE {where} AND deleted = 0
+                f"""SELECT id, data FROM records INDEXED BY {index} WHERE {where} AND deleted = 0
                     AND {_parent_sql(via)} IN (SELECT value FROM json_each(?)) ORDER BY id""",
                 (json.dumps(parents[start:start + 50_000]),))
             out += [(rid, _decoded(data)) for rid, data in rows]
@@ -212,10 +212,11 @@ class Changes(Area):
         return out
 
     def measured(self, until: Iterable[tuple[int, float | None, str | None]], state: str, at: str,
-                 everything: bool) -> None:
+                 inputs_move: float | None, everything: bool) -> None:
         """Record a measure: for each account measured, when its values move next and its part of the
         totals (JSON: metric -> [unit, value]); `everything`: these are all the accounts. Then the
-        state it measured with and the moment it measured at (`at`, ISO), and an empty queue."""
+        state it measured with, the moment it measured at (`at`, ISO), when the metrics from CRM
+        inputs alone next move with time (`inputs_move`, epoch seconds), and an empty queue."""
         with self.transaction():
             if everything:
                 self.conn.execute("DELETE FROM measure_until")
@@ -224,14 +225,16 @@ class Changes(Area):
             self.conn.execute("DELETE FROM measure_accounts")
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_STATE, state))
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('measure.at', ?)", (at,))
+            self.conn.execute("DELETE FROM meta WHERE key = 'measure.inputs_move'")
+            if inputs_move is not None:  # when the metrics from CRM inputs alone move with time
+                self.conn.execute("INSERT INTO meta VALUES ('measure.inputs_move', ?)", (repr(inputs_move),))
 
     def measured_totals(self) -> dict[str, dict[str, float]]:
         """metric -> unit -> the sum over live accounts of their last measured parts (MRR per currency)."""
         out: dict[str, dict[str, float]] = {}
-        for (totals,) in self.conn.execute(
-                """SELECT m.totals FROM measure_until m JOIN accounts a ON a.id = m.account_id
-                   WHERE m.totals IS NOT NULL AND a.deleted_at IS NULL ORDER BY m.account_id"""):
-            for key, (unit, value) in json.loads(totals).items():
-                by_unit = out.setdefault(key, {})
-                by_unit[unit] = by_unit.get(unit, 0.0) + value
-        return {key: {unit: round(v, 2) for unit, v in by_unit.items()} for key, by_unit in out.items()}
+        for key, unit, value in self.conn.execute(
+                """SELECT t.key, json_extract(t.value, '$[0]'), sum(json_extract(t.value, '$[1]'))
+                   FROM measure_until m JOIN accounts a ON a.id = m.account_id, json_each(m.totals) t
+                   WHERE m.totals IS NOT NULL AND a.deleted_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2"""):
+            out.setdefault(key, {})[unit] = round(value, 2)
+        return out
