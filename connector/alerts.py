@@ -113,8 +113,9 @@ class _Seen:
 # ------------------------------------------------------------------ evaluate
 
 
-def evaluate(store: Store, mappings: Mappings, now: datetime) -> AlertPlan:
-    """Every alert against the current scores and its stored state; changes nothing."""
+def evaluate(store: Store, mappings: Mappings, now: datetime, given: Frame | None = None) -> AlertPlan:
+    """Every alert against the current scores and its stored state; changes nothing. `given`: the
+    metric values as the score step just loaded them (else they are read when an alert needs them)."""
     stamp = iso(now)
     plan = AlertPlan(stamp, names=[a.name for a in mappings.alerts])
     if not mappings.alerts:
@@ -122,7 +123,7 @@ def evaluate(store: Store, mappings: Mappings, now: datetime) -> AlertPlan:
     rules = store.alert_rules()
     accounts = store.live_accounts()
     scores: dict[str, dict[int, dict[str, Any]]] = {}
-    frame: list[Frame] = []
+    frame: list[Frame] = [] if given is None else [given]
 
     def frame_now() -> Frame:
         if not frame:
@@ -378,9 +379,9 @@ def record(store: Store, plan: AlertPlan, run_id: int | None, now: datetime) -> 
 
 
 def plan_alerts(store: Store, mappings: Mappings, now: datetime, run_id: int | None = None,
-                save: bool = True) -> AlertPlan:
+                save: bool = True, frame: Frame | None = None) -> AlertPlan:
     """Evaluate every alert and, unless `save` is false (plan, dry run), record the result."""
-    plan = evaluate(store, mappings, now)
+    plan = evaluate(store, mappings, now, frame)
     if save and (mappings.alerts or store.alert_rules()):  # with none left, the old ones' state is removed
         record(store, plan, run_id, now)
     return plan

@@ -320,7 +320,7 @@ def _run(
         event(f"planned {system}", step="plan", system=system, changes=changes,
               unchanged=result.planned.unchanged.get(system), drift=result.planned.drift.get(system))
     with step("alerts"):
-        result.alerts = plan_alerts(store, mappings, now, run_id, save=not dry_run)
+        result.alerts = plan_alerts(store, mappings, now, run_id, save=not dry_run, frame=result.scored.frame)
     event("alerts", step="alerts", fired=result.alerts.fired(), baseline=result.alerts.baseline or None,
           recorded=result.alerts.saved)
     if not dry_run:
@@ -356,6 +356,7 @@ class ScoreSummary:
     changed: dict[str, int] = field(default_factory=dict)
     by_status: dict[str, dict[str, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    frame: Frame | None = field(default=None, repr=False)  # the metric values scored (the alerts read them too)
 
 
 def compute(
@@ -381,7 +382,7 @@ def score(store: Store, mappings: Mappings, now: datetime | None = None) -> Scor
     frame = from_store(store, mappings, now)
     summary.warnings += sync_crm_overrides(store, mappings, frame, now)
     frame, results = compute(store, mappings, now, frame)
-    summary.accounts = frame.n
+    summary.accounts, summary.frame = frame.n, frame
     for name, result in results.items():
         rows = score_rows(result, mappings.version)
         summary.changed[name] = store.write_scores(name, rows, stamp)
