@@ -52,16 +52,18 @@ def writes(calls: CallLog) -> dict[str, dict[str, int]]:
 
 def report(label: str, seconds: float, result: RunSummary, calls: CallLog) -> None:
     steps = dict(result.pulled.seconds)
-    pulling = max((steps.pop(s) for s in list(steps) if s not in ("match", "measure")), default=0.0)
+    systems = {s: steps.pop(s) for s in list(steps) if s not in ("match", "measure")}
+    pulling = max(systems.values(), default=0.0)
     print(f"  {label}: {seconds:.1f} s, peak RSS {rss_mb():,.0f} MB (process so far)")
     scored = result.scored
-    print(f"    pull {pulling:.1f} s (slowest system), " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())
-          + ", " + ", ".join(f"{k} {v:.1f} s" for k, v in result.steps.items()))
+    print(f"    pull {pulling:.1f} s (at once: {', '.join(f'{k} {v:.1f}' for k, v in systems.items())}), " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())
+          + ", " + ", ".join(f"{k} {v:.1f} s" for k, v in getattr(result, "steps", {}).items()))
     records = {s: sum(st.records.values()) for s, st in result.pulled.systems.items()}
     print(f"    records pulled: {records}; requests: { {s: calls.total(s) for s in records} }")
     m = result.pulled.measure
     if m:
-        print(f"    measured {m.measured:,} of {m.accounts:,} accounts ({'all' if m.full else 'incremental'}), "
+        measured, full = getattr(m, "measured", m.accounts), getattr(m, "full", True)  # (older healthsync: all)
+        print(f"    measured {measured:,} of {m.accounts:,} accounts ({'all' if full else 'incremental'}), "
               f"{m.changed:,} values changed; scores changed: {scored.changed if scored else {}}")
     planned = result.planned.changes if result.planned else {}
     print(f"    planned CRM changes: {planned}; write requests: {writes(calls) or 'none'}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..times import moment_of
@@ -139,12 +139,12 @@ class Changes(Area):
             return
         self.conn.executemany("INSERT OR IGNORE INTO plan_queue VALUES (?, ?, ?)", keys)
 
-    def _queue_scored(self, changed_sql: str, args: Sequence[Any]) -> None:
-        """Inside the transaction writing scores: the accounts `changed_sql` selects (those whose score
-        row changes) are planned again."""
+    def _queue_scored_accounts(self, account_ids: list[int]) -> None:
+        """Inside the transaction writing scores: the accounts whose score row changes or goes are
+        planned again."""
         if self.meta(_PLAN) is None:
             return
-        self.conn.execute(f"INSERT OR IGNORE INTO plan_accounts {changed_sql}", args)
+        self.conn.executemany("INSERT OR IGNORE INTO plan_accounts VALUES (?)", ((a,) for a in account_ids))
 
     def plan_state(self) -> str | None:
         """What the last plan planned with; None: no plan yet (or one of only some systems)."""

@@ -24,43 +24,40 @@ class Scores(Changes):
         points_to_next, drivers, groups_json, na_reason). `scored_at` is kept
         from the previous row when nothing in it changed, so it says when the
         result last changed; changed values and statuses go to score_history.
+        The stored rows are read once and compared here: a rescore with nothing
+        changed writes nothing.
         """
-        compared = " OR ".join(f"s.{c} IS NOT n.{c}" for c in _SCORE_COLUMNS)
-        # a new mappings version that leaves the result as it was is recorded, but is no new result:
-        # the row keeps its scored_at (else every record's scored-at field would be rewritten)
-        result_moved = " OR ".join(f"s.{c} IS NOT n.{c}" for c in _SCORE_COLUMNS if c != "model_version")
-        columns = ", ".join(f"n.{c}" for c in ("score", "account_id", *_SCORE_COLUMNS))
+        current = {r[0]: r[1:] for r in self.conn.execute(
+            f"SELECT account_id, {', '.join(_SCORE_COLUMNS)}, scored_at FROM scores WHERE score = ?", (score,))}
+        version = _SCORE_COLUMNS.index("model_version")
+        value, status = 1 + _SCORE_COLUMNS.index("value"), 1 + _SCORE_COLUMNS.index("status")
+        changed: list[tuple[Any, ...]] = []
+        history: list[tuple[Any, ...]] = []
+        seen: set[int] = set()
+        for given in rows:
+            row = tuple(given)
+            account_id = row[0]
+            seen.add(account_id)
+            was = current.get(account_id)
+            if was is not None and was[:-1] == row[1:]:
+                continue
+            # a new mappings version that leaves the result as it was is recorded, but is no new result:
+            # the row keeps its scored_at (else every record's scored-at field would be rewritten)
+            moved = was is None or any(a != b for k, (a, b) in enumerate(zip(was[:-1], row[1:], strict=True))
+                                       if k != version)
+            changed.append((score, *row, scored_at if moved else was[-1]))
+            if was is None or was[value - 1] != row[value] or was[status - 1] != row[status]:
+                history.append((score, account_id, scored_at, row[value], row[status], row[1 + version]))
+        gone = [a for a in current if a not in seen]
         with self.transaction():
-            self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS new_scores AS SELECT * FROM scores WHERE 0")
-            self.conn.execute("DELETE FROM new_scores")
+            self._queue_scored_accounts([c[1] for c in changed] + gone)  # their CRM records are planned again
             self.conn.executemany(
-                "INSERT INTO new_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((score, *r, scored_at) for r in rows),
-            )
-            self.conn.execute(
                 """INSERT OR REPLACE INTO score_history (score, account_id, scored_at, value, status, model_version)
-                   SELECT n.score, n.account_id, n.scored_at, n.value, n.status, n.model_version
-                   FROM new_scores n LEFT JOIN scores s ON s.score = n.score AND s.account_id = n.account_id
-                   WHERE s.account_id IS NULL OR s.value IS NOT n.value OR s.status IS NOT n.status"""
-            )
-            self._queue_scored(  # the accounts whose row changes or goes: their CRM records are planned again
-                f"""SELECT n.account_id FROM new_scores n LEFT JOIN scores s ON s.score = n.score AND s.account_id = n.account_id
-                    WHERE s.account_id IS NULL OR {compared}
-                    UNION SELECT account_id FROM scores WHERE score = ? AND account_id NOT IN (SELECT account_id FROM new_scores)""",
-                (score,))
-            changed = self.conn.execute(
-                f"""INSERT OR REPLACE INTO scores
-                    SELECT {columns},
-                           CASE WHEN s.account_id IS NULL OR {result_moved} THEN n.scored_at ELSE s.scored_at END
-                    FROM new_scores n LEFT JOIN scores s ON s.score = n.score AND s.account_id = n.account_id
-                    WHERE s.account_id IS NULL OR {compared}"""
-            ).rowcount
-            self.conn.execute(
-                """DELETE FROM scores WHERE score = ? AND account_id NOT IN (SELECT account_id FROM new_scores)""",
-                (score,),
-            )
-            self.conn.execute("DELETE FROM new_scores")
-        return changed
+                   VALUES (?, ?, ?, ?, ?, ?)""", history)
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO scores VALUES ({', '.join('?' * (3 + len(_SCORE_COLUMNS)))})", changed)
+            self.conn.executemany("DELETE FROM scores WHERE score = ? AND account_id = ?", ((score, a) for a in gone))
+        return len(changed)
 
     def score_as_of(self, score: str, ids: np.ndarray, before: str) -> np.ndarray:
         """Each account's score value as it stood at `before` (NaN when unknown)."""
