@@ -315,3 +315,21 @@ def test_an_incremental_plan_leaves_nothing_a_full_one_would_find(dataset, tmp_p
         assert store.conn.execute("SELECT count(*) FROM plan_queue").fetchone()[0] == 0
     records = sum(first.planned.compared.values())
     assert compared[0] < records / 5  # an hour later: only what the own writes, read back, and time touched
+
+
+def test_the_run_benchmark_runs_and_prints_each_step():
+    """benchmarks/run_bench.py (docs/sources.md) on a small sandbox: four runs, each step timed,
+    the later ones incremental."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run_bench.py"), "60"],
+                          capture_output=True, text=True, timeout=300, check=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    out = done.stdout
+    for label in ("full first run", "unchanged run, an hour later", "run after 1 % changes",
+                  "unchanged run again, an hour later (the steady state)"):
+        assert label in out, out
+    assert out.count("(incremental)") >= 2, out  # three runs in three hours: at most one crosses midnight
+    assert "plan " in out and "alerts " in out and "write requests" in out, out
