@@ -134,16 +134,26 @@ def bench(accounts: int, mappings: Any, paced: bool = False, sequential: bool = 
         start = time.perf_counter()
         second = pull(store, mappings, env)
         report(f"incremental pull ({mode})", time.perf_counter() - start, second, paced, sequential)
+    stop(parent, proc)
+
+
+def stop(parent: Any, proc: Any) -> None:
+    """End the sandbox child process."""
     parent.send(("stop", None))
     parent.recv()
     proc.join(10)
 
 
-def main() -> None:
+def arguments() -> tuple[set[str], list[int], Any]:
+    """(--flags, sizes, the shipped mappings) from the command line; the output folder made."""
     flags = {a for a in sys.argv[1:] if a.startswith("--")}
     sizes = [int(a) for a in sys.argv[1:] if not a.startswith("--")] or [10_000]
     OUT.mkdir(exist_ok=True)
-    mappings = load_mappings(REPO / "mappings")
+    return flags, sizes, load_mappings(REPO / "mappings")
+
+
+def main() -> None:
+    flags, sizes, mappings = arguments()
     for accounts in sizes:
         bench(accounts, mappings, paced="--paced" in flags, sequential="--sequential" in flags)
 

@@ -30,9 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pull_bench import OUT, REPO, rss_mb, serve  # noqa: E402
+from pull_bench import OUT, arguments, rss_mb, serve, stop  # noqa: E402
 
-from connector.config.mappings import load_mappings  # noqa: E402
 from connector.http import CallLog  # noqa: E402
 from connector.pipeline import RunSummary, run  # noqa: E402
 from connector.store import Store  # noqa: E402
@@ -98,16 +97,11 @@ def bench(accounts: int, mappings: Any, paced: bool) -> None:
             result = run(store, mappings, env, now, calls=calls)
             report(label, time.perf_counter() - start, result, calls)
             now += timedelta(hours=1)
-    parent.send(("stop", None))
-    parent.recv()
-    proc.join(10)
+    stop(parent, proc)
 
 
 def main() -> None:
-    flags = {a for a in sys.argv[1:] if a.startswith("--")}
-    sizes = [int(a) for a in sys.argv[1:] if not a.startswith("--")] or [10_000]
-    OUT.mkdir(exist_ok=True)
-    mappings = load_mappings(REPO / "mappings")
+    flags, sizes, mappings = arguments()
     for accounts in sizes:
         bench(accounts, mappings, paced="--paced" in flags)
 
