@@ -20,7 +20,6 @@ record that needed it is reported, never merged into one of them.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -144,7 +143,7 @@ def match(store: Store, mappings: Mappings, full: bool = False) -> MatchSummary:
     last match (connector/store/changes.py: a record's name, domains, explicit ids or the CRM
     field naming a linked record) and the mappings are the same; `full` matches anyway.
     """
-    state = _state(mappings)
+    state = mappings.state()
     if not full and not store.match_due(state):
         return _stored_summary(store)
     m = _Matcher(store)
@@ -196,13 +195,6 @@ def match(store: Store, mappings: Mappings, full: bool = False) -> MatchSummary:
     _save(store, m, summary)
     store.matched(state)
     return summary
-
-
-def _state(mappings: Mappings) -> str:
-    """What a match matches with: the mappings (the inputs naming linked records) and healthsync."""
-    from . import __version__
-
-    return json.dumps({"mappings": mappings.version, "healthsync": __version__}, sort_keys=True)
 
 
 def _stored_summary(store: Store) -> MatchSummary:

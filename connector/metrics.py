@@ -65,7 +65,7 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     every_name = names is None
     names = mappings.stored_names() if names is None else [n for n in mappings.stored_names() if n in set(names)]
     known = catalogue()
-    state = _state(mappings, names)
+    state = mappings.state(names=sorted(names))
     ids = store.account_ids()
     summary.accounts = len(ids)
     due: np.ndarray | None = None
@@ -142,13 +142,6 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
                 if contribution is not None:
                     _add(summary.totals.setdefault(key, {}), *contribution)
     return summary
-
-
-def _state(mappings: Mappings, names: list[str]) -> str:
-    """What a measure measured with: the model version of the mappings, healthsync's, the names."""
-    from . import __version__
-
-    return json.dumps({"mappings": mappings.version, "healthsync": __version__, "names": sorted(names)}, sort_keys=True)
 
 
 class _Moves:

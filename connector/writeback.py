@@ -217,10 +217,7 @@ def plan(store: Store, mappings: Mappings, run_id: int | None = None, systems: l
 
 def _plan_state(store: Store, mappings: Mappings) -> str:
     """What a plan plans with: the mappings' model version, healthsync's, each CRM's fields."""
-    from . import __version__
-
-    return json.dumps({"mappings": mappings.version, "healthsync": __version__,
-                       "fields": {s: _described(store, s) for s in registry.crms()}}, sort_keys=True)
+    return mappings.state(fields={s: _described(store, s) for s in registry.crms()})
 
 
 def _described(store: Store, system: str) -> dict[str, Any]:

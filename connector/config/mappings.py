@@ -8,6 +8,7 @@ pass. ``load_mappings`` raises ConfigError when anything is wrong.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,14 @@ class Mappings:
             known[d.catalogue].system == system and obj in known[d.catalogue].objects
             for d in self.metrics.values() if d.catalogue and d.catalogue in known
         )
+
+    def state(self, **also: Any) -> str:
+        """What a step that redoes only what changed did its last work with: this model version,
+        healthsync's version, and `also` (the names measured, each CRM's fields). Another state
+        means the step does everything again."""
+        from .. import __version__
+
+        return json.dumps({"mappings": self.version, "healthsync": __version__, **also}, sort_keys=True)
 
     def stored_names(self) -> list[str]:
         """Names whose values live in the store: inputs and catalogue metrics."""
