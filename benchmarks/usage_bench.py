@@ -59,11 +59,12 @@ sources:
     timestamp: day
     columns: {{active_users: number, key_events: number, events: number}}
 """
+# an account's n-th event ({nth}): by one of its 50 users in turn, a key feature one time in 5
 FILL = """
     SELECT 'acct' || (i % {accounts}) || '.example.com' AS account_domain,
            TIMESTAMPTZ '2026-05-01 00:00:00+00' + (i * 7919 % 18144000) * INTERVAL '1 second' AS ts,
-           (i * 31) % 50 AS user_id,
-           (i % 5 = 0) AS key_feature
+           {nth} % 50 AS user_id,
+           ({nth} % 5 = 0) AS key_feature
     FROM {series}
 """
 
@@ -85,7 +86,8 @@ def main() -> int:
         clock = time.perf_counter()
         if args.engine == "duckdb":
             path = Path(tmp) / "usage.duckdb"
-            fill = "CREATE TABLE events AS " + FILL.format(accounts=args.accounts, series=f"range({args.events}) t(i)")
+            fill = "CREATE TABLE events AS " + FILL.format(accounts=args.accounts, series=f"range({args.events}) t(i)",
+                                                            nth=f"(i // {args.accounts})")
             subprocess.run([sys.executable, "-c", f"import duckdb; c = duckdb.connect({str(path)!r}); c.execute('SET enable_progress_bar = false'); c.execute({fill!r})"],
                            check=True)  # in a child: the events' own memory is not the pull's
             return_code = _run(args, mappings, tmp, f"duckdb:///{path}?access_mode=READ_ONLY", clock)
@@ -98,7 +100,8 @@ def main() -> int:
                 engine = sa.create_engine(url)
                 with engine.begin() as conn:
                     conn.execute(sa.text("CREATE TABLE events AS " + FILL.format(
-                        accounts=args.accounts, series=f"generate_series(0::bigint, {args.events - 1}) t(i)")))
+                        accounts=args.accounts, series=f"generate_series(0::bigint, {args.events - 1}) t(i)",
+                        nth=f"(i / {args.accounts})")))
                     conn.execute(sa.text("ANALYZE events"))
                 engine.dispose()
                 return_code = _run(args, mappings, tmp, url, clock)

@@ -154,7 +154,9 @@ class Collected:
         stamps = np.concatenate(self._stamps) if self._stamps else np.zeros(0)
         rows = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
         values = {c: np.concatenate(v) if v else np.zeros(0) for c, v in self._values.items()}
-        order = np.lexsort((stamps, codes))  # stable: among equal rows the first read comes first
+        rank = np.empty(len(self.keys), dtype=np.int64)  # keys in text order: stored in the store's order
+        rank[np.argsort(np.array(self.keys, dtype=object), kind="stable")] = np.arange(len(self.keys))
+        order = np.lexsort((stamps, rank[codes]))  # stable: among equal rows the first read comes first
         codes, stamps, rows = codes[order], stamps[order], rows[order]
         values = {c: v[order] for c, v in values.items()}
         again = np.zeros(len(codes), dtype=bool)
