@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pull_bench import OUT, arguments, rss_mb, serve, stop  # noqa: E402
 
+from connector.cli import collect_less  # noqa: E402
 from connector.http import CallLog  # noqa: E402
 from connector.pipeline import RunSummary, run  # noqa: E402
 from connector.store import Store  # noqa: E402
@@ -107,4 +108,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    collect_less()  # as the healthsync command does
     main()

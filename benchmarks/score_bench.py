@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from connector.cli import collect_less
 from connector.config.mappings import load_mappings
 from connector.pipeline import score_rows
 from connector.scoring.engine import score_all
@@ -129,6 +130,7 @@ def bench(n: int) -> None:
 
 
 if __name__ == "__main__":
+    collect_less()  # as the healthsync command does
     sizes = [int(a) for a in sys.argv[1:]] or [100_000, 1_000_000]
     print(f"scoring benchmark: {METRICS} metrics, 3 segment models, 4 groups; python {sys.version.split()[0]}")
     for size in sizes:

@@ -11,6 +11,8 @@ import sqlite3
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+import pytest
+
 from connector.sources.usage.rows import Collected, merged, rows_of
 from connector.sources.usage.settings import SqlQuery
 from connector.store import Store
@@ -51,6 +53,46 @@ def test_rows_are_grouped_by_key_in_time_order_and_bad_ones_counted():
             "(first: row 5 (account_id '001A') at 2026-05-11T00:00:00Z)") in notes
     assert any(n.startswith("product_usage: 1 row(s): active_users not a number: N/A (first: row 7") for n in notes)
     assert got.latest == "2026-05-21T00:00:00Z"
+
+
+@pytest.mark.parametrize("zone", [None, "UTC"])
+@pytest.mark.parametrize("stamp", ["TIMESTAMPTZ", "TIMESTAMP", "DATE", "VARCHAR"])
+def test_duckdbs_arrays_are_checked_as_its_tuples_are(stamp, zone):
+    """The same DuckDB result, read as arrays (the pull's fast path) and as tuples, makes the same
+    series, N/A reasons, notes and cursor: NULL and blank keys, NULL and garbage moments, a second
+    row at a moment, NULL, infinite, text and boolean values."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'America/New_York'")  # a zoned moment is the same instant in any session zone
+    moment = {"TIMESTAMPTZ": "TIMESTAMPTZ '2026-05-01 00:00:00+00' + INTERVAL (i % 7) DAY",
+              "TIMESTAMP": "TIMESTAMP '2026-05-01 00:00:00' + INTERVAL (i % 7) DAY",
+              "DATE": "DATE '2026-05-01' + CAST(i % 7 AS INTEGER)",
+              "VARCHAR": "CASE WHEN i = 5 THEN 'soon' ELSE CAST(DATE '2026-05-01' + CAST(i % 7 AS INTEGER) AS VARCHAR) END"}[stamp]
+    con.execute(f"""CREATE TABLE t AS SELECT
+        CASE WHEN i = 3 THEN NULL WHEN i = 4 THEN '  ' ELSE ' 001' || (i % 5) END AS account_id,
+        CASE WHEN i = 8 THEN NULL ELSE {moment} END AS day,
+        CASE WHEN i % 11 = 0 THEN NULL WHEN i = 13 THEN 'inf'::DOUBLE ELSE i * 1.5 END AS active_users,
+        CASE WHEN i = 17 THEN 'n/a' WHEN i = 19 THEN NULL ELSE CAST(i AS VARCHAR) END AS events,
+        i % 2 = 0 AS flag
+        FROM range(40) r(i)""")
+    spec = SqlQuery.model_validate({**SPEC.model_dump(), "columns": {"active_users": "number", "events": "number", "flag": "number"},
+                                    "timestamp_zone": zone})
+    names = ["account_id", "day", "active_users", "events", "flag"]
+    as_tuples, as_arrays = Collected("u", spec), Collected("u", spec)
+    result = con.execute("SELECT * FROM t")
+    as_tuples.add(names, result.fetchall())
+    result = con.execute("SELECT * FROM t")
+    fetched = result.fetchnumpy()
+    as_arrays.add_columns(names, [fetched[n] for n in names], [str(d[1]) for d in result.description])
+    assert as_arrays.finish() == as_tuples.finish()
+    assert [vars(x) for c in as_arrays.series(3) for x in c] == [vars(x) for c in as_tuples.series(3) for x in c]
+    assert as_arrays.notes() == as_tuples.notes() and as_arrays.counts == as_tuples.counts
+    assert (as_arrays.count, as_arrays.kept, as_arrays.latest) == (as_tuples.count, as_tuples.kept, as_tuples.latest)
+    if stamp == "TIMESTAMP" and zone is None:  # no zone, none assumed: every row left out
+        assert as_tuples.kept == 0 and any("has no time zone" in n for n in as_tuples.notes())
+    else:
+        assert as_tuples.kept > 20 and len(as_tuples.notes()) >= 3  # the case is not empty
 
 
 def test_a_row_read_again_replaces_the_stored_one_and_the_others_stay():

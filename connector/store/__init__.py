@@ -84,6 +84,7 @@ class Store(Schema, Accounts, Values, Scores, Outbox, Changes, Alerts, Runs, Sna
             elif not readonly:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.execute("PRAGMA cache_size=-65536")
                 self.conn.execute("PRAGMA foreign_keys=ON")
                 self._migrate()
         except BaseException:

@@ -131,8 +131,16 @@ class UsageSource:
                 raise _query_error(mappings, entry, exc) from None
             names = list(result.keys())
             _require(mappings, entry, names)
+            arrays = _arrays(conn, result, names) if at.limit is None else None
+            columnar = arrays is not None
+            if arrays is not None:
+                columns, types = arrays
+                del arrays
+                for start in range(0, len(columns[0]), 40 * PAGE):  # its Python values a slice at a time
+                    collected.add_columns(names, [c[start:start + 40 * PAGE] for c in columns], types)
+                del columns  # the fetched result: the arrays kept are the checked ones
             fetch = fetcher(conn, result)
-            while at.limit is None or collected.count < at.limit:
+            while not columnar and (at.limit is None or collected.count < at.limit):
                 batch = fetch(PAGE if at.limit is None else min(PAGE, at.limit - collected.count))
                 if not batch:
                     break
@@ -181,6 +189,18 @@ def fetcher(conn: Any, result: Any) -> Any:
     is read through SQLAlchemy, which may hold rows it fetched ahead."""
     direct = not conn.dialect.supports_server_side_cursors and getattr(result, "cursor", None) is not None
     return result.cursor.fetchmany if direct else result.fetchmany
+
+
+def _arrays(conn: Any, result: Any, names: list[str]) -> tuple[list[Any], list[str]] | None:
+    """The whole result as arrays, a column each, with the database's type names, where the driver
+    gives them (DuckDB's fetchnumpy: half the time of its tuples, and no Python object per number);
+    None elsewhere, or when two columns share a name."""
+    cursor = getattr(result, "cursor", None)
+    if conn.dialect.name != "duckdb" or not hasattr(cursor, "fetchnumpy") or len({n.lower() for n in names}) < len(names):
+        return None
+    types = [str(d[1]) for d in cursor.description]
+    fetched = cursor.fetchnumpy()
+    return [fetched[n] for n in names], types
 
 
 def _entries(mappings: Mappings) -> list[MappedSource]:

@@ -73,9 +73,31 @@ class Collected:
             return
         position = {n.lower(): i for i, n in enumerate(names)}
         wanted = {position[c.lower()] for c in self.spec.wanted}
-        columns = {i: list(map(operator.itemgetter(i), batch)) for i in wanted}  # a column at a time
+        self._add(position, {i: list(map(operator.itemgetter(i), batch)) for i in wanted}, len(batch))
+
+    def add_columns(self, names: list[str], arrays: list[np.ndarray], types: list[str]) -> None:
+        """A result as arrays, a column each (DuckDB's fetchnumpy), with the database's type names:
+        numbers and timestamps that name their moment stay arrays; any other column (text, a
+        timestamp without a zone) is checked value by value as `add` does."""
+        if not arrays or not len(arrays[0]):
+            return
+        position = {n.lower(): i for i, n in enumerate(names)}
+        stamp = position[self.spec.timestamp.lower()]
+        columns: dict[int, list[Any] | np.ndarray] = {}
+        for i in {position[c.lower()] for c in self.spec.wanted}:
+            kind = types[i].upper()
+            zoned = kind == "DATE" or "TIME ZONE" in kind or (kind.startswith("TIMESTAMP") and self.spec.timestamp_zone == "UTC")
+            if i == stamp and zoned and arrays[i].dtype.kind == "M":
+                columns[i] = _epoch(arrays[i])
+            elif i != stamp and arrays[i].dtype.kind in "iuf":
+                columns[i] = arrays[i]
+            else:
+                columns[i] = arrays[i].tolist()  # masked (NULL) values become None
+        self._add(position, columns, len(arrays[0]))
+
+    def _add(self, position: dict[str, int], columns: dict[int, list[Any] | np.ndarray], size: int) -> None:
         first = self.count + 1
-        self.count += len(batch)
+        self.count += size
         if not self._code:
             self._code[""] = 0  # code 0: no key
             self.keys.append("")
@@ -91,19 +113,29 @@ class Collected:
         if len(moments) > 100_000:
             moments.clear()
         raws = columns[position[self.spec.timestamp.lower()]]
-        try:
-            stamps = np.array([moments[v] if v in moments else self._moment(v) for v in raws], dtype=float)
-        except TypeError:  # an unhashable value
-            stamps = np.array([self._moment(v) for v in raws], dtype=float)
+        if isinstance(raws, np.ndarray):  # epoch seconds already, NaN where empty
+            stamps = raws
+        else:
+            try:
+                stamps = np.array([moments[v] if v in moments else self._moment(v) for v in raws], dtype=float)
+            except TypeError:  # an unhashable value
+                stamps = np.array([self._moment(v) for v in raws], dtype=float)
         for i in np.flatnonzero(np.isnan(stamps) & (codes > 0)).tolist():
-            self._bad(f"{self.spec.timestamp} {self.moment(raws[i])[1]}: row left out", self._where(first + i, int(codes[i])))
+            why = self.moment(None if isinstance(raws, np.ndarray) else raws[i])[1]
+            self._bad(f"{self.spec.timestamp} {why}: row left out", self._where(first + i, int(codes[i])))
         kept = (codes > 0) & ~np.isnan(stamps)
         self._codes.append(codes[kept])
         self._stamps.append(stamps[kept])
-        self._rows.append(np.arange(first, first + len(batch), dtype=np.int64)[kept])
+        self._rows.append(np.arange(first, first + size, dtype=np.int64)[kept])
         for column in self.spec.columns:
             raw_values = columns[position[column.lower()]]
-            values = _numbers(raw_values)
+            if isinstance(raw_values, np.ndarray):  # numbers; masked where NULL
+                nulls, data = np.ma.getmaskarray(raw_values), np.ma.getdata(raw_values)
+                values = data.astype(float)
+                values[nulls | ~np.isfinite(values)] = np.nan
+                raw_values = {i: None if nulls[i] else data[i].item() for i in np.flatnonzero(np.isnan(values)).tolist()}
+            else:
+                values = _numbers(raw_values)
             for i in np.flatnonzero(np.isnan(values) & kept).tolist():
                 _value, why = number(raw_values[i])
                 if why:
@@ -260,6 +292,13 @@ def rows_of(record: dict[str, Any]) -> list[dict[str, Any]]:
 @functools.lru_cache(maxsize=4096)
 def _iso(stamp: float) -> str:
     return iso(datetime.fromtimestamp(float(stamp), UTC))
+
+
+def _epoch(moments: np.ndarray) -> np.ndarray:
+    """datetime64 values (UTC, masked or NaT where NULL) as epoch seconds, NaN where NULL."""
+    seconds = np.ma.getdata(moments).astype("datetime64[us]").astype(np.int64) / 1e6
+    seconds[np.isnat(np.ma.getdata(moments)) | np.ma.getmaskarray(moments)] = np.nan
+    return seconds
 
 
 def _numbers(raw: list[Any]) -> np.ndarray:
