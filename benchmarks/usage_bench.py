@@ -41,15 +41,15 @@ from connector.store import Store  # noqa: E402
 from connector.times import iso  # noqa: E402
 
 QUERY = """
-      SELECT account_domain,
-             CAST(DATE '2026-05-01' + CAST(floor(extract(epoch FROM (ts - TIMESTAMPTZ '2026-05-01 00:00:00+00')) / 864000) * 10 + 10 AS INTEGER) AS DATE) AS day,
-             count(DISTINCT user_id) AS active_users,
-             count(*) FILTER (WHERE key_feature) AS key_events,
-             count(*) AS events
-      FROM events
-      WHERE ts > :since
+      SELECT account_domain, day, count(*) AS active_users, sum(keyed) AS key_events, sum(n) AS events
+      FROM (SELECT account_domain,
+                   CAST(DATE '2026-05-01' + CAST(floor(extract(epoch FROM (ts - TIMESTAMPTZ '2026-05-01 00:00:00+00')) / 864000) * 10 + 10 AS INTEGER) AS DATE) AS day,
+                   user_id, count(*) FILTER (WHERE key_feature) AS keyed, count(*) AS n
+            FROM events
+            WHERE ts > :since
+            GROUP BY 1, 2, 3) AS per_user
       GROUP BY 1, 2
-"""
+"""  # active users as a GROUP BY of (account, period, user) first: DuckDB 9.2 s against 14.2 s with count(DISTINCT user_id)
 ENTRY = f"""
 sources:
   product_usage:
@@ -158,10 +158,10 @@ def _run(args: argparse.Namespace, mappings, tmp: str, url: str, clock: float) -
 
 
 def _database_alone(url: str) -> float:
-    """The query's own cost: run and fetched through the driver, as the pull does, with nothing done to the rows."""
+    """The query's own cost: run and fetched through the driver as the pull does (arrays from DuckDB), with nothing done to the rows."""
     import sqlalchemy as sa
 
-    from connector.sources.usage.client import _embedded, _sql, fetcher
+    from connector.sources.usage.client import _arrays, _embedded, _sql, fetcher
 
     engine = sa.create_engine(url)
     if url.startswith("duckdb"):  # as the pull runs it: quiet, and within its memory limit
@@ -169,9 +169,10 @@ def _database_alone(url: str) -> float:
     start = time.perf_counter()
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True).execute(_sql(QUERY), {"since": datetime(1970, 1, 1, tzinfo=UTC)})
-        fetch = fetcher(conn, result)
-        while fetch(5000):
-            pass
+        if _arrays(conn, result, list(result.keys())) is None:  # DuckDB: as arrays, as the pull reads it
+            fetch = fetcher(conn, result)
+            while fetch(5000):
+                pass
     engine.dispose()
     return time.perf_counter() - start
 

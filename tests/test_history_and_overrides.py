@@ -61,6 +61,35 @@ def test_unchanged_value_keeps_its_since_and_history_has_each_change(store):
     ]
 
 
+def test_a_whole_column_written_in_bulk_is_stored_as_row_by_row(tmp_path, monkeypatch):
+    """Past 10,000 new or changed values of a name, they are written by one statement (a JSON
+    array, history copied in SQLite): the values, reasons, sinces and history are the same as
+    row by row, through a first write, a write at the same moment, and a write that changes half."""
+    import connector.store.values as values
+
+    n = 12_000
+    def writes(a: int, step: int) -> list[tuple]:  # numbers, text, N/A with and without a reason, -0.0, big
+        return [(a, "n", [None, 1.0, 2 ** 53, -0.0, 3.25 + step][a % 5] if a % 2 or step == 0 else a * 1.5, "why" if a % 7 == 0 else None)
+                for a in range(1, n + 1)] + [(a, "t", f"é {a % 3}" if a % 4 else None) for a in range(1, n + 1)]
+
+    stores = {}
+    for bulk in (True, False):
+        if not bulk:
+            monkeypatch.setattr(values, "_IN_BULK", 10 ** 9)
+        with Store(tmp_path / f"{bulk}.db") as s:
+            s.upsert_accounts([{"key": f"k{i}"} for i in range(n)])
+            stores[bulk] = []
+            for rows, now in ((writes(0, 0), "2026-01-01T00:00:00Z"), (writes(0, 0), "2026-01-01T00:00:00Z"),
+                              (writes(0, 1), "2026-02-01T00:00:00Z")):
+                stores[bulk].append((s.set_values(rows, now), s.conn.execute("SELECT * FROM metric_values ORDER BY 1, 2").fetchall(),
+                                     s.conn.execute("SELECT * FROM metric_history ORDER BY 1, 2, 3").fetchall()))
+    assert stores[True] == stores[False]
+    got = [changed for changed, _current, _history in stores[True]]
+    _changed, current, history = stores[True][-1]
+    assert got[0] == 2 * n and got[1] == 0 and got[2] >= n // 2 and len(history) == 2 * n + got[2]
+    assert {type(r[2]) for r in current if r[0] == "n"} == {float, type(None)}
+
+
 def test_garbage_number_becomes_na_with_reason(store, mappings_from):
     mappings = mappings_from(inputs=INPUTS, metrics=METRICS, health=HEALTH)
     store.upsert_accounts([{"key": "k"}])

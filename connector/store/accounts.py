@@ -25,6 +25,8 @@ class Accounts(Changes):
         """Insert or update accounts by key (name, domain); `updated_at` moves only when one changed
         (a match of an unchanged org writes nothing)."""
         now = now or utcnow()
+        stored = {key: (name, domain) for key, name, domain in self.conn.execute("SELECT key, name, domain FROM accounts")}
+        rows = [r for r in rows if stored.get(r["key"], ()) != (r.get("name"), r.get("domain"))]  # only what differs
         with self.transaction():
             self.conn.executemany(
                 """INSERT INTO accounts (key, name, domain, created_at, updated_at)

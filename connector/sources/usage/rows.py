@@ -102,9 +102,14 @@ class Collected:
             self._code[""] = 0  # code 0: no key
             self.keys.append("")
         code = self._code
-        texts = [raw.strip() if type(raw) is str else "" if raw is None else str(raw).strip()
-                 for raw in columns[position[self.spec.key.column.lower()]]]
-        codes = np.array([code.setdefault(t, len(code)) for t in texts], dtype=np.int64)
+        raws = columns[position[self.spec.key.column.lower()]]
+        if set(map(type, raws)) <= {str, type(None)}:  # each distinct key worked out once
+            distinct: dict[Any, int] = dict.fromkeys(raws)  # type: ignore[arg-type]
+            for raw in distinct:
+                distinct[raw] = code.setdefault(_key_text(raw), len(code))
+            codes = np.fromiter(map(distinct.__getitem__, raws), dtype=np.int64, count=size)
+        else:  # numbers too: 1 and 1.0 are one dict key but two key texts
+            codes = np.array([code.setdefault(_key_text(raw), len(code)) for raw in raws], dtype=np.int64)
         if len(code) > len(self.keys):
             self.keys += list(code)[len(self.keys):]
         for i in np.flatnonzero(codes == 0).tolist():
@@ -292,6 +297,10 @@ def rows_of(record: dict[str, Any]) -> list[dict[str, Any]]:
 @functools.lru_cache(maxsize=4096)
 def _iso(stamp: float) -> str:
     return iso(datetime.fromtimestamp(float(stamp), UTC))
+
+
+def _key_text(raw: Any) -> str:
+    return raw.strip() if type(raw) is str else "" if raw is None else str(raw).strip()
 
 
 def _epoch(moments: np.ndarray) -> np.ndarray:
