@@ -98,9 +98,10 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     computed: dict[str, list[Value]] = {k: [] for k in narrow}
     until: list[float | None] = []
     moved_by_inputs: list[float] = []
+    read_inputs = inputs_of(mappings)
     for account_id in measured.tolist():
         acct = data.pop(account_id, empty)
-        given = {name: input_value(acct, mappings, name) for name in mappings.inputs}
+        given = read_inputs(acct)
         for name, value in given.items():
             inputs[name].append(value)
         for k in narrow:
@@ -273,24 +274,35 @@ def gather(store: Store, only: set[tuple[str, str]] | None = None,
 # ------------------------------------------------------------------ inputs
 
 
-def input_value(acct: AccountData, mappings: Mappings, name: str) -> Value:
-    spec = mappings.inputs[name]
-    reasons = []
-    for system, rec in acct.crm:
-        crm_field = getattr(spec, system, None)
-        if not crm_field:
-            continue
-        raw = rec.get(crm_field)
-        if raw is None or raw == "":
-            reasons.append(f"{system} {crm_field} is empty")
-            continue
-        value, problem = _convert(raw, spec.type)
-        if problem:
-            return NA, f"{system} {crm_field}: {problem}"
-        return value, None
-    if not acct.crm:
-        return NA, "no CRM record"
-    return NA, "; ".join(reasons) or "not mapped for this account's CRM"
+def inputs_of(mappings: Mappings) -> Callable[[AccountData], dict[str, Value]]:
+    """acct -> every input's (value, reason): from the first of its CRM records whose mapped field
+    is not empty (N/A with the problem if that value does not convert), else N/A saying which were
+    empty. Each input's field per CRM is looked up once: the measure reads them for every account."""
+    specs = [(name, spec, spec.type, {}) for name, spec in mappings.inputs.items()]
+    no_crm = (NA, "no CRM record")
+
+    def read(acct: AccountData) -> dict[str, Value]:
+        if not acct.crm:
+            return {name: no_crm for name, _spec, _kind, _fields in specs}
+        out: dict[str, Value] = {}
+        for name, spec, kind, fields in specs:
+            reasons = []
+            for system, rec in acct.crm:
+                crm_field = fields[system] if system in fields else fields.setdefault(system, getattr(spec, system, None))
+                if not crm_field:
+                    continue
+                raw = rec.get(crm_field)
+                if raw is None or raw == "":
+                    reasons.append(f"{system} {crm_field} is empty")
+                    continue
+                value, problem = _convert(raw, kind)
+                out[name] = (NA, f"{system} {crm_field}: {problem}") if problem else (value, None)
+                break
+            else:
+                out[name] = (NA, "; ".join(reasons) or "not mapped for this account's CRM")
+        return out
+
+    return read
 
 
 def _convert(raw: Any, kind: str) -> tuple[Any, str | None]:

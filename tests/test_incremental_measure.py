@@ -150,7 +150,7 @@ def test_a_source_s_metrics_hold_still_until_its_moves_says(plugin, dataset, tmp
     """Each metric of a source gives the same value at every moment from now until the moment its
     `moves` names (sampled, and just before it), for every account of the sandbox."""
     from connector.catalogue import catalogue
-    from connector.metrics import calculator, gather, input_value
+    from connector.metrics import calculator, gather, inputs_of
 
     if plugin.system == "salesforce":
         accounts = _cases()
@@ -167,7 +167,7 @@ def test_a_source_s_metrics_hold_still_until_its_moves_says(plugin, dataset, tmp
         for acct in accounts:
             if not acct.linked.get(plugin.system):
                 continue
-            inputs = {name: input_value(acct, MAPPINGS, name) for name in MAPPINGS.inputs}
+            inputs = inputs_of(MAPPINGS)(acct)
             until = plugin.moves(acct, now)
             assert until is None or until >= now.timestamp()
             horizon = (until - now.timestamp()) if until is not None else 400 * 86400.0
