@@ -161,16 +161,15 @@ def _database_alone(url: str) -> float:
     """The query's own cost: run and fetched through the driver as the pull does (arrays from DuckDB), with nothing done to the rows."""
     import sqlalchemy as sa
 
-    from connector.sources.usage.client import _arrays, _embedded, _sql, fetcher
+    from connector.sources.usage.client import _arrays, _embedded, execute
 
     engine = sa.create_engine(url)
     if url.startswith("duckdb"):  # as the pull runs it: quiet, and within its memory limit
         sa.event.listen(engine, "connect", lambda dbapi, _record: _embedded(dbapi, sa.engine.make_url(url).query))
     start = time.perf_counter()
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True).execute(_sql(QUERY), {"since": datetime(1970, 1, 1, tzinfo=UTC)})
-        if _arrays(conn, result, list(result.keys())) is None:  # DuckDB: as arrays, as the pull reads it
-            fetch = fetcher(conn, result)
+        names, result, fetch = execute(conn, QUERY, datetime(1970, 1, 1, tzinfo=UTC))
+        if _arrays(conn, result, names) is None:  # DuckDB: as arrays, as the pull reads it
             while fetch(5000):
                 pass
     engine.dispose()

@@ -16,7 +16,8 @@ from postgres import cluster
 
 from connector.config.mappings import load_mappings
 from connector.errors import ConfigError
-from connector.pipeline import pull, run
+from connector.http import CallLog
+from connector.pipeline import pull, run, sources
 from connector.store import Store
 from sandbox.dataset import build_dataset
 from sandbox.server import Sandbox
@@ -150,3 +151,10 @@ def test_a_broken_query_or_a_missing_column_is_exit_2_at_its_line(pg, tmp_path):
         assert "sources.product_usage.columns.key_events" in text and "returns no column 'key_events'" in text
         assert "it returns: account_id, day, active_users, events" in text
         assert "s3cret-pass-77" not in text and secret not in text  # the URL is a secret
+        failing = _mappings(tmp_path / "c", ENTRY.replace("key_events, events\n", "key_events / (events - events) AS key_events, events\n"))
+        assert not next(iter(sources(env, CallLog(), only=["usage"], mappings=failing)[0])).check(failing)  # LIMIT 0: no row
+        with pytest.raises(ConfigError) as err:  # fails only as its rows are fetched
+            pull(store, failing, env, NOW, only=["usage"])
+        text = err.value.problems[0].render()
+        assert "sources.product_usage.query" in text and "division by zero" in text and err.value.exit_code == 2
+        assert store.cursor("usage", "product_usage") is None  # nothing stored, nothing moved
