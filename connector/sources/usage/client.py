@@ -181,15 +181,7 @@ def _stored(entry: MappedSource, collected: Collected) -> Iterator[Page]:
 
 
 def execute(conn: Any, query: str, since: datetime) -> tuple[list[str], Any, Any]:
-    """(column names, the SQLAlchemy result or None, fetchmany) of the admin's query, streamed.
-    PostgreSQL (psycopg) is read through a server-side cursor of the driver's own, in pages of
-    tuples: SQLAlchemy's Row objects and its buffer ahead took a third of a 2M-row fetch."""
-    if conn.dialect.driver == "psycopg":
-        compiled = _sql(query).compile(dialect=conn.dialect)
-        cursor = conn.connection.dbapi_connection.cursor(name="healthsync_usage")
-        cursor.itersize = PAGE
-        cursor.execute(str(compiled), compiled.construct_params({"since": since}))
-        return [d.name for d in cursor.description], None, cursor.fetchmany
+    """(column names, the result, its fetchmany) of the admin's query, streamed."""
     result = conn.execution_options(stream_results=True).execute(_sql(query), {"since": since})
     return list(result.keys()), result, fetcher(conn, result)
 
@@ -197,11 +189,7 @@ def execute(conn: Any, query: str, since: datetime) -> tuple[list[str], Any, Any
 def _driver_errors() -> tuple[type[BaseException], ...]:
     from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-    try:
-        import psycopg
-    except ImportError:
-        return DBAPIError, SQLAlchemyError
-    return DBAPIError, SQLAlchemyError, psycopg.Error
+    return DBAPIError, SQLAlchemyError
 
 
 def fetcher(conn: Any, result: Any) -> Any:
@@ -217,7 +205,7 @@ def _arrays(conn: Any, result: Any, names: list[str]) -> tuple[list[Any], list[s
     gives them (DuckDB's fetchnumpy: half the time of its tuples, and no Python object per number);
     None elsewhere, or when two columns share a name."""
     cursor = getattr(result, "cursor", None)
-    if result is None or conn.dialect.name != "duckdb" or not hasattr(cursor, "fetchnumpy") or len({n.lower() for n in names}) < len(names):
+    if conn.dialect.name != "duckdb" or not hasattr(cursor, "fetchnumpy") or len({n.lower() for n in names}) < len(names):
         return None
     types = [str(d[1]) for d in cursor.description]
     fetched = cursor.fetchnumpy()
