@@ -205,7 +205,7 @@ def _arrays(conn: Any, result: Any, names: list[str]) -> tuple[list[Any], list[s
     gives them (DuckDB's fetchnumpy: half the time of its tuples, and no Python object per number);
     None elsewhere, or when two columns share a name."""
     cursor = getattr(result, "cursor", None)
-    if conn.dialect.name != "duckdb" or not hasattr(cursor, "fetchnumpy") or len({n.lower() for n in names}) < len(names):
+    if conn.dialect.name != "duckdb" or cursor is None or len({n.lower() for n in names}) < len(names):
         return None
     types = [str(d[1]) for d in cursor.description]
     fetched = cursor.fetchnumpy()
