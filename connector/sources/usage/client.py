@@ -122,25 +122,19 @@ class UsageSource:
     def _query(self, entry: MappedSource, mappings: Mappings, at: Read, collected: Collected) -> Iterator[Page]:
         spec: SqlQuery = entry.settings
         since = _since(at.cursor, spec)
+        from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
         with _connect(self.ctx.env, mappings, entry) as conn:
             try:
                 names, result, fetch = execute(conn, spec.query, since)
                 _require(mappings, entry, names)
-                arrays = _arrays(conn, result, names) if at.limit is None else None
-                columnar = arrays is not None
-                if arrays is not None:
-                    columns, types = arrays
-                    del arrays
-                    for start in range(0, len(columns[0]), 40 * PAGE):  # its Python values a slice at a time
-                        collected.add_columns(names, [c[start:start + 40 * PAGE] for c in columns], types)
-                    del columns  # the fetched result: the arrays kept are the checked ones
-                while not columnar and (at.limit is None or collected.count < at.limit):
+                whole = at.limit is None and _add_arrays(collected, conn, result, names)
+                while not whole and (at.limit is None or collected.count < at.limit):
                     batch = fetch(PAGE if at.limit is None else min(PAGE, at.limit - collected.count))
                     if not batch:
                         break
                     collected.add(names, batch)
-            except _driver_errors() as exc:  # as it runs, or as its rows come (a division by zero)
+            except (DBAPIError, SQLAlchemyError) as exc:  # as it runs, or as its rows come (a division by zero)
                 raise _query_error(mappings, entry, exc) from None
         yield from _stored(entry, collected)
         cursor = max(filter(None, (collected.latest, at.cursor)), key=parse_iso, default=None)
@@ -186,12 +180,6 @@ def execute(conn: Any, query: str, since: datetime) -> tuple[list[str], Any, Any
     return list(result.keys()), result, fetcher(conn, result)
 
 
-def _driver_errors() -> tuple[type[BaseException], ...]:
-    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-
-    return DBAPIError, SQLAlchemyError
-
-
 def fetcher(conn: Any, result: Any) -> Any:
     """fetchmany(n) of a result: the driver's own rows (tuples) where nothing sits between (DuckDB,
     SQLite), as SQLAlchemy's Row objects cost more than the rest; a server-side cursor (PostgreSQL)
@@ -210,6 +198,18 @@ def _arrays(conn: Any, result: Any, names: list[str]) -> tuple[list[Any], list[s
     types = [str(d[1]) for d in cursor.description]
     fetched = cursor.fetchnumpy()
     return [fetched[n] for n in names], types
+
+
+def _add_arrays(collected: Collected, conn: Any, result: Any, names: list[str]) -> bool:
+    """Check the whole result as arrays, a slice of its rows at a time, where the driver gives
+    arrays; False (nothing read) where it does not. The fetched arrays go when this returns."""
+    arrays = _arrays(conn, result, names)
+    if arrays is None:
+        return False
+    columns, types = arrays
+    for start in range(0, len(columns[0]), 40 * PAGE):  # its Python values (the keys) a slice at a time
+        collected.add_columns(names, [c[start:start + 40 * PAGE] for c in columns], types)
+    return True
 
 
 def _entries(mappings: Mappings) -> list[MappedSource]:
