@@ -9,7 +9,6 @@ deliver (the alerts' webhooks and CRM tasks).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import time
@@ -39,7 +38,7 @@ from .shutdown import Interrupted, Shutdown
 from .sources import registry
 from .sources.base import PullStats, Read, Source, SourceSetup
 from .sources.sync import commit, pull_streams, pull_together
-from .store import Store
+from .store import ScoreTable, Store
 from .writeback import PlanSummary, PushSummary, plan, push
 
 
@@ -384,8 +383,7 @@ def score(store: Store, mappings: Mappings, now: datetime | None = None) -> Scor
     frame, results = compute(store, mappings, now, frame)
     summary.accounts, summary.frame = frame.n, frame
     for name, result in results.items():
-        rows = score_rows(result, mappings.version)
-        summary.changed[name] = store.write_scores(name, rows, stamp)
+        summary.changed[name] = store.write_score_table(name, score_table(result, mappings.version), stamp)
         scored = ~np.isnan(result.value)
         summary.scored[name] = int(scored.sum())
         summary.not_scored[name] = int((~scored).sum())
@@ -395,39 +393,27 @@ def score(store: Store, mappings: Mappings, now: datetime | None = None) -> Scor
     return summary
 
 
-def score_rows(result: ScoreResult, version: str) -> Iterator[tuple[object, ...]]:
-    """One store row per account, in Store.write_scores order, made as they are consumed."""
-    group_names = list(result.groups)
-    group_cols = [_floats(np.round(result.groups[g], 2)) for g in group_names]
-    groups_json = (
-        json.dumps(dict(zip(group_names, values, strict=True)))
-        for values in zip(*group_cols, strict=True)
-    ) if group_names else itertools.repeat("{}", len(result.ids))
-    return iter(
-        zip(
-            result.ids.tolist(),
-            result.model.tolist(),
-            itertools.repeat(version, len(result.ids)),
-            _floats(np.round(result.computed, 4)),
-            _floats(result.value),
-            result.status_computed.tolist(),
-            result.status.tolist(),
-            result.grade.tolist(),
-            [None if o < 0 else o for o in result.override_id.tolist()],
-            _floats(result.trend),
-            result.trend_direction.tolist(),
-            _floats(coverage_percent(result.coverage)),
-            _floats(result.points_to_next),
-            result.drivers.tolist(),
-            groups_json,
-            result.na_reason.tolist(),
-            strict=True,
-        )
+def score_table(result: ScoreResult, version: str) -> ScoreTable:
+    """A score's results in the form the store keeps them (rounded as stored, coverage in percent)."""
+    def floats(values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64)
+
+    return ScoreTable(
+        ids=result.ids, version=version,
+        columns={
+            "model": result.model, "computed": floats(np.round(result.computed, 4)), "value": floats(result.value),
+            "status_computed": result.status_computed, "status": result.status, "grade": result.grade,
+            "override_id": np.asarray(result.override_id, dtype=np.int64), "trend": floats(result.trend),
+            "trend_direction": result.trend_direction, "coverage": floats(coverage_percent(result.coverage)),
+            "points_to_next": floats(result.points_to_next), "drivers": result.drivers, "na_reason": result.na_reason,
+        },
+        groups={g: floats(np.round(v, 2)) for g, v in result.groups.items()},
     )
 
 
-def _floats(values: np.ndarray) -> list[float | None]:
-    return [None if v != v else v for v in values.tolist()]
+def score_rows(result: ScoreResult, version: str) -> Iterator[tuple[object, ...]]:
+    """One store row per account, in Store.write_scores order, made as they are consumed."""
+    return score_table(result, version).rows()
 
 
 @dataclass

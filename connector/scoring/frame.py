@@ -27,6 +27,7 @@ class Frame:
     last_known: Callable[[str, bool], Column] | None = None
     text_names: set[str] = field(default_factory=set)
     _as_of: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    _known: dict[str, Column] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -53,9 +54,10 @@ class Frame:
 
     def known(self, name: str) -> Column:
         """Each account's last value that was not N/A (for carry-forward)."""
-        if self.last_known is None:
-            return _empty(self.n, name in self.text_names)
-        return self.last_known(name, name in self.text_names)
+        if name not in self._known:  # read once: every model that carries the name forward uses it
+            text = name in self.text_names
+            self._known[name] = _empty(self.n, text) if self.last_known is None else self.last_known(name, text)
+        return self._known[name]
 
 
 def _empty(n: int, text: bool) -> Column:

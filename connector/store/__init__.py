@@ -5,6 +5,7 @@
   changes.py   what changed since the last measure: queued records and accounts, when values move
   values.py    metric values and their history, loaded as columns (`Column`)
   scores.py    scores and their history, overrides and their audit
+  packed.py    columns packed into one blob: the columnar copies of values and scores
   outbox.py    the outbox of CRM changes and the alert deliveries (one sending protocol)
   alerts.py    alert rules, per-account alert state, fired alerts
   runs.py      runs and the run lock
@@ -40,12 +41,12 @@ from .schema import (
     _split_sql,
     resolve_path,
 )
-from .scores import Scores
+from .scores import Scores, ScoreTable
 from .snapshots import Snapshots
 from .values import Column, Values
 
 __all__ = [
-    "DEFAULT_PATH", "SCHEMA_VERSION", "_MIGRATIONS", "Column", "ReadConnection", "Store", "_split_sql", "resolve_path", "utcnow",
+    "DEFAULT_PATH", "SCHEMA_VERSION", "_MIGRATIONS", "Column", "ReadConnection", "ScoreTable", "Store", "_split_sql", "resolve_path", "utcnow",
 ]
 
 

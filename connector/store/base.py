@@ -42,6 +42,19 @@ class Area:
             raise
         self.conn.execute("COMMIT")
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Several reads that see one moment of the store: in the transaction under way, else in a
+        read transaction of their own."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
 
 def _encoded(data: dict[str, Any]) -> str:
     """A record as stored: orjson (fast, keys sorted), else json for what orjson refuses (integers

@@ -332,6 +332,8 @@ _MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         account_id INTEGER PRIMARY KEY
     );
     """,
+    # 12: columnar copies of the current values of a name and of a score's results, one blob each
+    lambda conn: _columnar(conn),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -415,6 +417,29 @@ def _check_healthsync(conn: sqlite3.Connection, path: Path) -> None:
     if version > SCHEMA_VERSION:
         raise StoreError(f"{path} has schema version {version}, newer than this healthsync understands "
                          f"({SCHEMA_VERSION}); upgrade healthsync or use another --db")
+
+
+def _columnar(conn: sqlite3.Connection) -> None:
+    """Migration 12: `value_columns` and `value_changes`, `score_columns`. Triggers keep them true
+    whoever writes: a value row that changes while its name has a copy logs its account in
+    `value_changes` (the copy plus those rows is the name's current values); a score row that
+    changes drops its score's copy."""
+    conn.execute("CREATE TABLE IF NOT EXISTS value_columns (name TEXT PRIMARY KEY, columns BLOB NOT NULL)")
+    conn.execute("""CREATE TABLE IF NOT EXISTS value_changes (name TEXT NOT NULL, account_id INTEGER NOT NULL,
+                    PRIMARY KEY (name, account_id)) WITHOUT ROWID""")
+    conn.execute("CREATE TABLE IF NOT EXISTS score_columns (score TEXT PRIMARY KEY, columns BLOB NOT NULL)")
+
+    def logged(row: str) -> str:
+        return (f"INSERT OR IGNORE INTO value_changes SELECT {row}.name, {row}.account_id "
+                f"WHERE EXISTS (SELECT 1 FROM value_columns WHERE name = {row}.name);")
+
+    for event, rows in (("INSERT", ["NEW"]), ("UPDATE OF name, account_id, num, text, since, na_reason", ["OLD", "NEW"]),
+                        ("DELETE", ["OLD"])):
+        conn.execute(f"""CREATE TRIGGER IF NOT EXISTS value_columns_{event.split()[0].lower()} AFTER {event}
+                         ON metric_values BEGIN {' '.join(logged(r) for r in rows)} END""")
+    for event, rows in (("INSERT", "NEW.score"), ("UPDATE", "OLD.score, NEW.score"), ("DELETE", "OLD.score")):
+        conn.execute(f"""CREATE TRIGGER IF NOT EXISTS score_columns_{event.lower()} AFTER {event} ON scores
+                         BEGIN DELETE FROM score_columns WHERE score IN ({rows}); END""")
 
 
 def _split_sql(script: str) -> list[str]:

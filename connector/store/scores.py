@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,70 @@ import numpy as np
 from ..errors import NotFound
 from .base import utcnow
 from .changes import Changes
+from .packed import pack, unpack
 from .values import _positions
+
+
+@dataclass
+class ScoreTable:
+    """One named score's results as the store keeps them: a column per `scores` column, one row per
+    account (`ids` ascending). Numbers are floats (NaN for NULL) but `override_id` (-1 for none); texts
+    are object arrays; `groups` holds each sub-score's column, `model_version` is one for all."""
+
+    ids: np.ndarray
+    version: str
+    columns: dict[str, np.ndarray]  # every _SCORE_COLUMNS name but model_version and groups
+    groups: dict[str, np.ndarray]
+
+    def rows(self, index: np.ndarray | None = None) -> Iterator[tuple[Any, ...]]:
+        """The store rows (account_id, *_SCORE_COLUMNS) of all accounts, or of the rows `index` names."""
+        def pick(values: np.ndarray) -> np.ndarray:
+            return values if index is None else values[index]
+
+        n = len(pick(self.ids))
+        names = list(self.groups)
+        group_cols = [_floats(pick(self.groups[g])) for g in names]
+        groups_json = (json.dumps(dict(zip(names, values, strict=True))) for values in zip(*group_cols, strict=True)
+                       ) if names else itertools.repeat("{}", n)
+        columns: list[Iterable[Any]] = []
+        for name in _SCORE_COLUMNS:
+            if name == "model_version":
+                columns.append(itertools.repeat(self.version, n))
+            elif name == "groups":
+                columns.append(groups_json)
+            elif name == "override_id":
+                columns.append([None if o < 0 else o for o in pick(self.columns[name]).tolist()])
+            elif name in _NUMBERS:
+                columns.append(_floats(pick(self.columns[name])))
+            else:
+                columns.append(pick(self.columns[name]).tolist())
+        return iter(zip(pick(self.ids).tolist(), *columns, strict=True))
+
+    def packed(self) -> bytes:
+        """The table as one blob (`score_columns`)."""
+        return pack({"account_id": self.ids, "model_version": np.array([self.version], dtype=object),
+                     "groups": np.array(list(self.groups), dtype=object), **self.columns,
+                     **{_GROUP + g: v for g, v in self.groups.items()}})
+
+    def changes(self, previous: dict[str, np.ndarray] | None) -> tuple[np.ndarray | None, np.ndarray]:
+        """(the rows that may differ from the `previous` table's, None for all; the accounts it had
+        that this one has not). A row not returned is the same in every column, bit for bit."""
+        if (previous is None or previous["model_version"].tolist() != [self.version]
+                or previous["groups"].tolist() != list(self.groups)):
+            return None, np.zeros(0, dtype=np.int64)
+        before = previous["account_id"]
+        at, found = _positions(before, self.ids)
+        differs = ~found
+        kept = np.flatnonzero(found)
+        for name, values in itertools.chain(self.columns.items(), ((_GROUP + g, v) for g, v in self.groups.items())):
+            new, old = values[kept], previous[name][at]
+            if new.dtype == np.float64:
+                moved = (new.view(np.int64) != old.view(np.int64)) & ~(np.isnan(new) & np.isnan(old))
+            else:
+                moved = new != old
+            differs[kept[moved]] = True
+        gone = np.setdiff1d(before, self.ids, assume_unique=True)
+        return np.flatnonzero(differs), gone
 
 
 class Scores(Changes):
@@ -27,8 +91,32 @@ class Scores(Changes):
         The stored rows are read once and compared here: a rescore with nothing
         changed writes nothing.
         """
-        current = {r[0]: r[1:] for r in self.conn.execute(
-            f"SELECT account_id, {', '.join(_SCORE_COLUMNS)}, scored_at FROM scores WHERE score = ?", (score,))}
+        return self._write_rows(score, rows, scored_at)
+
+    def write_score_table(self, score: str, table: ScoreTable, scored_at: str) -> int:
+        """`write_scores` of a whole table, compared first with the columnar copy of the last one
+        written (`score_columns`): only the rows that differ from it are read, compared and written,
+        and the copy is replaced. Without a copy (a first score, other mappings), every row is."""
+        row = self.conn.execute("SELECT columns FROM score_columns WHERE score = ?", (score,)).fetchone()
+        index, gone = table.changes(unpack(row[0]) if row else None)
+        if index is not None and not len(index) and not len(gone):
+            return 0  # the copy, and so the stored rows, are this table already
+        try:
+            copy: bytes | None = table.packed()
+        except TypeError:  # a text orjson refuses: no copy, the next write compares every row
+            copy = None
+        accounts = None if index is None else [*table.ids[index].tolist(), *gone.tolist()]
+        return self._write_rows(score, table.rows(index), scored_at, accounts, copy)
+
+    def _write_rows(self, score: str, rows: Iterable[tuple[Any, ...]], scored_at: str,
+                    accounts: list[int] | None = None, copy: bytes | None = None) -> int:
+        """The rows of `accounts` (None: every account) compared with the stored ones and written
+        where they differ; a stored one of them not among `rows` is deleted; `copy` saved with them."""
+        sql = f"SELECT account_id, {', '.join(_SCORE_COLUMNS)}, scored_at FROM scores WHERE score = ?"
+        args: tuple[Any, ...] = (score,)
+        if accounts is not None:
+            sql, args = sql + " AND account_id IN (SELECT value FROM json_each(?))", (score, json.dumps(accounts))
+        current = {r[0]: r[1:] for r in self.conn.execute(sql, args)}
         version = _SCORE_COLUMNS.index("model_version")
         value, status = 1 + _SCORE_COLUMNS.index("value"), 1 + _SCORE_COLUMNS.index("status")
         changed: list[tuple[Any, ...]] = []
@@ -57,6 +145,8 @@ class Scores(Changes):
             self.conn.executemany(
                 f"INSERT OR REPLACE INTO scores VALUES ({', '.join('?' * (3 + len(_SCORE_COLUMNS)))})", changed)
             self.conn.executemany("DELETE FROM scores WHERE score = ? AND account_id = ?", ((score, a) for a in gone))
+            if copy is not None:  # after the writes, whose triggers drop the old copy
+                self.conn.execute("INSERT OR REPLACE INTO score_columns VALUES (?, ?)", (score, copy))
         return len(changed)
 
     def score_as_of(self, score: str, ids: np.ndarray, before: str) -> np.ndarray:
@@ -264,3 +354,9 @@ _SCORE_COLUMNS = (
     "model", "model_version", "computed", "value", "status_computed", "status", "grade", "override_id",
     "trend", "trend_direction", "coverage", "points_to_next", "drivers", "groups", "na_reason",
 )
+_NUMBERS = frozenset({"computed", "value", "trend", "coverage", "points_to_next"})
+_GROUP = "group:"  # prefix of a sub-score's column in a score table's blob
+
+
+def _floats(values: np.ndarray) -> list[float | None]:
+    return [None if v != v else v for v in values.tolist()]

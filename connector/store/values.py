@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import orjson
 
 from .base import Area, utcnow
+from .packed import pack, unpack
 
 
 @dataclass
@@ -101,42 +103,66 @@ class Values(Area):
     def load_column(self, name: str, ids: np.ndarray, text: bool, with_since: bool = True) -> Column:
         """The current values of one stored name for the given accounts (N/A where absent).
 
-        `since` (when each value took effect) is read only when asked for: age
-        rules need it, and for other names it would double the load time.
+        Read from the name's columnar copy (`value_columns`, one blob), made
+        from its rows when there is none and the store may be written. `since`
+        (when each value took effect) is filled only when asked for: age rules
+        need it.
         """
+        stored = self._stored_column(name)
+        at, keep = _positions(ids, stored["account_id"])
+        num, texts, reasons_of = stored["num"], stored["text"], stored["na_reason"]
         n = len(ids)
         values = np.full(n, None, dtype=object) if text else np.full(n, np.nan)
-        since = np.full(n, None, dtype=object)
         reasons = np.full(n, None, dtype=object)
-        if not text:
-            # the hot path: plain numbers straight into a float array, no per-row Python calls
-            cur = self.conn.execute(
-                "SELECT account_id, num FROM metric_values WHERE name = ? AND num IS NOT NULL", (name,)
-            )
-            flat = np.fromiter(itertools.chain.from_iterable(cur), dtype=float)
-            at, keep = _positions(ids, flat[0::2].astype(np.int64))
-            values[at] = flat[1::2][keep]
-        rows = self.conn.execute(
-            "SELECT account_id, num, text, na_reason FROM metric_values WHERE name = ?"
-            + ("" if text else " AND num IS NULL"),
-            (name,),
-        ).fetchall()
-        if rows:
-            at, kept = _aligned(ids, rows)
-            _fill(values, at, kept, text)
-            if text:
-                reasons[at] = [r[3] for r in kept]
-            else:
-                reasons[at] = [r[3] or (f"not a number: {r[2]!r}" if r[2] is not None else None) for r in kept]
-        found = (
-            self.conn.execute("SELECT account_id, since FROM metric_values WHERE name = ?", (name,)).fetchall()
-            if with_since
-            else []
-        )
-        if found:
-            at, keep = _positions(ids, np.fromiter((r[0] for r in found), np.int64, len(found)))
-            since[at] = np.array([r[1] for r in found], dtype=object)[keep]
+        if text:
+            shown = texts.copy()
+            numbers = np.flatnonzero((texts == None) & ~np.isnan(num))  # noqa: E711
+            shown[numbers] = [_text_of(v) for v in num[numbers].tolist()]
+            values[at] = shown[keep]
+            reasons[at] = reasons_of[keep]
+        else:
+            shown = num.copy()
+            null = np.isnan(num)
+            written = np.flatnonzero(null & (texts != None))  # noqa: E711
+            shown[written] = [_num_of(None, t) for t in texts[written].tolist()]
+            values[at] = shown[keep]
+            why = np.full(len(num), None, dtype=object)
+            why[null] = reasons_of[null]
+            why[why == ""] = None
+            unexplained = written[why[written] == None]  # noqa: E711
+            why[unexplained] = [f"not a number: {t!r}" for t in texts[unexplained].tolist()]
+            reasons[at] = why[keep]
+        since = np.full(n, None, dtype=object)
+        if with_since:
+            since[at] = stored["since"][keep]
         return Column(values, since, reasons)
+
+    def _stored_column(self, name: str) -> dict[str, np.ndarray]:
+        """Every current row of a name as columns (account_id ascending, num with NaN for NULL, text,
+        since, na_reason): its columnar copy with the rows changed since (`value_changes`) read
+        anew, else all its rows. A store that may be written gets a new copy when it had none, or
+        when more than a twentieth of its rows changed since."""
+        with self._snapshot():  # the copy and its log as of one moment
+            row = self.conn.execute("SELECT columns FROM value_columns WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                columns, changed = _columns(self.conn.execute(f"{_ROWS} ORDER BY account_id", (name,)).fetchall()), -1
+            else:
+                columns = unpack(row[0])
+                fresh = self.conn.execute(
+                    f"{_ROWS} AND account_id IN (SELECT account_id FROM value_changes WHERE name = ?) ORDER BY account_id",
+                    (name, name)).fetchall()
+                ids = np.fromiter((a for (a,) in self.conn.execute(
+                    "SELECT account_id FROM value_changes WHERE name = ?", (name,))), np.int64)
+                columns, changed = _patched(columns, ids, _columns(fresh)), len(ids)
+        if not self.readonly and (changed < 0 or changed * 20 > len(columns["account_id"])):
+            try:
+                blob = pack(columns)
+            except TypeError:  # a text orjson refuses (a lone surrogate): read from the rows each time
+                return columns
+            with nullcontext() if self.conn.in_transaction else self.transaction():
+                self.conn.execute("INSERT OR REPLACE INTO value_columns VALUES (?, ?)", (name, blob))
+                self.conn.execute("DELETE FROM value_changes WHERE name = ?", (name,))
+        return columns
 
     def value_history(self, name: str, ids: np.ndarray, text: bool) -> ValueHistory:
         """A metric's whole history, for many `history_column` lookups (the rescore's dates)."""
@@ -209,6 +235,33 @@ def _fill(values: np.ndarray, at: np.ndarray, rows: list[Any], text: bool) -> No
         values[at] = [r[2] if r[2] is not None else _text_of(r[1]) for r in rows]
     else:
         values[at] = np.array([_num_of(r[1], r[2]) for r in rows], dtype=float)
+
+
+_ROWS = "SELECT account_id, num, text, since, na_reason FROM metric_values WHERE name = ?"
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> dict[str, np.ndarray]:
+    """`_ROWS` rows as the columns of a copy."""
+    account_id, num, text, since, reason = zip(*rows, strict=True) if rows else ((),) * 5
+    return {"account_id": np.array(account_id, dtype=np.int64), "num": np.array(num, dtype=float),
+            "text": _objects(text), "since": _objects(since), "na_reason": _objects(reason)}
+
+
+def _patched(columns: dict[str, np.ndarray], changed: np.ndarray, fresh: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A copy's columns with the accounts `changed` since replaced by their rows now (`fresh`; an
+    account with none now is gone), in account order."""
+    if not len(changed):
+        return columns
+    kept = ~np.isin(columns["account_id"], changed)
+    merged = {k: np.concatenate([v[kept], fresh[k]]) for k, v in columns.items()}
+    order = np.argsort(merged["account_id"], kind="stable")
+    return {k: v[order] for k, v in merged.items()}
+
+
+def _objects(items: tuple[Any, ...]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
 
 
 def _value_row(row: tuple[Any, ...]) -> tuple[str, int, float | None, str | None, str | None]:
