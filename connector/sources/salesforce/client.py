@@ -37,6 +37,7 @@ Facts this module relies on (Salesforce REST API docs, simple-salesforce):
 from __future__ import annotations
 
 import csv
+import email.utils
 import io
 import json
 import re
@@ -364,7 +365,8 @@ class SalesforceSource:
 
     def read(self, stream: Stream, mappings: Mappings, at: Read) -> Iterator[Page]:
         """One SOQL object from its cursor: queryAll (deleted records too), ordered by SystemModstamp,
-        Id, from the cursor less the overlap; each page's cursor is its newest stamp, capped at the run's start."""
+        Id, from the cursor less the overlap; each page's cursor is its newest stamp, and the last
+        page's at least the query's moment (its Date) less the overlap; capped at the run's start."""
         obj = stream.obj
         soql = f"SELECT {', '.join(self.fields_of(obj, mappings))} FROM {obj}"
         if at.cursor:
@@ -372,9 +374,17 @@ class SalesforceSource:
             soql += f" WHERE SystemModstamp >= {lower.strftime('%Y-%m-%dT%H:%M:%SZ')}"
         soql += " ORDER BY SystemModstamp ASC, Id ASC"
         cap = _parse_iso(at.run_started)
-        for records in self._pages(soql):
+        asked: datetime | None = None
+        for records, last in self._pages(soql):
+            asked = asked or _server_time(self._last_headers)  # when the query ran, by Salesforce's clock
             rows = [(r["Id"], _clean(r), r.get("SystemModstamp"), bool(r.get("IsDeleted"))) for r in records]
             newest = max((_parse_sf_time(r["SystemModstamp"]) for r in records if r.get("SystemModstamp")), default=None)
+            if last and asked is not None:
+                # the whole object read: what was saved by the time the query ran, less the overlap, is
+                # in; so the next pull need not read again records it read here that nothing saved since
+                # (a push's records, read back once, not at every later pull too)
+                floor = max([asked - self.overlap, *([_parse_sf_time(at.cursor)] if at.cursor else [])])
+                newest = floor if newest is None else max(newest, floor)
             cursor = _sf_time(min(newest, cap)) if newest is not None else None
             yield Page(rows, cursor, counted_as=obj)  # an empty page still counts: "0 Account"
 
@@ -382,11 +392,13 @@ class SalesforceSource:
         if self.usage:
             stats.notes.append(f"API usage {self.usage[0]:,}/{self.usage[1]:,} of the org's daily limit")
 
-    def _pages(self, soql: str) -> Iterator[list[dict[str, Any]]]:
+    def _pages(self, soql: str) -> Iterator[tuple[list[dict[str, Any]], bool]]:
+        """(a page's records, whether it is the last) of a query."""
         page = self.call("queryAll", lambda: self.client.query(soql, include_deleted=True))
         while True:
-            yield page["records"]
-            if page.get("done", True) or not page.get("nextRecordsUrl"):
+            last = bool(page.get("done", True) or not page.get("nextRecordsUrl"))
+            yield page["records"], last
+            if last:
                 return
             url = page["nextRecordsUrl"]
             page = self.call("queryAll (next page)", lambda u=url: self.client.query_more(u, identifier_is_url=True))
@@ -622,6 +634,15 @@ def _needed_by(mappings: Mappings, obj: str) -> tuple[tuple[str, ...], str]:
 
 def _clean(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "attributes"}
+
+
+def _server_time(headers: Mapping[str, str]) -> datetime | None:
+    """A response's Date header (whole seconds, UTC), or None without a readable one."""
+    try:
+        stamp = email.utils.parsedate_to_datetime(headers.get("Date", ""))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return stamp.astimezone(UTC) if stamp.tzinfo is not None else None
 
 
 def _parse_sf_time(value: str) -> datetime:
