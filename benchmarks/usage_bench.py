@@ -43,13 +43,15 @@ from connector.times import iso  # noqa: E402
 QUERY = """
       SELECT account_domain, day, count(*) AS active_users, sum(keyed) AS key_events, sum(n) AS events
       FROM (SELECT account_domain,
-                   CAST(DATE '2026-05-01' + CAST(floor(extract(epoch FROM (ts - TIMESTAMPTZ '2026-05-01 00:00:00+00')) / 864000) * 10 + 10 AS INTEGER) AS DATE) AS day,
+                   CAST(DATE '2026-05-01' + CAST(floor((date_part('epoch', ts) - 1777593600) / 864000) * 10 + 10 AS INTEGER) AS DATE) AS day,
                    user_id, count(*) FILTER (WHERE key_feature) AS keyed, count(*) AS n
             FROM events
             WHERE ts > :since
             GROUP BY 1, 2, 3) AS per_user
       GROUP BY 1, 2
-"""  # active users as a GROUP BY of (account, period, user) first: DuckDB 9.2 s against 14.2 s with count(DISTINCT user_id)
+"""  # active users as a GROUP BY of (account, period, user) first: DuckDB 5.7 s against 7.4 s with count(DISTINCT user_id);
+# the period from the moment's epoch seconds (1777593600: 2026-05-01 UTC), not from an interval (ts - TIMESTAMPTZ ...):
+# the interval's arithmetic took DuckDB 3 s of its 9 s, PostgreSQL 9 s of its 28 s
 ENTRY = f"""
 sources:
   product_usage:

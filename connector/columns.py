@@ -10,7 +10,9 @@ Each source's column-wise metrics give exactly what their per-account `compute` 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -19,12 +21,14 @@ from .sources import registry
 from .sources.base import Records, SourcePlugin, Table, Tables
 from .store import Column, Store
 
+Linked = Callable[[str, str], dict[str, int]]  # (system, object) -> external id -> account id
+
 
 class Columnwise:
     """The catalogue metrics that have a column-wise form, for the accounts `ids` (in that order)."""
 
-    def __init__(self, store: Store, ids: np.ndarray):
-        self.store, self.ids = store, ids
+    def __init__(self, store: Store, ids: np.ndarray, linked: Linked | None = None):
+        self.store, self.ids, self.linked = store, ids, linked
         self.known = catalogue()
         self.past = {p.system: p.past for p in registry.plugins() if p.past is not None}
         self.unmatched = {p.system: p.unmatched for p in registry.plugins()}
@@ -38,7 +42,7 @@ class Columnwise:
 
     def tables(self) -> tuple[dict[str, Tables], dict[str, np.ndarray]]:
         if self._tables is None:
-            self._tables = load_tables(self.store, self.ids)
+            self._tables = load_tables(self.store, self.ids, self.linked)
         return self._tables
 
     def column(self, key: str, at: datetime, inputs: dict[str, Column]) -> Column:
@@ -63,24 +67,26 @@ class Columnwise:
         return Column(values, np.full(n, None, dtype=object), reasons)
 
 
-def load_tables(store: Store, ids: np.ndarray) -> tuple[dict[str, Tables], dict[str, np.ndarray]]:
+def load_tables(store: Store, ids: np.ndarray, linked: Linked | None = None
+                ) -> tuple[dict[str, Tables], dict[str, np.ndarray]]:
     """(system -> its tables, system -> which accounts have a matched record of it) for every source
-    with a column-wise past."""
+    with a column-wise past; `linked(system, object)`: its links, when the caller reads them too."""
+    linked_of: Linked = linked or store.linked
     position = {account_id: i for i, account_id in enumerate(ids.tolist())}
     tables: dict[str, Tables] = {}
-    linked: dict[str, np.ndarray] = {}
+    linked_to: dict[str, np.ndarray] = {}
     for plugin in registry.plugins():
-        owner = store.linked(plugin.system, plugin.identity.obj)
+        owner = linked_of(plugin.system, plugin.identity.obj)
         mask = np.zeros(len(ids), dtype=bool)
         mask[[position[a] for a in set(owner.values()) if a in position]] = True
-        linked[plugin.system] = mask
+        linked_to[plugin.system] = mask
         if plugin.past is not None:
-            tables[plugin.system] = Tables(len(ids), _tables(store, plugin, owner, position))
-    return tables, linked
+            tables[plugin.system] = Tables(len(ids), _tables(store, plugin, owner, position, linked_of))
+    return tables, linked_to
 
 
 def _tables(store: Store, plugin: SourcePlugin, owner: dict[str, int],
-            position: dict[int, int]) -> dict[str, Records]:
+            position: dict[int, int], linked: Linked) -> dict[str, Records]:
     assert plugin.past is not None
     by_object: dict[str, dict[str, Table]] = defaultdict(dict)
     for name, table in plugin.past.tables.items():
@@ -95,11 +101,10 @@ def _tables(store: Store, plugin: SourcePlugin, owner: dict[str, int],
                 raise RuntimeError(f"{plugin.system} table of {obj!r}: the object is neither matched nor belongs")
             rule = belongs[obj]
             via = rule.via
-            link = owner if rule.parent == plugin.identity.obj else store.linked(plugin.system, rule.parent)
+            link = owner if rule.parent == plugin.identity.obj else linked(plugin.system, rule.parent)
         accounts: dict[str, list[int]] = {name: [] for name in named}
         rows: dict[str, list[tuple]] = {name: [] for name in named}  # type: ignore[type-arg]
-        arrays: dict[str, list[list]] = {name: [[] for _ in t.columns] for name, t in named.items()}  # type: ignore[type-arg]
-        parts: dict[str, list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {name: [] for name in named}
+        many = {name: _Many(table) for name, table in named.items() if table.columns_of is not None}
         for rid, rec in store.records(plugin.system, obj):
             account_id = link.get(rid if via is None else str(rec.get(via) or ""))
             at = position.get(account_id) if account_id is not None else None
@@ -107,28 +112,74 @@ def _tables(store: Store, plugin: SourcePlugin, owner: dict[str, int],
                 continue
             for name, table in named.items():
                 if table.columns_of is not None:
-                    made = table.columns_of(rec)
-                    for into, values in zip(arrays[name], made, strict=True):
-                        into += values
-                    accounts[name] += [at] * (len(made[0]) if made else 0)
-                    if len(accounts[name]) >= _CHUNK:  # as arrays now: millions of rows as Python floats would not fit
-                        parts[name].append((np.array(accounts[name], dtype=np.int64), _arrays(table, arrays[name])))
-                        accounts[name], arrays[name] = [], [[] for _ in table.columns]
+                    many[name].add(at, table.columns_of(rec))
                 else:
                     made = table.rows(rec)
                     rows[name] += made
                     accounts[name] += [at] * len(made)
         for name, table in named.items():
-            if table.columns_of is None:
-                out[name] = Records(np.array(accounts[name], dtype=np.int64), _columns(table, rows[name]))
-                continue
-            chunks = [*parts[name], (np.array(accounts[name], dtype=np.int64), _arrays(table, arrays[name]))]
-            out[name] = Records(np.concatenate([a for a, _c in chunks]),
-                                {c: np.concatenate([cols[c] for _a, cols in chunks]) for c in table.columns})
+            out[name] = many[name].records() if name in many else \
+                Records(np.array(accounts[name], dtype=np.int64), _columns(table, rows[name]))
     return out
 
 
-_CHUNK = 100_000  # rows of a many-rows table (usage series) made into arrays at a time
+class _Many:
+    """A many-rows table (usage series) made into arrays a chunk of records at a time: millions of
+    rows as Python floats would not fit. A record's first column is a list (its rows); a column it
+    gives as one value (a float, or None: NaN) holds it on each of its rows, repeated in numpy."""
+
+    CHUNK = 100_000  # rows
+
+    def __init__(self, table: Table):
+        self.table = table
+        self.parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+        self._clear()
+
+    def _clear(self) -> None:
+        self.at: list[int] = []
+        self.sizes: list[int] = []
+        self.made: list[list[Any]] = []  # each record's columns
+        self.size = 0
+
+    def add(self, at: int, made: list[Any]) -> None:
+        size = len(made[0]) if made else 0
+        if not size:
+            return
+        self.at.append(at)
+        self.sizes.append(size)
+        self.made.append(made)
+        self.size += size
+        if self.size >= self.CHUNK:
+            self._chunk()
+
+    def _chunk(self) -> None:
+        if not self.size:
+            return
+        sizes = np.array(self.sizes, dtype=np.int64)
+        columns = {name: _one_column(kind, list(given), sizes) for (name, kind), given in
+                   zip(self.table.columns.items(), zip(*self.made, strict=True), strict=True)}
+        self.parts.append((np.repeat(np.array(self.at, dtype=np.int64), sizes), columns))
+        self._clear()
+
+    def records(self) -> Records:
+        self._chunk()
+        if not self.parts:
+            return Records(np.zeros(0, dtype=np.int64), _arrays(self.table, [[] for _ in self.table.columns]))
+        return Records(np.concatenate([a for a, _c in self.parts]),
+                       {c: np.concatenate([cols[c] for _a, cols in self.parts]) for c in self.table.columns})
+
+
+def _one_column(kind: type, given: list[Any], sizes: np.ndarray) -> np.ndarray:
+    """One column of a chunk: each record's list of values, or one value for all its rows."""
+    lists = [isinstance(g, list) for g in given]
+    if kind is float and not any(lists):
+        return np.repeat(np.array([np.nan if g is None else g for g in given], dtype=float), sizes)
+    flat: list[Any] = []
+    for values, size, listed in zip(given, sizes.tolist(), lists, strict=True):
+        flat += values if listed else [values] * size
+    if kind is float:
+        return np.array(flat, dtype=float)
+    return np.array(["" if v is None else str(v) for v in flat], dtype=str)
 
 
 def _arrays(table: Table, values: list[list]) -> dict[str, np.ndarray]:  # type: ignore[type-arg]

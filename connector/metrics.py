@@ -8,6 +8,7 @@ scoring engine evaluates them from these values.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import defaultdict
@@ -87,11 +88,12 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     keys = list(dict.fromkeys(catalogue_of.get(n, n) for n in names if n not in mappings.inputs))
     totalled = [k for k in keys if known[k].total_by]  # e.g. MRR per currency, for the pull summary
     keys += [u for u in dict.fromkeys(known[k].total_by or "" for k in totalled) if u not in keys]
-    wise = Columnwise(store, measured)
+    links = functools.cache(store.linked)  # every link of an object, read once for both paths below
+    wise = Columnwise(store, measured, links)
     wide = [] if per_account or due is not None else [k for k in keys if wise.has(k, live=True)]
     narrow = [k for k in keys if k not in wide]
     systems = {known[k].system for k in narrow}
-    data = gather(store, only=_objects_read(systems), accounts=None if due is None else set(due.tolist()))
+    data = gather(store, only=_objects_read(systems), accounts=None if due is None else set(due.tolist()), links=links)
     moves = _Moves(store, mappings, known, keys, wide, wise, now)
     empty = AccountData()
     inputs: dict[str, list[Value]] = {name: [] for name in mappings.inputs}
@@ -242,14 +244,17 @@ def calculator(known: dict[str, CatalogueMetric], now: datetime) -> Callable[[st
 
 
 def gather(store: Store, only: set[tuple[str, str]] | None = None,
-           accounts: set[int] | None = None) -> dict[int, AccountData]:
+           accounts: set[int] | None = None,
+           links: Callable[[str, str], dict[str, int]] | None = None) -> dict[int, AccountData]:
     """Each account's CRM records, the ids of its matched records and the records that belong to them
     (with `only`: just those (system, object) records, e.g. what an outcome reads; with `accounts`:
-    just those accounts', read by id and by parent instead of whole objects)."""
+    just those accounts', read by id and by parent instead of whole objects). `links(system,
+    object)`: every link of an object, for a caller that reads them too (not with `accounts`)."""
     data: dict[int, AccountData] = defaultdict(AccountData)
+    linked = (lambda system, obj: store.linked(system, obj, accounts)) if accounts is not None or links is None else links
     for plugin in registry.plugins():
         system, rule = plugin.system, plugin.identity
-        owner = store.linked(system, rule.obj, accounts)
+        owner = linked(system, rule.obj)
         for rid, account_id in owner.items():
             data[account_id].linked.setdefault(system, []).append(rid)
         if rule.role != "linked" and (only is None or (system, rule.obj) in only):
@@ -261,7 +266,7 @@ def gather(store: Store, only: set[tuple[str, str]] | None = None,
         for belongs in plugin.belongs:
             if only is not None and (system, belongs.obj) not in only:
                 continue
-            parent = owner if belongs.parent == rule.obj else store.linked(system, belongs.parent, accounts)
+            parent = owner if belongs.parent == rule.obj else linked(system, belongs.parent)
             records: Iterable[tuple[str, dict[str, Any]]] = store.records(system, belongs.obj) if accounts is None \
                 else store.records_of_parents(system, belongs.obj, belongs.via, list(parent))
             for _rid, rec in records:

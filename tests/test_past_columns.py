@@ -140,10 +140,45 @@ def test_a_many_rows_table_made_into_arrays_in_chunks_is_the_same(builder, monke
     from connector import columns
 
     whole, _linked = columns.load_tables(builder.store, builder.ids)
-    monkeypatch.setattr(columns, "_CHUNK", 7)
+    monkeypatch.setattr(columns._Many, "CHUNK", 7)
     chunked, _linked = columns.load_tables(builder.store, builder.ids)
     rows = whole["usage"]["rows"]
     assert len(rows.account) > 100
     assert np.array_equal(rows.account, chunked["usage"]["rows"].account)
     for name, values in rows.columns.items():
         assert np.array_equal(values, chunked["usage"]["rows"][name], equal_nan=True), name
+
+
+def test_a_many_rows_table_repeats_a_records_one_value_over_its_rows(monkeypatch):
+    """A record's column given as one value (a float, None: NaN) or as a list, mixed within a
+    chunk and across chunks, for float and text columns: the same arrays as every row listed."""
+    from connector import columns
+    from connector.sources.base import Table
+
+    table = Table("series", {"at": float, "n": float, "has": float, "label": str}, rows=lambda rec: [],
+                  columns_of=lambda rec: rec)
+    records = [
+        [[1.0, 2.0], [5.0, None], 1.0, ["a", None]],
+        [[3.0], None, 0.0, "b"],  # no n: NaN on its row
+        [[], [1.0], 1.0, []],  # no rows: nothing
+        [[4.0, 5.0, 6.0], 7.0, 1.0, None],  # one n for its three rows
+        [[7.0], [8.0], 1.0, ["c"]],
+    ]
+    at = [3, 1, 4, 0, 2]
+    listed = {"at": [1, 2, 3, 4, 5, 6, 7], "n": [5, np.nan, np.nan, 7, 7, 7, 8], "has": [1, 1, 0, 1, 1, 1, 1],
+              "label": ["a", "", "b", "", "", "", "c"]}
+    accounts = [3, 3, 1, 0, 0, 0, 2]
+    for chunk in (2, 100):
+        monkeypatch.setattr(columns._Many, "CHUNK", chunk)
+        many = columns._Many(table)
+        for position, rec in zip(at, records, strict=True):
+            many.add(position, rec)
+        made = many.records()
+        assert made.account.tolist() == accounts, chunk
+        for name, expected in listed.items():
+            if name == "label":
+                assert made[name].tolist() == expected, chunk
+            else:
+                assert np.array_equal(made[name], np.array(expected, dtype=float), equal_nan=True), (chunk, name)
+    empty = columns._Many(table).records()
+    assert len(empty.account) == 0 and set(empty.columns) == set(table.columns)

@@ -243,8 +243,9 @@ class Table:
     columns: Mapping[str, type]
     rows: Callable[[dict[str, Any]], list[tuple[Any, ...]]]
     # or, for records that hold many rows as arrays (usage series): each column's values (float
-    # columns may hold None for NaN), all of the same length
-    columns_of: Callable[[dict[str, Any]], list[list[Any]]] | None = None
+    # columns may hold None for NaN), all of the same length; or one value (a float, None) for all
+    # of the record's rows. The first column is a list: its length is the record's rows
+    columns_of: Callable[[dict[str, Any]], list[Any]] | None = None
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,13 @@ def as_of(obj: str, rec: dict[str, Any], at: datetime) -> dict[str, Any] | None:
 _CONVENTIONAL = ("active_users", "key_events", "events")
 
 
-def _columns(rec: dict[str, Any]) -> list[list[Any]]:
-    """at, the three conventional columns (None = N/A), and whether the series has each."""
-    stamps, values = rec.get("at") or [], rec.get("values") or {}
-    n = len(stamps)
-    return [stamps, *(values.get(c) or [None] * n for c in _CONVENTIONAL),
-            *([1.0 if c in values else 0.0] * n for c in _CONVENTIONAL)]
+def _columns(rec: dict[str, Any]) -> list[Any]:
+    """at, the three conventional columns (None = N/A), and whether the series has each (one value
+    for all its rows)."""
+    values = rec.get("values") or {}  # spelled out: run for every series of a measure
+    return [rec.get("at") or [], values.get("active_users"), values.get("key_events"), values.get("events"),
+            1.0 if "active_users" in values else 0.0, 1.0 if "key_events" in values else 0.0,
+            1.0 if "events" in values else 0.0]
 
 
 ROWS = Table("series", {"at": float, "active_users": float, "key_events": float, "events": float,
