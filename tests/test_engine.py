@@ -259,6 +259,32 @@ def test_carry_forward_within_age(store, mappings_from):
     assert np.isnan(later["health"].value[0])  # older than 90 days by then
 
 
+def test_last_known_values_are_read_for_the_accounts_na_now_and_carried_as_before(store, mappings_from):
+    from connector import pipeline
+    from connector.scoring.frame import from_store
+
+    m = "              rating: {missing: carry_forward, max_age_days: 90, scheme: {type: linear, worst: 1, best: 5}}\n"
+    mappings = mappings_from(inputs=INPUTS, metrics=METRICS, health=health(one_model(m)))
+    keys = [f"a{i}" for i in range(10)]
+    store.upsert_accounts([{"key": k} for k in keys])
+    ids = store.account_keys()
+    store.set_values([(ids[k], "rating", 1 + i % 5) for i, k in enumerate(keys)], "2026-03-01T00:00:00Z")
+    store.set_values([(ids["a2"], "rating", None), (ids["a7"], "rating", None)], "2026-04-01T00:00:00Z")
+    now = datetime(2026, 4, 15, tzinfo=UTC)
+    frame = from_store(store, mappings, now)
+    known = frame.known("rating")
+    full = store.history_column("rating", frame.ids, False, "2026-04-15T00:00:00Z", non_null=True)
+    na = [i for i, a in enumerate(frame.ids.tolist()) if a in (ids["a2"], ids["a7"])]
+    assert known.values[na].tolist() == full.values[na].tolist() == [3.0, 3.0]  # a2 and a7 were 3
+    assert known.since[na].tolist() == full.since[na].tolist()
+    assert np.isnan(np.delete(known.values, na)).all()  # the others' are their current values: not read
+    _, results = pipeline.compute(store, mappings, now)
+    slot = results["health"].passes[0].slots[0]
+    reasons = slot.reason.tolist()
+    assert reasons.count("carried forward from 2026-03-01") == 2
+    assert sorted(results["health"].value.tolist()) == sorted([0.0, 25.0, 50.0, 75.0, 100.0] * 2)
+
+
 # ------------------------------------------------------------------ segments
 
 

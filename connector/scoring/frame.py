@@ -53,7 +53,7 @@ class Frame:
         return self._as_of[key]
 
     def known(self, name: str) -> Column:
-        """Each account's last value that was not N/A (for carry-forward)."""
+        """Each account's last value that was not N/A (for carry-forward: of the accounts N/A now)."""
         if name not in self._known:  # read once: every model that carries the name forward uses it
             text = name in self.text_names
             self._known[name] = _empty(self.n, text) if self.last_known is None else self.last_known(name, text)
@@ -77,7 +77,16 @@ def from_store(store: Store, mappings: Mappings, now: datetime) -> Frame:
         return store.history_column(name, ids, text, iso(now - timedelta(days=days)))
 
     def last_known(name: str, text: bool) -> Column:
-        return store.history_column(name, ids, text, iso(now), non_null=True)
+        """Read for the accounts N/A now only: another's last known value is its current one,
+        which is never carried (a stale one is as old in the history)."""
+        values = frame.columns[name].values
+        na = np.flatnonzero(values == None if values.dtype == object else np.isnan(values))  # noqa: E711
+        if len(na) * 2 > len(ids):
+            return store.history_column(name, ids, text, iso(now), non_null=True)
+        some = store.history_column(name, ids[na], text, iso(now), non_null=True, only=True)
+        known = _empty(len(ids), text)
+        known.values[na], known.since[na] = some.values, some.since
+        return known
 
     frame = Frame(ids, now, history=history, last_known=last_known, text_names=text_names)
     aged = mappings.aged_names()

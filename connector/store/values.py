@@ -148,11 +148,11 @@ class Values(Area):
                 columns, changed = _columns(self.conn.execute(f"{_ROWS} ORDER BY account_id", (name,)).fetchall()), -1
             else:
                 columns = unpack(row[0])
+                logged = [a for (a,) in self.conn.execute("SELECT account_id FROM value_changes WHERE name = ?", (name,))]
                 fresh = self.conn.execute(
-                    f"{_ROWS} AND account_id IN (SELECT account_id FROM value_changes WHERE name = ?) ORDER BY account_id",
-                    (name, name)).fetchall()
-                ids = np.fromiter((a for (a,) in self.conn.execute(
-                    "SELECT account_id FROM value_changes WHERE name = ?", (name,))), np.int64)
+                    f"{_ROWS} AND account_id IN (SELECT value FROM json_each(?)) ORDER BY account_id",
+                    (name, json.dumps(logged))).fetchall() if logged else []
+                ids = np.array(logged, dtype=np.int64)
                 columns, changed = _patched(columns, ids, _columns(fresh)), len(ids)
         if not self.readonly and (changed < 0 or changed * 20 > len(columns["account_id"])):
             try:
@@ -172,18 +172,21 @@ class Values(Area):
         return ValueHistory(ids, rows, text)
 
     def history_column(
-        self, name: str, ids: np.ndarray, text: bool, before: str, non_null: bool = False
+        self, name: str, ids: np.ndarray, text: bool, before: str, non_null: bool = False, only: bool = False
     ) -> Column:
-        """Each account's value as it stood at `before` (or its last non-N/A one, if asked)."""
+        """Each account's value as it stood at `before` (or its last non-N/A one, if asked);
+        `only`: the history of just the accounts `ids` is read (a few of many), not the name's."""
         n = len(ids)
         values = np.full(n, None, dtype=object) if text else np.full(n, np.nan)
         since = np.full(n, None, dtype=object)
         condition = "AND (num IS NOT NULL OR text IS NOT NULL)" if non_null else ""
+        args: tuple[Any, ...] = (name, before)
+        if only:
+            condition += " AND account_id IN (SELECT value FROM json_each(?))"
+            args += (json.dumps(ids.tolist()),)
         rows = self.conn.execute(
             f"""SELECT account_id, num, text, max(since) FROM metric_history
-                WHERE name = ? AND since <= ? {condition} GROUP BY account_id""",
-            (name, before),
-        ).fetchall()
+                WHERE name = ? AND since <= ? {condition} GROUP BY account_id""", args).fetchall()
         if rows:
             at, kept = _aligned(ids, rows)
             _fill(values, at, kept, text)
