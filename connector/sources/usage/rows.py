@@ -49,7 +49,6 @@ class Collected:
     count: int = 0  # rows returned by the query or file(s)
     keys: list[str] = field(default_factory=list)  # code -> key text
     _code: dict[str, int] = field(default_factory=dict)
-    _raw_code: dict[str | None, int] = field(default_factory=dict)  # a key as read -> its code
     _codes: list[np.ndarray] = field(default_factory=list)
     _stamps: list[np.ndarray] = field(default_factory=list)
     _rows: list[np.ndarray] = field(default_factory=list)  # each kept row's number (1-based)
@@ -104,11 +103,11 @@ class Collected:
             self.keys.append("")
         code = self._code
         raws = columns[position[self.spec.key.column.lower()]]
-        if set(map(type, raws)) <= {str, type(None)}:  # each distinct key worked out once, over every page
-            seen = self._raw_code
-            for raw in dict.fromkeys(raws).keys() - seen.keys():  # type: ignore[arg-type]
-                seen[raw] = code.setdefault(_key_text(raw), len(code))
-            codes = np.fromiter(map(seen.__getitem__, raws), dtype=np.int64, count=size)
+        if set(map(type, raws)) <= {str, type(None)}:  # each distinct key worked out once
+            distinct: dict[Any, int] = dict.fromkeys(raws)  # type: ignore[arg-type]
+            for raw in distinct:
+                distinct[raw] = code.setdefault(_key_text(raw), len(code))
+            codes = np.fromiter(map(distinct.__getitem__, raws), dtype=np.int64, count=size)
         else:  # numbers too: 1 and 1.0 are one dict key but two key texts
             codes = np.array([code.setdefault(_key_text(raw), len(code)) for raw in raws], dtype=np.int64)
         if len(code) > len(self.keys):
