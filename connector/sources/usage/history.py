@@ -29,14 +29,12 @@ def as_of(obj: str, rec: dict[str, Any], at: datetime) -> dict[str, Any] | None:
     return cut
 
 
-_CONVENTIONAL = ("active_users", "key_events", "events")
-
-
 def _columns(rec: dict[str, Any]) -> list[Any]:
     """at, the three conventional columns (None = N/A), and whether the series has each (one value
     for all its rows)."""
     values = rec.get("values") or {}  # spelled out: run for every series of a measure
-    return [rec.get("at") or [], values.get("active_users"), values.get("key_events"), values.get("events"),
+    return [rec.get("at") or [], values.get("active_users") or None, values.get("key_events") or None,
+            values.get("events") or None,
             1.0 if "active_users" in values else 0.0, 1.0 if "key_events" in values else 0.0,
             1.0 if "events" in values else 0.0]
 
