@@ -56,6 +56,7 @@ def test_alerts_fire_once_per_transition_and_their_tasks_and_webhooks_arrive(tmp
         assert first.alerts.baseline["health_turned_red"] > 0  # accounts already Red are old news
         assert dataset.sf_tasks == {} and dataset.hs_tasks == {} and sb.hooks == {}
         before = statuses(store)
+        time.sleep(1.1)  # score history keeps a score's row per second: the drop is seen against run 1's row
 
         chosen = make_unhappy(sb, store, 25)
         pull(store, MAPPINGS, env)
