@@ -160,20 +160,21 @@ def _run(args: argparse.Namespace, mappings, tmp: str, url: str, clock: float) -
 
 
 def _database_alone(url: str) -> float:
-    """The query's own cost: run and fetched through the driver as the pull does (arrays from DuckDB), with nothing done to the rows."""
+    """The query's own cost: run and fetched through the driver as the pull does (arrays from DuckDB, streamed from
+    PostgreSQL), with nothing done to the rows."""
     import sqlalchemy as sa
 
-    from connector.sources.usage.client import _arrays, _embedded, execute
+    from connector.sources.usage.client import _arrays, _embedded, executed
 
     engine = sa.create_engine(url)
     if url.startswith("duckdb"):  # as the pull runs it: quiet, and within its memory limit
         sa.event.listen(engine, "connect", lambda dbapi, _record: _embedded(dbapi, sa.engine.make_url(url).query))
     start = time.perf_counter()
     with engine.connect() as conn:
-        names, result, fetch = execute(conn, QUERY, datetime(1970, 1, 1, tzinfo=UTC))
-        if _arrays(conn, result, names) is None:  # DuckDB: as arrays, as the pull reads it
-            while fetch(5000):
-                pass
+        with executed(conn, QUERY, datetime(1970, 1, 1, tzinfo=UTC)) as (names, result, fetch):
+            if _arrays(conn, result, names) is None:  # DuckDB: as arrays, as the pull reads it
+                while fetch(5000):
+                    pass
     engine.dispose()
     return time.perf_counter() - start
 

@@ -158,3 +158,45 @@ def test_a_broken_query_or_a_missing_column_is_exit_2_at_its_line(pg, tmp_path):
         text = err.value.problems[0].render()
         assert "sources.product_usage.query" in text and "division by zero" in text and err.value.exit_code == 2
         assert store.cursor("usage", "product_usage") is None  # nothing stored, nothing moved
+
+
+STREAMED = """
+sources:
+  product_usage:
+    type: sql
+    url_env: USAGE_PG_URL
+    query: |
+      SELECT 'acct-' || i AS account_id, DATE '2026-01-01' + i % 300 AS day, i % 7 AS active_users,
+             i % 5 AS key_events, i AS events
+      FROM generate_series(1, {n}) AS i
+      WHERE DATE '2026-01-01' + i % 300 > :since
+    key: {{column: account_id, kind: salesforce}}
+    timestamp: day
+    columns: {{active_users: number, key_events: number, events: number}}
+"""
+
+
+def test_rows_come_as_the_server_makes_them_and_a_preview_stops_the_query(pg, tmp_path):
+    from connector.pipeline import preview_source
+
+    def running() -> int:  # this query still at work in the server (as a stream or as a cursor)
+        engine = sa.create_engine(pg)
+        with engine.connect() as conn:
+            n = conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                                     "AND state <> 'idle' AND query LIKE '%generate_series(1, %'")).scalar_one()
+        engine.dispose()
+        return int(n)
+
+    with Sandbox(build_dataset(accounts=20, seed=4, now=NOW)) as sb:
+        env = {**sb.unpaced_env(), "USAGE_PG_URL": pg}
+        whole = _mappings(tmp_path / "a", STREAMED.format(n=12_345))  # more than two pages of 5,000
+        with Store(tmp_path / "a.db") as store:
+            summary = pull(store, whole, env, NOW, only=["usage"])
+            assert summary.systems["usage"].records["rows"] == 12_345 and summary.systems["usage"].notes == []
+            stored = store.conn.execute("SELECT count(*) FROM records WHERE system = 'usage' AND object = 'series'").fetchone()[0]
+            assert stored == 12_345  # one key a row: every row kept
+        endless = _mappings(tmp_path / "b", STREAMED.format(n=50_000_000))  # minutes of rows, were they all read
+        with Store(tmp_path / "b.db") as store:
+            shown = preview_source(store, endless, env, "product_usage", rows=7, now=NOW)
+            assert len(shown.rows) == 7
+        assert running() == 0  # the rest was cancelled, not left running in the server
