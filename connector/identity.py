@@ -149,22 +149,25 @@ def match(store: Store, mappings: Mappings, full: bool = False) -> MatchSummary:
     m = _Matcher(store)
     summary = MatchSummary()
     plugins = registry.plugins()
-    crm_records: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    claims = _claim_fields(mappings, plugins)
+    crm_records: dict[str, list[tuple[str, dict[str, Any]]]] = {}  # of each record, only the fields naming a linked one
 
     # 1. a source whose records are accounts: each is one; a domain two of them share is a conflict
     for plugin in (p for p in plugins if p.identity.role == "account"):
         rule, system = plugin.identity, plugin.system
-        crm_records[system] = records = list(store.records(system, rule.obj))
-        for rid, rec in records:
+        crm_records[system] = records = []
+        for rid, rec in store.records(system, rule.obj):  # decoded one at a time, not all held
+            records.append((rid, {f: rec.get(f) for f in claims.get(system, ())}))
             m.add_account(f"{system}:{rid}", rule.name(rec), _first_domain(rule.domains(rec)), system, rule.obj, rid)
         summary.accounts[system] = len(records)
 
     # 2. CRM records: the account an explicit id or their domain names, or one of their own
     for plugin in (p for p in plugins if p.identity.role == "crm"):
         rule, system = plugin.identity, plugin.system
-        crm_records[system] = records = list(store.records(system, rule.obj))
+        crm_records[system] = records = []
         own = 0
-        for rid, rec in records:
+        for rid, rec in store.records(system, rule.obj):
+            records.append((rid, {f: rec.get(f) for f in claims.get(system, ())}))
             domain = _first_domain(rule.domains(rec))
             explicit = m.explicit(rule.explicit(rec))
             key, used, conflicts = (explicit, "explicit id", []) if explicit else m.by_domains([domain])
@@ -216,6 +219,18 @@ def _stored_summary(store: Store) -> MatchSummary:
 
 def _first_domain(values: list[Any]) -> str | None:
     return next((d for d in map(normalize_domain, values) if d), None)
+
+
+def _claim_fields(mappings: Mappings, plugins: tuple[Any, ...]) -> dict[str, set[str]]:
+    """CRM system -> its fields that name a linked record (the inputs linked rules are `claimed_by`)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for rule in (p.identity for p in plugins if p.identity.role == "linked"):
+        spec = mappings.inputs.get(rule.claimed_by or "")
+        for system in (p.system for p in plugins if spec is not None):
+            crm_field = getattr(spec, system, None)
+            if crm_field:
+                out[system].add(crm_field)
+    return out
 
 
 def _claims(m: _Matcher, mappings: Mappings, input_name: str | None,
