@@ -42,6 +42,7 @@ class MeasureSummary:
     inputs_move: float | None = None
 
 
+GATHER_BATCH = 20_000  # accounts whose records are read and decoded at once
 INCREMENTAL_SHARE = 0.5  # above this share of accounts to measure again, measure all (column-wise is faster)
 
 
@@ -56,7 +57,8 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     store has no measure state yet, the mappings changed, `full`, or more than half the accounts
     are due; then catalogue metrics with a column-wise form that holds live (`Past.live`: usage,
     and the two from CRM inputs; `connector/columns.py`) are computed for all accounts at once, the
-    others, and the inputs, account by account over the gathered records.
+    others, and the inputs, account by account over the gathered records, read `GATHER_BATCH`
+    accounts at a time when there are more (so a batch's records, not the org's, are decoded at once).
     `per_account` takes the second path for every metric (the reference the tests hold the first to).
     `names`: only these stored names (a preview of one source); every input is still read, and
     the measure state is left as it was. A clock gone back before the last measure measures all.
@@ -93,7 +95,6 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     wide = [] if per_account or due is not None else [k for k in keys if wise.has(k, live=True)]
     narrow = [k for k in keys if k not in wide]
     systems = {known[k].system for k in narrow}
-    data = gather(store, only=_objects_read(systems), accounts=None if due is None else set(due.tolist()), links=links)
     moves = _Moves(store, mappings, known, keys, wide, wise, now)
     empty = AccountData()
     inputs: dict[str, list[Value]] = {name: [] for name in mappings.inputs}
@@ -101,17 +102,26 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     until: list[float | None] = []
     moved_by_inputs: list[float] = []
     read_inputs = inputs_of(mappings)
-    for account_id in measured.tolist():
-        acct = data.pop(account_id, empty)
-        given = read_inputs(acct)
-        for name, value in given.items():
-            inputs[name].append(value)
-        for k in narrow:
-            computed[k].append(compute(k, acct, given))
-        of_sources, of_inputs = moves.of(acct, given)
-        until.append(of_sources)
-        if of_inputs is not None:
-            moved_by_inputs.append(of_inputs)
+    # the records are gathered a batch of accounts at a time (read by id and by parent), so no more
+    # than a batch's are decoded at once; a few accounts (or due ones) in one read of whole objects
+    step = GATHER_BATCH if len(measured) > GATHER_BATCH else max(1, len(measured))
+    for start in range(0, len(measured), step):
+        batch = measured[start:start + step].tolist()
+        batched = step < len(measured)  # the links then read once for every batch, not once a batch
+        data = gather(store, only=_objects_read(systems), links=links if batched or due is None else None,
+                      accounts=set(batch) if batched or due is not None else None)
+        for account_id in batch:
+            acct = data.pop(account_id, empty)
+            given = read_inputs(acct)
+            for name, value in given.items():
+                inputs[name].append(value)
+            for k in narrow:
+                computed[k].append(compute(k, acct, given))
+            of_sources, of_inputs = moves.of(acct, given)
+            until.append(of_sources)
+            if of_inputs is not None:
+                moved_by_inputs.append(of_inputs)
+        del data
     if wide:
         columns = {name: _column(values, mappings.inputs[name].type == "number") for name, values in inputs.items()}
         for k in wide:
@@ -249,9 +259,15 @@ def gather(store: Store, only: set[tuple[str, str]] | None = None,
     """Each account's CRM records, the ids of its matched records and the records that belong to them
     (with `only`: just those (system, object) records, e.g. what an outcome reads; with `accounts`:
     just those accounts', read by id and by parent instead of whole objects). `links(system,
-    object)`: every link of an object, for a caller that reads them too (not with `accounts`)."""
+    object)`: every link of an object, for a caller that reads them too (with `accounts`: for a
+    caller that gathers batch after batch; those of the accounts are kept)."""
     data: dict[int, AccountData] = defaultdict(AccountData)
-    linked = (lambda system, obj: store.linked(system, obj, accounts)) if accounts is not None or links is None else links
+    if links is None:
+        linked = lambda system, obj: store.linked(system, obj, accounts)  # noqa: E731
+    elif accounts is None:
+        linked = links
+    else:
+        linked = lambda system, obj: {e: a for e, a in links(system, obj).items() if a in accounts}  # noqa: E731
     for plugin in registry.plugins():
         system, rule = plugin.system, plugin.identity
         owner = linked(system, rule.obj)

@@ -330,3 +330,20 @@ def test_the_run_benchmark_runs_and_prints_each_step():
         assert label in out, out
     assert out.count("(incremental)") >= 2, out  # three runs in three hours: at most one crosses midnight
     assert "plan " in out and "alerts " in out and "write requests" in out, out
+
+
+def test_a_full_measure_in_batches_of_accounts_leaves_what_one_read_of_everything_does(dataset, tmp_path, monkeypatch):
+    import connector.metrics as metrics
+
+    with Sandbox(dataset) as sb, Store(tmp_path / "s.db") as store:
+        pull(store, MAPPINGS, sb.unpaced_env(), now=BASE)
+        whole = measure(store, MAPPINGS, BASE + timedelta(hours=5), full=True, per_account=True)
+        expected = _values(store.conn)
+        with store.preview() as copy:
+            monkeypatch.setattr(metrics, "GATHER_BATCH", 7)  # 300 accounts: 43 batches, read by id and by parent
+            batched = measure(copy, MAPPINGS, BASE + timedelta(hours=5), full=True, per_account=True)
+            assert batched.full and batched.measured == whole.measured > 250
+            assert batched.changed == 0 and batched.not_available == whole.not_available
+            assert _values(copy.conn) == expected
+            assert copy.measured_totals() == store.measured_totals()
+            assert sum(1 for _ in copy.conn.execute("SELECT 1 FROM metric_values WHERE num IS NOT NULL")) > 1000
