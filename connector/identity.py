@@ -157,7 +157,7 @@ def match(store: Store, mappings: Mappings, full: bool = False) -> MatchSummary:
         rule, system = plugin.identity, plugin.system
         crm_records[system] = records = []
         for rid, rec in store.records(system, rule.obj):  # decoded one at a time, not all held
-            records.append((rid, {f: rec.get(f) for f in claims.get(system, ())}))
+            records.append((rid, _only(rec, claims.get(system, ()))))
             m.add_account(f"{system}:{rid}", rule.name(rec), _first_domain(rule.domains(rec)), system, rule.obj, rid)
         summary.accounts[system] = len(records)
 
@@ -167,7 +167,7 @@ def match(store: Store, mappings: Mappings, full: bool = False) -> MatchSummary:
         crm_records[system] = records = []
         own = 0
         for rid, rec in store.records(system, rule.obj):
-            records.append((rid, {f: rec.get(f) for f in claims.get(system, ())}))
+            records.append((rid, _only(rec, claims.get(system, ()))))
             domain = _first_domain(rule.domains(rec))
             explicit = m.explicit(rule.explicit(rec))
             key, used, conflicts = (explicit, "explicit id", []) if explicit else m.by_domains([domain])
@@ -226,11 +226,17 @@ def _claim_fields(mappings: Mappings, plugins: tuple[Any, ...]) -> dict[str, set
     out: dict[str, set[str]] = defaultdict(set)
     for rule in (p.identity for p in plugins if p.identity.role == "linked"):
         spec = mappings.inputs.get(rule.claimed_by or "")
-        for system in (p.system for p in plugins if spec is not None):
-            crm_field = getattr(spec, system, None)
+        if spec is None:
+            continue
+        for plugin in plugins:
+            crm_field = getattr(spec, plugin.system, None)
             if crm_field:
-                out[system].add(crm_field)
+                out[plugin.system].add(crm_field)
     return out
+
+
+def _only(record: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    return {f: record.get(f) for f in fields}
 
 
 def _claims(m: _Matcher, mappings: Mappings, input_name: str | None,

@@ -104,10 +104,10 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     read_inputs = inputs_of(mappings)
     # the records are gathered a batch of accounts at a time (read by id and by parent), so no more
     # than a batch's are decoded at once; a few accounts (or due ones) in one read of whole objects
-    step = GATHER_BATCH if len(measured) > GATHER_BATCH else max(1, len(measured))
+    batched = len(measured) > GATHER_BATCH  # then the links are read once for every batch, not once a batch
+    step = GATHER_BATCH if batched else max(1, len(measured))
     for start in range(0, len(measured), step):
         batch = measured[start:start + step].tolist()
-        batched = step < len(measured)  # the links then read once for every batch, not once a batch
         data = gather(store, only=_objects_read(systems), links=links if batched or due is None else None,
                       accounts=set(batch) if batched or due is not None else None)
         for account_id in batch:

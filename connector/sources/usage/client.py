@@ -199,9 +199,10 @@ class _Streamed:
 
     def __init__(self, raw: Any, sql: str, params: dict[str, Any], size: int):
         self.cursor = raw.cursor()
-        self.rows = self.cursor.stream(sql, params, size=size)
-        self.ahead = list(itertools.islice(self.rows, size))  # the first rows: the columns are known then
+        self.stream = self.cursor.stream(sql, params, size=size)
+        first = list(itertools.islice(self.stream, size))  # the columns are known once rows come
         self.names = [d.name for d in self.cursor.description or []]
+        self.rows = itertools.chain(first, self.stream)
 
     @classmethod
     def of(cls, conn: Any, query: str, since: datetime) -> _Streamed | None:
@@ -216,16 +217,13 @@ class _Streamed:
         return cls(raw, compiled.string, compiled.construct_params({"since": since}), PAGE)
 
     def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
-        if self.ahead:
-            out, self.ahead = self.ahead[:n], self.ahead[n:]
-            return out + (list(itertools.islice(self.rows, n - len(out))) if len(out) < n else [])
         return list(itertools.islice(self.rows, n))
 
     def __enter__(self) -> _Streamed:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.rows.close()  # psycopg cancels a query whose rows were not all read
+        self.stream.close()  # psycopg cancels a query whose rows were not all read
         self.cursor.close()
 
 
