@@ -178,6 +178,22 @@ def test_a_score_table_written_through_its_copy_is_stored_as_row_by_row(tmp_path
     assert counts["unchanged again"] == 1  # the row the other writer edited, put back
 
 
+def test_rows_written_without_the_copy_drop_it(tmp_path: Path):
+    """The score writer lifts the copy's triggers for its own writes: a write of rows (no copy made)
+    must drop the copy itself, or the next table would be compared with results no longer stored."""
+    with Store(tmp_path / "s.db") as store:
+        store.upsert_accounts([{"key": f"k{i}"} for i in range(50)])
+        base = table(store.account_ids().tolist())
+        assert store.write_score_table("health", base, "2026-01-01T00:00:00Z") == 50
+        moved = edited(base, [5], value=12.0)
+        assert store.write_scores("health", moved.rows(), "2026-01-02T00:00:00Z") == 1
+        assert store.conn.execute("SELECT count(*) FROM score_columns").fetchone()[0] == 0
+        assert store.write_score_table("health", base, "2026-01-03T00:00:00Z") == 1  # that row put back
+        assert store.conn.execute("SELECT value FROM scores WHERE account_id = ?", (int(base.ids[5]),)).fetchone()[0] == 50.0
+        names = {n for (n,) in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        assert {"score_columns_insert", "score_columns_update", "score_columns_delete"} <= names  # put back
+
+
 def test_an_unchanged_table_reads_no_score_row(tmp_path: Path):
     with Store(tmp_path / "s.db") as store:
         store.upsert_accounts([{"key": f"k{i}"} for i in range(100)])

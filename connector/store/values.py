@@ -46,7 +46,8 @@ class Values(Area):
             value_row = _value_row(row)
             by_name.setdefault(value_row[0], {})[value_row[1]] = value_row  # the last one of an account counts
         changed = 0
-        with self.transaction():
+        with self.transaction(), self._untriggered("value_columns_"):  # the copies' logs are kept here
+            copies = {n for (n,) in self.conn.execute("SELECT name FROM value_columns")}
             for name, by_account in by_name.items():  # one name at a time: memory stays one column wide
                 current = self._current_values(name, list(by_account) if partial else None)
                 new, moved, explained = [], [], []
@@ -90,6 +91,9 @@ class Values(Area):
                         """INSERT INTO metric_history (name, account_id, since, num, text) VALUES (?, ?, ?, ?, ?)
                            ON CONFLICT DO UPDATE SET num = excluded.num, text = excluded.text""",
                         ((n, a, now, num, text) for n, a, num, text, _reason in itertools.chain(new, moved)))
+                if name in copies:  # what the triggers do: the rows that differ from the copy now
+                    self.conn.executemany("INSERT OR IGNORE INTO value_changes VALUES (?, ?)",
+                                          ((name, r[1]) for r in itertools.chain(new, moved, explained)))
                 changed += len(new) + len(moved)
         return changed
 
