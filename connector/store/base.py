@@ -50,7 +50,7 @@ class Area:
         nobody else writes meanwhile (one writer at a time: this transaction), and a rollback puts them
         back too."""
         assert self.conn.in_transaction, "triggers are lifted only inside a transaction"
-        triggers = self.conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE ? || '%'",
+        triggers = self.conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name GLOB ? || '*'",
                                      (prefix,)).fetchall()
         for name, _sql in triggers:
             self.conn.execute(f'DROP TRIGGER "{name}"')

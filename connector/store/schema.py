@@ -421,7 +421,8 @@ def _check_healthsync(conn: sqlite3.Connection, path: Path) -> None:
 
 def _columnar(conn: sqlite3.Connection) -> None:
     """Migration 12: `value_columns` and `value_changes`, `score_columns`. Triggers keep them true
-    whoever writes: a value row that changes while its name has a copy logs its account in
+    whoever writes (but the value and score writers, which lift them for their own bulk writes and
+    do the same themselves: `Area._untriggered`): a value row that changes while its name has a copy logs its account in
     `value_changes` (the copy plus those rows is the name's current values); a score row that
     changes drops its score's copy."""
     conn.execute("CREATE TABLE IF NOT EXISTS value_columns (name TEXT PRIMARY KEY, columns BLOB NOT NULL)")
