@@ -266,6 +266,7 @@ class Function:
     run: Callable[[Call, Scope], Column]
     doc: str
     history: bool = False  # first argument is a stored name read as of N days ago
+    clock: bool = False  # reads today's date
 
 
 def _args(call: Call, ctx: Scope) -> list[Column]:
@@ -342,8 +343,8 @@ FUNCTIONS: dict[str, Function] = {
     "pct_change": Function(
         2, 2, NUM, _pct_change, "percent change vs N days ago", history=True
     ),
-    "days_since": Function(1, 1, NUM, lambda c, x: _days_between(c, x, -1), "days since a date"),
-    "days_until": Function(1, 1, NUM, lambda c, x: _days_between(c, x, 1), "days until a date"),
+    "days_since": Function(1, 1, NUM, lambda c, x: _days_between(c, x, -1), "days since a date", clock=True),
+    "days_until": Function(1, 1, NUM, lambda c, x: _days_between(c, x, 1), "days until a date", clock=True),
 }
 
 
@@ -389,6 +390,10 @@ class Expression:
                 assert isinstance(name, Name)
                 refs.add((name.name, _history_days(node)))
         return refs
+
+    def reads_today(self) -> bool:
+        """Whether this expression reads today's date (days_since, days_until)."""
+        return any(isinstance(node, Call) and FUNCTIONS[node.func].clock for node in self.root.walk())
 
     def constants(self) -> dict[str, set[Any]]:
         """Constants each name is compared with: the points where a condition can flip."""

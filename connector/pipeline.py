@@ -34,6 +34,7 @@ from .scoring.changes import ScoreChanges, compare
 from .scoring.engine import ScoreResult, coverage_percent, score_all
 from .scoring.frame import Frame, from_store, iso
 from .scoring.overrides import sync_crm_overrides
+from .scoring.standing import remember, standing
 from .shutdown import Interrupted, Shutdown
 from .sources import registry
 from .sources.base import PullStats, Read, Source, SourceSetup
@@ -310,9 +311,9 @@ def _run(
         return result
     step = _timer(result.steps)
     with step("score"):
-        result.scored = score(store, mappings, now)
+        result.scored = score(store, mappings, now, full=full)
     event("scored", step="score", scored=result.scored.scored, changed=result.scored.changed,
-          by_status=result.scored.by_status, seconds=result.steps["score"])
+          by_status=result.scored.by_status, standing=result.scored.standing, seconds=result.steps["score"])
     with step("plan"):
         result.planned = plan(store, mappings, run_id)
     for system, changes in result.planned.changes.items():
@@ -356,6 +357,7 @@ class ScoreSummary:
     by_status: dict[str, dict[str, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     frame: Frame | None = field(default=None, repr=False)  # the metric values scored (the alerts read them too)
+    standing: str | None = None  # when the last scores were computed, which still stand (nothing was scored)
 
 
 def compute(
@@ -372,12 +374,21 @@ def compute(
     return frame, score_all(mappings, frame, previous, overrides)
 
 
-def score(store: Store, mappings: Mappings, now: datetime | None = None) -> ScoreSummary:
-    """Score every account with every named score and save the results and history."""
+def score(store: Store, mappings: Mappings, now: datetime | None = None, full: bool = False) -> ScoreSummary:
+    """Score every account with every named score and save the results and history.
+
+    When nothing the last scores read has changed since (connector/scoring/standing.py), they
+    stand: nothing is read, computed or written, and the summary is the last one (`standing`).
+    `full`: scored again all the same."""
     now = now or datetime.now(UTC)
     stamp = iso(now)
-    summary = ScoreSummary()
     store.expire_overrides(stamp)
+    last = None if full else standing(store, mappings, now)
+    if last is not None:
+        return ScoreSummary(accounts=last["accounts"], scored=last["scored"], not_scored=last["not_scored"],
+                            no_verdict=last["no_verdict"], changed={name: 0 for name in mappings.scores},
+                            by_status=last["by_status"], warnings=last["warnings"], standing=last["at"])
+    summary = ScoreSummary()
     frame = from_store(store, mappings, now)
     summary.warnings += sync_crm_overrides(store, mappings, frame, now)
     frame, results = compute(store, mappings, now, frame)
@@ -390,6 +401,9 @@ def score(store: Store, mappings: Mappings, now: datetime | None = None) -> Scor
         summary.no_verdict[name] = int((result.insufficient & ~scored).sum())
         labels, counts = np.unique(result.status[scored].astype(str), return_counts=True)
         summary.by_status[name] = {str(k): int(v) for k, v in zip(labels, counts, strict=True)}
+    remember(store, mappings, now, {"accounts": summary.accounts, "scored": summary.scored,
+                                    "not_scored": summary.not_scored, "no_verdict": summary.no_verdict,
+                                    "by_status": summary.by_status, "warnings": summary.warnings})
     return summary
 
 

@@ -117,7 +117,7 @@ def _print_plan(summary: Any, mappings: Any) -> None:
 @cli.command("run")
 @click.option("--dry-run", is_flag=True,
               help="Pull, score and plan in a private copy of the store; write nothing to the store or the CRMs.")
-@click.option("--full", is_flag=True, help="Ignore the pull cursors: read everything again.")
+@click.option("--full", is_flag=True, help="Ignore the pull cursors: read everything again (and score every account again).")
 @SKIP
 @click.pass_obj
 @handled

@@ -21,13 +21,16 @@ from .output import emit, err, one_format, out, show
 
 
 @cli.command()
+@click.option("--full", is_flag=True, help="Compute every score again even when nothing they read changed.")
 @click.pass_obj
 @handled
-def score(obj: Invocation) -> None:
-    """Compute every score from the metric values in the store and save them."""
+def score(obj: Invocation, full: bool) -> None:
+    """Compute every score from the metric values in the store and save them.
+
+    When nothing the last scores read has changed since, they stand: nothing is computed."""
     mappings = obj.mappings()
     with obj.store() as store, runs.tracked(store, "score") as run_id:
-        summary = pipeline.score(store, mappings)
+        summary = pipeline.score(store, mappings, full=full)
         store.finish_run(run_id, "ok", 0, {"accounts": summary.accounts, "scored": summary.scored, "changed": summary.changed})
     for warning in summary.warnings:
         err.print(f"warning: {warning}", markup=False)
@@ -35,7 +38,8 @@ def score(obj: Invocation) -> None:
 
 
 def _print_summary(summary: pipeline.ScoreSummary) -> None:
-    table = Table(title=f"Scored {summary.accounts} account(s)")
+    standing = f" (the scores of {summary.standing} stand: nothing they read changed since)" if summary.standing else ""
+    table = Table(title=f"Scored {summary.accounts} account(s){standing}")
     for column in ("score", "scored", "N/A", "of which no verdict", "changed", "by status"):
         table.add_column(column)
     for name in summary.scored:

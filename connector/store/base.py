@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,8 @@ import orjson
 import sqlite_utils
 
 from ..times import now_iso
+
+INPUTS_CHANGES = "inputs.changes"  # the meta key counting the writes that changed what scoring reads
 
 
 def utcnow() -> str:
@@ -57,6 +59,12 @@ class Area:
         yield
         for _name, sql in triggers:
             self.conn.execute(sql)
+
+    def _inputs_changed(self, moments: Iterable[tuple[str, str, str]] = ()) -> None:
+        """Inside a write to what scoring reads: one change counted, and the (area, name, at) moments
+        its values or results took effect recorded (what the `*_moments` triggers do, where lifted)."""
+        self.conn.executemany("INSERT OR IGNORE INTO moments VALUES (?, ?, ?)", moments)
+        self.conn.execute("UPDATE meta SET value = value + 1 WHERE key = ?", (INPUTS_CHANGES,))
 
     @contextmanager
     def _snapshot(self) -> Iterator[None]:

@@ -2,7 +2,8 @@
 when each account's values next move with time alone. The measure step (connector/metrics.py)
 measures only those accounts; without a measure state (a new store, other mappings) it measures all.
 The same for the plan (connector/writeback.py): the CRM records stored or re-linked since the last
-plan, and the accounts whose scores changed.
+plan, and the accounts whose scores changed. And for the scores, whether anything they read
+changed since the last (`inputs_changes`, `moved_between`; connector/scoring/standing.py).
 
 Records are queued in the transaction that stores them, with the parent they had and the parent
 they have (a ticket moved to another organization changes both accounts); links in the one that
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..times import moment_of
-from .base import Area, _decoded
+from .base import INPUTS_CHANGES, Area, _decoded
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STATE = "measure.state"
@@ -67,6 +68,18 @@ def _parent_sql(via: str) -> str:
 
 
 class Changes(Area):
+    def inputs_changes(self) -> int:
+        """How many writes changed what scoring reads (values, live accounts, overrides, score rows):
+        the last scores still stand only while it is what it was after them."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (INPUTS_CHANGES,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def moved_between(self, area: str, name: str, after: str, upto: str) -> bool:
+        """Whether a moment of `name` lies after `after` and at or before `upto`: a `since` of its
+        values (area "value"), a `scored_at` of its score history ("score")."""
+        return self.conn.execute("SELECT 1 FROM moments WHERE area = ? AND name = ? AND at > ? AND at <= ? LIMIT 1",
+                                 (area, name, after, upto)).fetchone() is not None
+
     def measure_state(self) -> str | None:
         """What the last measure measured with (its mappings, its names); None: no measure yet."""
         return self.meta(_STATE)

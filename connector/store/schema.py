@@ -29,6 +29,9 @@ Tables (docs/store.md describes every column):
   measure_until   when each account's metric values next move with time alone, its part of the totals
   plan_queue      CRM records stored or re-linked since the last plan
   plan_accounts   accounts whose scores changed since the last plan
+  value_columns   the current values of a name as one blob (columnar copy), value_changes the rows since
+  score_columns   a score's last results as one blob (columnar copy)
+  moments         when each name's values and each score's results took effect (what time-based reads cross)
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import StoreError
-from .base import Area
+from .base import INPUTS_CHANGES, Area
 
 DEFAULT_PATH = "healthsync.db"
 
@@ -334,6 +337,9 @@ _MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """,
     # 12: columnar copies of the current values of a name and of a score's results, one blob each
     lambda conn: _columnar(conn),
+    # 13: what the last scores read, to know when they still stand: the moments values and results took
+    # effect, and a count of the changes to what scoring reads
+    lambda conn: _moments(conn),
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -441,6 +447,35 @@ def _columnar(conn: sqlite3.Connection) -> None:
     for event, rows in (("INSERT", "NEW.score"), ("UPDATE", "OLD.score, NEW.score"), ("DELETE", "OLD.score")):
         conn.execute(f"""CREATE TRIGGER IF NOT EXISTS score_columns_{event.lower()} AFTER {event} ON scores
                          BEGIN DELETE FROM score_columns WHERE score IN ({rows}); END""")
+
+
+def _moments(conn: sqlite3.Connection) -> None:
+    """Migration 13: `moments` and the meta count `inputs.changes`, which the last scores are checked
+    against (connector/scoring/standing.py). A moment is a `since` of a name's values or a `scored_at`
+    of a score's history: a read as of "N days ago" gives another answer only when one lies between
+    the last score's N days ago and now's. Every write to what scoring reads (values, live accounts,
+    overrides, score rows) counts one change. Triggers do both whoever writes (but the value and score
+    writers, which lift them for their bulk writes and do the same themselves: `Area._untriggered`)."""
+    conn.execute("""CREATE TABLE IF NOT EXISTS moments (area TEXT NOT NULL, name TEXT NOT NULL, at TEXT NOT NULL,
+                    PRIMARY KEY (area, name, at)) WITHOUT ROWID""")
+    conn.execute("INSERT OR IGNORE INTO moments SELECT DISTINCT 'value', name, since FROM metric_history")
+    conn.execute("INSERT OR IGNORE INTO moments SELECT DISTINCT 'value', name, since FROM metric_values")
+    conn.execute("INSERT OR IGNORE INTO moments SELECT DISTINCT 'score', score, scored_at FROM score_history")
+    conn.execute("INSERT OR REPLACE INTO meta VALUES (?, '0')", (INPUTS_CHANGES,))
+    counted = f"UPDATE meta SET value = value + 1 WHERE key = '{INPUTS_CHANGES}';"
+    for prefix, table, events, moment in (
+        ("value_moments", "metric_values", ("INSERT", "UPDATE OF name, account_id, num, text, since, na_reason", "DELETE"),
+         "INSERT OR IGNORE INTO moments VALUES ('value', NEW.name, NEW.since);"),
+        ("score_moments", "score_history", ("INSERT", "UPDATE", "DELETE"),
+         "INSERT OR IGNORE INTO moments VALUES ('score', NEW.score, NEW.scored_at);"),
+        ("score_moments_rows", "scores", ("INSERT", "UPDATE", "DELETE"), ""),
+        ("account_moments", "accounts", ("INSERT", "UPDATE OF deleted_at", "DELETE"), ""),
+        ("override_moments", "overrides", ("INSERT", "UPDATE", "DELETE"), ""),
+    ):
+        for event in events:
+            kind = event.split()[0]
+            conn.execute(f"""CREATE TRIGGER IF NOT EXISTS {prefix}_{kind.lower()} AFTER {event} ON {table}
+                             BEGIN {moment if kind != "DELETE" else ""} {counted} END""")
 
 
 def _split_sql(script: str) -> list[str]:

@@ -137,7 +137,7 @@ class Scores(Changes):
             if was is None or was[value - 1] != row[value] or was[status - 1] != row[status]:
                 history.append((score, account_id, scored_at, row[value], row[status], row[1 + version]))
         gone = [a for a in current if a not in seen]
-        with self.transaction(), self._untriggered("score_columns_"):  # the copy is kept here, not row by row
+        with self.transaction(), self._untriggered("score_"):  # the copy and the moments are kept here, not row by row
             self._queue_scored_accounts([c[1] for c in changed] + gone)  # their CRM records are planned again
             self.conn.executemany(
                 """INSERT OR REPLACE INTO score_history (score, account_id, scored_at, value, status, model_version)
@@ -149,6 +149,8 @@ class Scores(Changes):
                 self.conn.execute("INSERT OR REPLACE INTO score_columns VALUES (?, ?)", (score, copy))
             elif changed or gone:  # what the triggers do: a copy no longer true is dropped
                 self.conn.execute("DELETE FROM score_columns WHERE score = ?", (score,))
+            if changed or gone:
+                self._inputs_changed([("score", score, scored_at)] if history else [])
         return len(changed)
 
     def score_as_of(self, score: str, ids: np.ndarray, before: str) -> np.ndarray:

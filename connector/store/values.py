@@ -46,7 +46,9 @@ class Values(Area):
             value_row = _value_row(row)
             by_name.setdefault(value_row[0], {})[value_row[1]] = value_row  # the last one of an account counts
         changed = 0
-        with self.transaction(), self._untriggered("value_columns_"):  # the copies' logs are kept here
+        moments: list[tuple[str, str, str]] = []
+        touched = False
+        with self.transaction(), self._untriggered("value_"):  # the copies' logs and the moments are kept here
             copies = {n for (n,) in self.conn.execute("SELECT name FROM value_columns")}
             for name, by_account in by_name.items():  # one name at a time: memory stays one column wide
                 current = self._current_values(name, list(by_account) if partial else None)
@@ -95,6 +97,11 @@ class Values(Area):
                     self.conn.executemany("INSERT OR IGNORE INTO value_changes VALUES (?, ?)",
                                           ((name, r[1]) for r in itertools.chain(new, moved, explained)))
                 changed += len(new) + len(moved)
+                touched = touched or bool(new or moved or explained)
+                if new or moved:
+                    moments.append(("value", name, now))
+            if touched:
+                self._inputs_changed(moments)
         return changed
 
     def _current_values(self, name: str, accounts: list[int] | None = None
