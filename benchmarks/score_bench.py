@@ -148,7 +148,7 @@ def bench(n: int) -> None:
     )
     print(
         f"{'':>9}   as a run scores (pipeline.score): computed {t9 - t8:6.2f}s ({sum(recorded.changed.values()):,} rows "
-        f"written) | an hour later, nothing changed: the scores stand, {t10 - t9:6.2f}s",
+        f"written) | an hour later, nothing changed: the scores stand, {(t10 - t9) * 1000:,.1f} ms",
         flush=True,
     )
 
