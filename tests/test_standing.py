@@ -216,3 +216,29 @@ def test_the_moments_of_an_older_store_are_its_history(tmp_path):
         assert not store.moved_between("value", "a", "2026-02-02T00:00:00Z", "2026-02-28T00:00:00Z")
         triggers = {n for (n,) in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
         assert {"value_moments_insert", "score_moments_insert", "account_moments_insert", "override_moments_update"} <= triggers
+
+
+def test_hourly_runs_over_the_sandbox_stand_while_nothing_changed(tmp_path):
+    """Runs minutes apart over the sandbox: once nothing changed, the score step stands, and what
+    stands is what a full rescore would write; a change in the sandbox is scored again."""
+    from conftest import REPO
+
+    from connector.pipeline import run
+    from sandbox.dataset import build_dataset
+    from sandbox.server import Sandbox
+
+    mappings = load_mappings(REPO / "mappings")
+    base = datetime.now(UTC).replace(hour=21, minute=0, second=0, microsecond=0) - timedelta(days=151)
+    with Sandbox(build_dataset(accounts=120, seed=5, now=base)) as sb, Store(tmp_path / "s.db") as store:
+        env = sb.unpaced_env()
+        runs = [run(store, mappings, env, now=base + timedelta(minutes=10 * i)) for i in range(3)]
+        assert runs[0].scored.standing is None and sum(runs[0].scored.changed.values()) > 100
+        assert runs[2].scored.standing is not None, [r.scored for r in runs]
+        assert runs[2].pushed is not None and not any(runs[2].pushed.written.values())
+        with store.preview() as copy:
+            again = pipeline.score(copy, mappings, base + timedelta(minutes=20), full=True)
+            assert again.standing is None and set(again.changed.values()) == {0}
+            assert again.by_status == runs[2].scored.by_status
+        sb.mutate(fraction=0.2, seed=3)
+        changed = run(store, mappings, env, now=base + timedelta(minutes=30))
+        assert changed.scored.standing is None and sum(changed.scored.changed.values()) > 0
