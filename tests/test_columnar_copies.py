@@ -250,3 +250,22 @@ def test_the_scoring_benchmark_runs_and_rescores_without_writing():
     assert done.returncode == 0, done.stderr
     assert "write" in done.stdout and "(3,000 rows)" in done.stdout
     assert "rescore, nothing changed: load" in done.stdout and "(0 rows)" in done.stdout
+
+
+def test_the_rows_sub_scores_are_the_json_a_dict_of_them_dumps():
+    """A row's `groups` text is what json.dumps of its sub-scores gives (the rows stored before are
+    compared with it as text), for any group name and value: quotes, %, non-ASCII, N/A, -0.0, 1e21."""
+    import json
+
+    from connector.store.scores import _groups_json
+
+    rng = np.random.default_rng(1)
+    for names in (["usage", "support"], ["a%b", 'q"uote', "ünï", "x%s", "%(a)s"], ["only"]):
+        columns = {}
+        for g in names:
+            values = np.round(rng.uniform(-1e3, 1e3, 500), 2)
+            values[::7], values[3], values[5], values[6], values[8] = np.nan, -0.0, 1e-7, 1e21, 0.0
+            columns[g] = values
+        expected = [json.dumps({g: None if np.isnan(columns[g][i]) else float(columns[g][i]) for g in names})
+                    for i in range(500)]
+        assert list(_groups_json(columns)) == expected

@@ -34,10 +34,7 @@ class ScoreTable:
             return values if index is None else values[index]
 
         n = len(pick(self.ids))
-        names = list(self.groups)
-        group_cols = [_floats(pick(self.groups[g])) for g in names]
-        groups_json = (json.dumps(dict(zip(names, values, strict=True))) for values in zip(*group_cols, strict=True)
-                       ) if names else itertools.repeat("{}", n)
+        groups_json = _groups_json({g: pick(v) for g, v in self.groups.items()}) if self.groups else itertools.repeat("{}", n)
         columns: list[Iterable[Any]] = []
         for name in _SCORE_COLUMNS:
             if name == "model_version":
@@ -360,6 +357,14 @@ _SCORE_COLUMNS = (
 )
 _NUMBERS = frozenset({"computed", "value", "trend", "coverage", "points_to_next"})
 _GROUP = "group:"  # prefix of a sub-score's column in a score table's blob
+
+
+def _groups_json(groups: dict[str, np.ndarray]) -> Iterator[str]:
+    """Each row's sub-scores as the JSON text `json.dumps({name: value or None, ...})` makes, a
+    template filled per row (a json.dumps of a dict per row took 7 of the 28 s of writing 1M rows)."""
+    template = "{" + ", ".join(json.dumps(g).replace("%", "%%") + ": %s" for g in groups) + "}"
+    texts = [["null" if v != v else repr(v) for v in values.tolist()] for values in groups.values()]
+    return (template % row for row in zip(*texts, strict=True))
 
 
 def _floats(values: np.ndarray) -> list[float | None]:
