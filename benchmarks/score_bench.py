@@ -7,7 +7,7 @@ from the rows, which makes the columnar copies), to compute the scores, to
 write them back, the total, accounts per second, and peak RSS; then the
 same for a rescore with nothing changed, store read included; then the score step of a run
 (`pipeline.score`) twice: computed, then an hour later with nothing changed, when the scores stand
-(connector/scoring/standing.py).
+(connector/scoring/standing.py); then a full rescore after an edit of the formula, every result moved.
 The store is built with SQL (not timed) in benchmarks/out/.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import resource
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,8 @@ SCHEMES = [
 ]
 
 
-def write_mappings(root: Path) -> None:
+def write_mappings(root: Path, other: str = "medium") -> None:
+    """The 20-metric model; `other`: the weight of the groups but usage (an edit of the formula)."""
     root.mkdir(parents=True, exist_ok=True)
     inputs = ["inputs:", "  segment: {type: text, values: [SMB, Mid-Market, Enterprise]}"]
     inputs += [f"  m{i:02d}: {{}}" for i in range(METRICS)]
@@ -47,7 +49,7 @@ def write_mappings(root: Path) -> None:
     for segment, weights in (("SMB", "high"), ("Mid-Market", "medium"), ("Enterprise", "low")):
         lines += [f"      - name: {segment.lower().replace('-', '_')}", f'        when: segment == "{segment}"', "        groups:"]
         for g, group in enumerate(("usage", "support", "billing", "relationship")):
-            lines += [f"          {group}:", f"            weight: {weights if g == 0 else 'medium'}", "            metrics:"]
+            lines += [f"          {group}:", f"            weight: {weights if g == 0 else other}", "            metrics:"]
             for k in range(5):
                 i = g * 5 + k
                 missing = "missing: neutral, " if i % 7 == 3 else ""
@@ -151,10 +153,36 @@ def bench(n: int) -> None:
         f"written) | an hour later, nothing changed: the scores stand, {(t10 - t9) * 1000:,.1f} ms",
         flush=True,
     )
+    # in a process of its own, so that its peak RSS is its own
+    subprocess.run([sys.executable, __file__, "--edited", str(path), (now + timedelta(hours=2)).isoformat()], check=True)
+
+
+def edited_rescore(path: Path, now: datetime) -> None:
+    """A full rescore after the formula was edited (the support, billing and relationship groups
+    weigh more): the values read from their copies, every result moved, written."""
+    write_mappings(OUT / "mappings20-edited", other="high")
+    edited = load_mappings(OUT / "mappings20-edited")
+    with Store(path) as store:
+        t0 = time.perf_counter()
+        frame = from_store(store, edited, now)
+        t1 = time.perf_counter()
+        results = score_all(edited, frame)
+        t2 = time.perf_counter()
+        moved = store.write_score_table("health", score_table(results["health"], edited.version), iso(now))
+        t3 = time.perf_counter()
+    print(
+        f"{'':>9}   full rescore after a formula edit (the values read from their copies; a process of its own): "
+        f"load {t1 - t0:6.2f}s | compute {t2 - t1:6.2f}s | write {t3 - t2:6.2f}s ({moved:,} rows) | "
+        f"total {t3 - t0:6.2f}s | peak RSS {peak_rss_mb():,.0f} MB",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
     collect_less()  # as the healthsync command does
+    if sys.argv[1:2] == ["--edited"]:
+        edited_rescore(Path(sys.argv[2]), datetime.fromisoformat(sys.argv[3]))
+        sys.exit(0)
     sizes = [int(a) for a in sys.argv[1:]] or [100_000, 1_000_000]
     print(f"scoring benchmark: {METRICS} metrics, 3 segment models, 4 groups; python {sys.version.split()[0]}")
     for size in sizes:

@@ -240,7 +240,8 @@ def test_an_older_store_gains_the_copies_on_open(tmp_path: Path):
 
 def test_the_scoring_benchmark_runs_and_rescores_without_writing():
     """benchmarks/score_bench.py (README) on a small store: the first score writes every row, the
-    rescore with nothing changed, read from the store's copies, writes none."""
+    rescore with nothing changed, read from the store's copies, writes none; the score step stands
+    an hour later; a formula edit rewrites every row."""
     import subprocess
     import sys
 
@@ -250,6 +251,9 @@ def test_the_scoring_benchmark_runs_and_rescores_without_writing():
     assert done.returncode == 0, done.stderr
     assert "write" in done.stdout and "(3,000 rows)" in done.stdout
     assert "rescore, nothing changed: load" in done.stdout and "(0 rows)" in done.stdout
+    assert "the scores stand" in done.stdout and "(0 rows written)" in done.stdout
+    edited = next(line for line in done.stdout.splitlines() if "after a formula edit" in line)
+    assert "(3,000 rows)" in edited  # every result moved
 
 
 def test_the_rows_sub_scores_are_the_json_a_dict_of_them_dumps():

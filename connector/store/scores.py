@@ -55,25 +55,41 @@ class ScoreTable:
                      "groups": np.array(list(self.groups), dtype=object), **self.columns,
                      **{_GROUP + g: v for g, v in self.groups.items()}})
 
-    def changes(self, previous: dict[str, np.ndarray] | None) -> tuple[np.ndarray | None, np.ndarray]:
-        """(the rows that may differ from the `previous` table's, None for all; the accounts it had
-        that this one has not). A row not returned is the same in every column, bit for bit."""
-        if (previous is None or previous["model_version"].tolist() != [self.version]
-                or previous["groups"].tolist() != list(self.groups)):
-            return None, np.zeros(0, dtype=np.int64)
+    def changes(self, previous: dict[str, np.ndarray] | None) -> TableChanges | None:
+        """How this table differs from `previous` (the copy of the rows stored); None when there is
+        none, or its sub-scores are others (then every row is read and compared)."""
+        if previous is None or previous["groups"].tolist() != list(self.groups):
+            return None
         before = previous["account_id"]
         at, found = _positions(before, self.ids)
-        differs = ~found
+        moved, history = ~found, ~found
         kept = np.flatnonzero(found)
         for name, values in itertools.chain(self.columns.items(), ((_GROUP + g, v) for g, v in self.groups.items())):
             new, old = values[kept], previous[name][at]
-            if new.dtype == np.float64:
-                moved = (new.view(np.int64) != old.view(np.int64)) & ~(np.isnan(new) & np.isnan(old))
+            if new.dtype == np.float64:  # equal as the stored rows compare (-0.0 is 0.0), N/A to N/A too
+                differs = (new != old) & ~(np.isnan(new) & np.isnan(old))
             else:
-                moved = new != old
-            differs[kept[moved]] = True
-        gone = np.setdiff1d(before, self.ids, assume_unique=True)
-        return np.flatnonzero(differs), gone
+                differs = new != old
+            moved[kept[differs]] = True
+            if name in ("value", "status"):
+                history[kept[differs]] = True
+        versioned = previous["model_version"].tolist() != [self.version]
+        return TableChanges(np.flatnonzero(moved), np.flatnonzero(history),
+                            np.flatnonzero(found & ~moved) if versioned else np.zeros(0, dtype=np.int64),
+                            np.setdiff1d(before, self.ids, assume_unique=True))
+
+
+@dataclass
+class TableChanges:
+    """What writing a score table changes in the rows stored (positions in the table, ids gone)."""
+
+    moved: np.ndarray  # rows new or with another result: written, scored now
+    history: np.ndarray  # rows new or with another value or status: appended to score_history
+    versioned: np.ndarray  # rows with the same result under another model version: only that is updated
+    gone: np.ndarray  # account ids stored and not in the table: deleted
+
+    def __bool__(self) -> bool:
+        return bool(len(self.moved) or len(self.versioned) or len(self.gone))
 
 
 class Scores(Changes):
@@ -91,19 +107,45 @@ class Scores(Changes):
         return self._write_rows(score, rows, scored_at)
 
     def write_score_table(self, score: str, table: ScoreTable, scored_at: str) -> int:
-        """`write_scores` of a whole table, compared first with the columnar copy of the last one
-        written (`score_columns`): only the rows that differ from it are read, compared and written,
-        and the copy is replaced. Without a copy (a first score, other mappings), every row is."""
+        """`write_scores` of a whole table, compared column by column with the columnar copy of the
+        last one written (`score_columns`, true to the rows: any other write drops it): no stored row
+        is read, only the rows that differ are written, and the copy is replaced. Without a copy (a
+        first score, other sub-scores), every row is read and compared."""
         row = self.conn.execute("SELECT columns FROM score_columns WHERE score = ?", (score,)).fetchone()
-        index, gone = table.changes(unpack(row[0]) if row else None)
-        if index is not None and not len(index) and not len(gone):
+        changes = table.changes(unpack(row[0]) if row else None)
+        if changes is not None and not changes:
             return 0  # the copy, and so the stored rows, are this table already
         try:
             copy: bytes | None = table.packed()
         except TypeError:  # a text orjson refuses: no copy, the next write compares every row
             copy = None
-        accounts = None if index is None else [*table.ids[index].tolist(), *gone.tolist()]
-        return self._write_rows(score, table.rows(index), scored_at, accounts, copy)
+        if changes is None or copy is None:
+            return self._write_rows(score, table.rows(), scored_at, None, copy)
+        return self._write_changes(score, table, changes, scored_at, copy)
+
+    def _write_changes(self, score: str, table: ScoreTable, changes: TableChanges, scored_at: str, copy: bytes) -> int:
+        """What `_write_rows` would do for these changes, from the columns: the moved rows written
+        with `scored_at`, the model version of the others updated (their scored_at kept), history
+        appended, the gone deleted."""
+        history = [(score, a, scored_at, v, s, table.version) for a, v, s in zip(
+            table.ids[changes.history].tolist(), _floats(table.columns["value"][changes.history]),
+            table.columns["status"][changes.history].tolist(), strict=True)]
+        touched = [*table.ids[changes.moved].tolist(), *table.ids[changes.versioned].tolist(), *changes.gone.tolist()]
+        with self.transaction(), self._untriggered("score_"):  # the copy and the moments are kept here, not row by row
+            self._queue_scored_accounts(touched)  # their CRM records are planned again
+            if len(changes.versioned):  # every row: the moved ones are replaced below
+                self.conn.execute("UPDATE scores SET model_version = ? WHERE score = ?", (table.version, score))
+            self.conn.executemany(
+                """INSERT OR REPLACE INTO score_history (score, account_id, scored_at, value, status, model_version)
+                   VALUES (?, ?, ?, ?, ?, ?)""", history)
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO scores VALUES ({', '.join('?' * (3 + len(_SCORE_COLUMNS)))})",
+                ((score, *r, scored_at) for r in table.rows(changes.moved)))
+            self.conn.executemany("DELETE FROM scores WHERE score = ? AND account_id = ?",
+                                  ((score, a) for a in changes.gone.tolist()))
+            self.conn.execute("INSERT OR REPLACE INTO score_columns VALUES (?, ?)", (score, copy))
+            self._inputs_changed([("score", score, scored_at)] if history else [])
+        return len(touched) - len(changes.gone)
 
     def _write_rows(self, score: str, rows: Iterable[tuple[Any, ...]], scored_at: str,
                     accounts: list[int] | None = None, copy: bytes | None = None) -> int:
