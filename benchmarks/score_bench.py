@@ -91,6 +91,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def own_peak_mb() -> float:
+    """This process's peak RSS since its exec (VmHWM): getrusage's keeps the forking parent's."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return peak_rss_mb()
+
+
 def bench(n: int) -> None:
     OUT.mkdir(exist_ok=True)
     root = OUT / "mappings20"
@@ -173,7 +183,7 @@ def edited_rescore(path: Path, now: datetime) -> None:
     print(
         f"{'':>9}   full rescore after a formula edit (the values read from their copies; a process of its own): "
         f"load {t1 - t0:6.2f}s | compute {t2 - t1:6.2f}s | write {t3 - t2:6.2f}s ({moved:,} rows) | "
-        f"total {t3 - t0:6.2f}s | peak RSS {peak_rss_mb():,.0f} MB",
+        f"total {t3 - t0:6.2f}s | peak RSS {own_peak_mb():,.0f} MB",
         flush=True,
     )
 
