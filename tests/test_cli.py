@@ -35,6 +35,14 @@ def invoke(db, *args):
     return result
 
 
+def test_a_second_score_with_nothing_changed_says_the_scores_stand(demo_db):
+    again = invoke(demo_db, "score")
+    assert again.exit_code == 0, again.output
+    assert "stand: nothing they read changed since" in " ".join(again.output.split())
+    full = invoke(demo_db, "score", "--full")
+    assert full.exit_code == 0 and "stand" not in full.output
+
+
 def test_demo_scores_every_account(demo_db):
     rows = json.loads(invoke(demo_db, "scores", "--json").output)
     health = [r for r in rows if r["score"] == "health"]

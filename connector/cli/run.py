@@ -245,6 +245,8 @@ def _print_run_summary(result: pipeline.RunSummary) -> None:
     accounts = sum(match.accounts.values()) if match else 0
     linked = {s: sum(by.values()) for s, by in match.linked.items()} if match else {}
     scored = ", ".join(f"{n} {v:,}" for n, v in result.scored.scored.items()) if result.scored else "-"
+    if result.scored and result.scored.standing:
+        scored += f" (the scores of {result.scored.standing} stand: nothing they read changed)"
     out.print(f"accounts: {accounts:,} ({', '.join(f'{s} {n:,}' for s, n in linked.items()) or 'none'} matched); "
               f"scored: {scored}", markup=False)
     table = Table(title=f"Run summary ({result.seconds:.1f} s)")
