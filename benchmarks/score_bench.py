@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from connector.cli import collect_less
-from connector.config.mappings import load_mappings
+from connector.config.mappings import Mappings, load_mappings
 from connector.pipeline import score, score_table
 from connector.scoring.engine import score_all
 from connector.scoring.frame import from_store, iso
@@ -127,14 +127,7 @@ def bench(n: int) -> None:
         gc.collect()
         # the steady state: score again with nothing changed, from the store: the values are read
         # from their copies, and only rows that differ from the last results' copy would be written
-        t4 = time.perf_counter()
-        frame = from_store(store, mappings, now)
-        t5 = time.perf_counter()
-        results = score_all(mappings, frame)
-        t6 = time.perf_counter()
-        rewritten = store.write_score_table("health", score_table(results["health"], mappings.version), iso(now))
-        t7 = time.perf_counter()
-        del results, frame
+        again, rewritten = timed_score(store, mappings, now)
         gc.collect()
         # as a run scores: the first time through the pipeline everything is computed (nothing recorded
         # what the last scores read); an hour later, nothing having changed, the scores stand
@@ -154,8 +147,8 @@ def bench(n: int) -> None:
     )
     print(f"{'':>9}   peak RSS after load {rss_load:,.0f} MB, after compute {rss_compute:,.0f} MB, after write {rss_write:,.0f} MB")
     print(
-        f"{'':>9}   rescore, nothing changed: load {t5 - t4:6.2f}s | compute {t6 - t5:6.2f}s | "
-        f"write {t7 - t6:6.2f}s ({rewritten:,} rows) | total {t7 - t4:6.2f}s",
+        f"{'':>9}   rescore, nothing changed: load {again[0]:6.2f}s | compute {again[1]:6.2f}s | "
+        f"write {again[2]:6.2f}s ({rewritten:,} rows) | total {sum(again):6.2f}s",
         flush=True,
     )
     print(
@@ -167,23 +160,28 @@ def bench(n: int) -> None:
     subprocess.run([sys.executable, __file__, "--edited", str(path), (now + timedelta(hours=2)).isoformat()], check=True)
 
 
+def timed_score(store: Store, mappings: Mappings, now: datetime) -> tuple[tuple[float, float, float], int]:
+    """((load, compute, write) seconds, rows written) of one score from the store."""
+    t0 = time.perf_counter()
+    frame = from_store(store, mappings, now)
+    t1 = time.perf_counter()
+    results = score_all(mappings, frame)
+    t2 = time.perf_counter()
+    written = store.write_score_table("health", score_table(results["health"], mappings.version), iso(now))
+    return (t1 - t0, t2 - t1, time.perf_counter() - t2), written
+
+
 def edited_rescore(path: Path, now: datetime) -> None:
     """A full rescore after the formula was edited (the support, billing and relationship groups
     weigh more): the values read from their copies, every result moved, written."""
     write_mappings(OUT / "mappings20-edited", other="high")
     edited = load_mappings(OUT / "mappings20-edited")
     with Store(path) as store:
-        t0 = time.perf_counter()
-        frame = from_store(store, edited, now)
-        t1 = time.perf_counter()
-        results = score_all(edited, frame)
-        t2 = time.perf_counter()
-        moved = store.write_score_table("health", score_table(results["health"], edited.version), iso(now))
-        t3 = time.perf_counter()
+        (load, compute, write), moved = timed_score(store, edited, now)
     print(
         f"{'':>9}   full rescore after a formula edit (the values read from their copies; a process of its own): "
-        f"load {t1 - t0:6.2f}s | compute {t2 - t1:6.2f}s | write {t3 - t2:6.2f}s ({moved:,} rows) | "
-        f"total {t3 - t0:6.2f}s | peak RSS {own_peak_mb():,.0f} MB",
+        f"load {load:6.2f}s | compute {compute:6.2f}s | write {write:6.2f}s ({moved:,} rows) | "
+        f"total {load + compute + write:6.2f}s | peak RSS {own_peak_mb():,.0f} MB",
         flush=True,
     )
 
