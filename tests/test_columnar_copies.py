@@ -147,6 +147,8 @@ def test_a_score_table_written_through_its_copy_is_stored_as_row_by_row(tmp_path
         ("a sub-score only", edited(base, [11], usage=0.5)),
         ("-0.0 for 0.0", edited(base, [12], trend=0.0)),
         ("-0.0", edited(edited(base, [12], trend=0.0), [12], trend=-0.0)),
+        ("a -0.0 sub-score, as JSON text another", edited(base, [12], usage=-0.0)),
+        ("the 0.0 sub-score again", edited(base, [12], usage=0.0)),
         ("an override", edited(base, [13], override_id=5, status="risk")),
         ("an account gone, one new", ScoreTable(np.array(ids[1:] + [400]), "v1",
                                                 {k: v.copy() for k, v in base.columns.items()},

@@ -142,6 +142,10 @@ def test_overrides_accounts_and_other_writers_end_the_standing(twins):
     for store in twins.both:  # a value written by another hand, past the value writer
         store.conn.execute("UPDATE metric_values SET num = 99 WHERE name = 'a' AND account_id = ?", (twins.ids[1],))
     assert twins.score(T0 + 11 * hour).standing is None
+    assert twins.score(T0 + 11 * hour + 30 * timedelta(minutes=1)).standing is not None
+    for store in twins.both:  # a history entry written by another hand (carried forward from, here)
+        store.conn.execute("INSERT INTO metric_history VALUES ('c', ?, ?, 99, NULL)", (twins.ids[1], iso(T0 + 3 * hour)))
+    assert twins.score(T0 + 11 * hour + 40 * timedelta(minutes=1)).standing is None
     for store in twins.both:  # a score row changed by another hand
         store.conn.execute("UPDATE scores SET value = 1 WHERE account_id = ?", (twins.ids[1],))
     assert twins.score(T0 + 12 * hour).standing is None
@@ -242,3 +246,30 @@ def test_hourly_runs_over_the_sandbox_stand_while_nothing_changed(tmp_path):
         sb.mutate(fraction=0.2, seed=3)
         changed = run(store, mappings, env, now=base + timedelta(minutes=30))
         assert changed.scored.standing is None and sum(changed.scored.changed.values()) > 0
+
+
+def test_a_zoned_clock_reads_n_days_ago_as_the_engine_does_across_a_clock_change(tmp_path):
+    """Scored with Europe/Berlin times the day after the clocks went back: "7 days ago" is an hour
+    further in UTC than it was a week before; a value of that hour is crossed, not missed."""
+    from zoneinfo import ZoneInfo
+
+    files = {"inputs.yaml": "inputs:\n  b: {}\n", "metrics.yaml": "metrics:\n  b_change: {expr: 'change(b, 7)'}\n",
+             "health.yaml": "scores:\n  health:\n    models:\n      - name: only\n        groups:\n          g:\n"
+                            "            metrics:\n              b_change: {scheme: {type: linear, worst: -20, best: 20}}\n"}
+    mappings = load_mappings(write_mappings(tmp_path / "m", files))
+    berlin = ZoneInfo("Europe/Berlin")
+    runs, full = Store(tmp_path / "runs.db"), Store(tmp_path / "full.db")
+    for store in (runs, full):
+        store.upsert_accounts([{"key": "k"}], "2026-09-01T00:00:00Z")
+        (account,) = store.account_keys().values()
+        store.set_values([(account, "b", 0)], "2026-10-01T00:00:00Z")
+        store.set_values([(account, "b", 10)], "2026-10-19T10:30:00Z")
+        pipeline.score(store, mappings, datetime(2026, 10, 26, 12, 0, tzinfo=berlin))
+    later = datetime(2026, 10, 26, 13, 0, tzinfo=berlin)
+    assert pipeline.score(runs, mappings, later).standing is None
+    pipeline.score(full, mappings, later, full=True)
+    assert scored(runs) == scored(full)
+    assert pipeline.score(runs, mappings, datetime(2026, 10, 26, 14, 0, tzinfo=berlin)).standing is not None
+    assert pipeline.score(runs, mappings, datetime(2026, 10, 26, 13, 30, tzinfo=UTC)).standing is None  # another zone
+    runs.close()
+    full.close()

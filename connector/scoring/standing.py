@@ -20,7 +20,7 @@ schemes see the whole population as ever.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..config.mappings import Mappings
@@ -73,12 +73,13 @@ def standing(store: Store, mappings: Mappings, now: datetime) -> dict[str, Any] 
         return None
     if set(last.get("scored", {})) != set(mappings.scores):
         return None
-    then = datetime.fromisoformat(last["at"].replace("Z", "+00:00"))
-    aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-    if then > aware:
+    if last.get("zone") != _zone(now):  # "N days ago" is wall-clock arithmetic in now's zone
         return None
-    day_then = then.astimezone(now.tzinfo).date() if now.tzinfo is not None else then.replace(tzinfo=None).date()
-    if day_then != now.date() and any(e.reads_today() for e in expressions(mappings)):  # the frame's today
+    then = datetime.fromisoformat(last["at"].replace("Z", "+00:00"))
+    then = then.astimezone(now.tzinfo) if now.tzinfo is not None else then.replace(tzinfo=None)  # as now was given
+    if then > now:
+        return None
+    if then.date() != now.date() and any(e.reads_today() for e in expressions(mappings)):  # the frame's today
         return None
     for area, name, days, age in sorted(time_reads(mappings)):
         # as of a moment: what took effect at or before it (since <= cutoff); an age rule: before it
@@ -91,5 +92,12 @@ def standing(store: Store, mappings: Mappings, now: datetime) -> dict[str, Any] 
 def remember(store: Store, mappings: Mappings, now: datetime, summary: dict[str, Any]) -> None:
     """After every score was written: the state, the count and the moment they were scored at, and
     `summary` (what `standing` gives back)."""
-    record = {"state": mappings.state(), "inputs": store.inputs_changes(), "at": iso(now), **summary}
+    record = {"state": mappings.state(), "inputs": store.inputs_changes(), "at": iso(now), "zone": _zone(now), **summary}
     store.set_meta(_KEY, json.dumps(record, sort_keys=True))
+
+
+def _zone(now: datetime) -> str | None:
+    """The time zone a moment was given in (None: naive, taken as UTC)."""
+    if now.tzinfo is None:
+        return None
+    return str(getattr(now.tzinfo, "key", None) or now.tzinfo)

@@ -466,6 +466,8 @@ def _moments(conn: sqlite3.Connection) -> None:
     for prefix, table, events, moment in (
         ("value_moments", "metric_values", ("INSERT", "UPDATE OF name, account_id, num, text, since, na_reason", "DELETE"),
          "INSERT OR IGNORE INTO moments VALUES ('value', NEW.name, NEW.since);"),
+        ("value_moments_history", "metric_history", ("INSERT", "UPDATE", "DELETE"),
+         "INSERT OR IGNORE INTO moments VALUES ('value', NEW.name, NEW.since);"),
         ("score_moments", "score_history", ("INSERT", "UPDATE", "DELETE"),
          "INSERT OR IGNORE INTO moments VALUES ('score', NEW.score, NEW.scored_at);"),
         ("score_moments_rows", "scores", ("INSERT", "UPDATE", "DELETE"), ""),

@@ -66,7 +66,9 @@ class ScoreTable:
         kept = np.flatnonzero(found)
         for name, values in itertools.chain(self.columns.items(), ((_GROUP + g, v) for g, v in self.groups.items())):
             new, old = values[kept], previous[name][at]
-            if new.dtype == np.float64:  # equal as the stored rows compare (-0.0 is 0.0), N/A to N/A too
+            if new.dtype == np.float64 and name.startswith(_GROUP):  # stored as JSON text: -0.0 is not 0.0 there
+                differs = (new.view(np.int64) != old.view(np.int64)) & ~(np.isnan(new) & np.isnan(old))
+            elif new.dtype == np.float64:  # equal as the stored REAL columns compare (-0.0 is 0.0), N/A to N/A too
                 differs = (new != old) & ~(np.isnan(new) & np.isnan(old))
             else:
                 differs = new != old
