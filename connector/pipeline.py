@@ -360,6 +360,9 @@ class ScoreSummary:
     standing: str | None = None  # when the last scores were computed, which still stand (nothing was scored)
 
 
+_REMEMBERED = ("accounts", "scored", "not_scored", "no_verdict", "by_status", "warnings")  # what a standing score says again
+
+
 def compute(
     store: Store, mappings: Mappings, now: datetime | None = None, frame: Frame | None = None
 ) -> tuple[Frame, dict[str, ScoreResult]]:
@@ -385,9 +388,8 @@ def score(store: Store, mappings: Mappings, now: datetime | None = None, full: b
     store.expire_overrides(stamp)
     last = None if full else standing(store, mappings, now)
     if last is not None:
-        return ScoreSummary(accounts=last["accounts"], scored=last["scored"], not_scored=last["not_scored"],
-                            no_verdict=last["no_verdict"], changed={name: 0 for name in mappings.scores},
-                            by_status=last["by_status"], warnings=last["warnings"], standing=last["at"])
+        return ScoreSummary(**{f: last[f] for f in _REMEMBERED}, changed={name: 0 for name in mappings.scores},
+                            standing=last["at"])
     summary = ScoreSummary()
     frame = from_store(store, mappings, now)
     summary.warnings += sync_crm_overrides(store, mappings, frame, now)
@@ -401,9 +403,7 @@ def score(store: Store, mappings: Mappings, now: datetime | None = None, full: b
         summary.no_verdict[name] = int((result.insufficient & ~scored).sum())
         labels, counts = np.unique(result.status[scored].astype(str), return_counts=True)
         summary.by_status[name] = {str(k): int(v) for k, v in zip(labels, counts, strict=True)}
-    remember(store, mappings, now, {"accounts": summary.accounts, "scored": summary.scored,
-                                    "not_scored": summary.not_scored, "no_verdict": summary.no_verdict,
-                                    "by_status": summary.by_status, "warnings": summary.warnings})
+    remember(store, mappings, now, {f: getattr(summary, f) for f in _REMEMBERED})
     return summary
 
 

@@ -71,8 +71,7 @@ class Changes(Area):
     def inputs_changes(self) -> int:
         """How many writes changed what scoring reads (values, live accounts, overrides, score rows):
         the last scores still stand only while it is what it was after them."""
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (INPUTS_CHANGES,)).fetchone()
-        return int(row[0]) if row else 0
+        return int(self.meta(INPUTS_CHANGES) or 0)
 
     def moved_between(self, area: str, name: str, after: str, upto: str) -> bool:
         """Whether a moment of `name` lies after `after` and at or before `upto`: a `since` of its

@@ -122,7 +122,7 @@ class Scores(Changes):
         except TypeError:  # a text orjson refuses: no copy, the next write compares every row
             copy = None
         if changes is None or copy is None:
-            return self._write_rows(score, table.rows(), scored_at, None, copy)
+            return self._write_rows(score, table.rows(), scored_at, copy)
         return self._write_changes(score, table, changes, scored_at, copy)
 
     def _write_changes(self, score: str, table: ScoreTable, changes: TableChanges, scored_at: str, copy: bytes) -> int:
@@ -137,11 +137,9 @@ class Scores(Changes):
             self._queue_scored_accounts(touched)  # their CRM records are planned again
             if len(changes.versioned):  # every row: the moved ones are replaced below
                 self.conn.execute("UPDATE scores SET model_version = ? WHERE score = ?", (table.version, score))
+            self.conn.executemany(_HISTORY_SQL, history)
             self.conn.executemany(
-                """INSERT OR REPLACE INTO score_history (score, account_id, scored_at, value, status, model_version)
-                   VALUES (?, ?, ?, ?, ?, ?)""", history)
-            self.conn.executemany(
-                f"INSERT OR REPLACE INTO scores VALUES ({', '.join('?' * (3 + len(_SCORE_COLUMNS)))})",
+                _SCORES_SQL,
                 ((score, *r, scored_at) for r in table.rows(changes.moved)))
             self.conn.executemany("DELETE FROM scores WHERE score = ? AND account_id = ?",
                                   ((score, a) for a in changes.gone.tolist()))
@@ -149,15 +147,11 @@ class Scores(Changes):
             self._inputs_changed([("score", score, scored_at)] if history else [])
         return len(touched) - len(changes.gone)
 
-    def _write_rows(self, score: str, rows: Iterable[tuple[Any, ...]], scored_at: str,
-                    accounts: list[int] | None = None, copy: bytes | None = None) -> int:
-        """The rows of `accounts` (None: every account) compared with the stored ones and written
-        where they differ; a stored one of them not among `rows` is deleted; `copy` saved with them."""
-        sql = f"SELECT account_id, {', '.join(_SCORE_COLUMNS)}, scored_at FROM scores WHERE score = ?"
-        args: tuple[Any, ...] = (score,)
-        if accounts is not None:
-            sql, args = sql + " AND account_id IN (SELECT value FROM json_each(?))", (score, json.dumps(accounts))
-        current = {r[0]: r[1:] for r in self.conn.execute(sql, args)}
+    def _write_rows(self, score: str, rows: Iterable[tuple[Any, ...]], scored_at: str, copy: bytes | None = None) -> int:
+        """`rows` compared with every stored row of the score and written where they differ; a stored
+        one not among them is deleted; `copy` saved with them."""
+        current = {r[0]: r[1:] for r in self.conn.execute(
+            f"SELECT account_id, {', '.join(_SCORE_COLUMNS)}, scored_at FROM scores WHERE score = ?", (score,))}
         version = _SCORE_COLUMNS.index("model_version")
         value, status = 1 + _SCORE_COLUMNS.index("value"), 1 + _SCORE_COLUMNS.index("status")
         changed: list[tuple[Any, ...]] = []
@@ -180,11 +174,9 @@ class Scores(Changes):
         gone = [a for a in current if a not in seen]
         with self.transaction(), self._untriggered("score_"):  # the copy and the moments are kept here, not row by row
             self._queue_scored_accounts([c[1] for c in changed] + gone)  # their CRM records are planned again
+            self.conn.executemany(_HISTORY_SQL, history)
             self.conn.executemany(
-                """INSERT OR REPLACE INTO score_history (score, account_id, scored_at, value, status, model_version)
-                   VALUES (?, ?, ?, ?, ?, ?)""", history)
-            self.conn.executemany(
-                f"INSERT OR REPLACE INTO scores VALUES ({', '.join('?' * (3 + len(_SCORE_COLUMNS)))})", changed)
+                _SCORES_SQL, changed)
             self.conn.executemany("DELETE FROM scores WHERE score = ? AND account_id = ?", ((score, a) for a in gone))
             if copy is not None:
                 self.conn.execute("INSERT OR REPLACE INTO score_columns VALUES (?, ?)", (score, copy))
@@ -401,6 +393,9 @@ _SCORE_COLUMNS = (
 )
 _NUMBERS = frozenset({"computed", "value", "trend", "coverage", "points_to_next"})
 _GROUP = "group:"  # prefix of a sub-score's column in a score table's blob
+_SCORES_SQL = f"INSERT OR REPLACE INTO scores VALUES ({', '.join('?' * (3 + len(_SCORE_COLUMNS)))})"
+_HISTORY_SQL = """INSERT OR REPLACE INTO score_history (score, account_id, scored_at, value, status, model_version)
+                  VALUES (?, ?, ?, ?, ?, ?)"""
 
 
 def _groups_json(groups: dict[str, np.ndarray]) -> Iterator[str]:
