@@ -154,17 +154,10 @@ Compute = Callable[[AccountData, dict[str, Value], Any], Value]  # (account, inp
 # catalogue metrics of this account may give another value with no new record; None: never
 Moves = Callable[[AccountData, Any], "float | None"]
 
-DAY = 86400.0
-
 
 def first_after(now: float, moments: Iterator[float] | list[float]) -> float | None:
     """The earliest of `moments` at or after `now` (epoch seconds); None when there is none."""
     return min((m for m in moments if m >= now), default=None)
-
-
-def next_day(now: float, since: float) -> float:
-    """When a count of whole days since `since` next goes up: since + (days so far + 1) days."""
-    return since + ((now - since) // DAY + 1) * DAY
 
 
 def every_run(acct: AccountData, now: Any) -> float:

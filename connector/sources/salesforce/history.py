@@ -3,7 +3,7 @@ opportunities (a renewal lost is a churn, won a renewal)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...times import moment_of
 from ..base import AccountData, Columnar, Event, OutcomeRule, Past, Table, Tables
+from ..days import window_start
 from .metrics import URGENT_PRIORITIES
 
 SYSTEM = "salesforce"
@@ -107,7 +108,7 @@ def _escalated_cases(t: Tables, at: datetime) -> Columnar:
 
 def _cases_30d(t: Tables, at: datetime) -> Columnar:
     existed = _cases_then(t, at)[0]
-    return t.count("Case", existed & (t["Case"]["created"] >= (at - timedelta(days=30)).timestamp())), None
+    return t.count("Case", existed & (t["Case"]["created"] >= window_start(at, 30))), None
 
 
 PAST = Past(tables={"Case": CASES},

@@ -9,11 +9,12 @@ step calls them only for accounts with a Salesforce Account (the others are N/A 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ...times import moment_of
-from ..base import DAY, AccountData, CatalogueMetric, Value, first_after
+from ..base import AccountData, CatalogueMetric, Value, first_after
+from ..days import midnight_after, window_start
 
 SYSTEM = "salesforce"
 Inputs = dict[str, Value]
@@ -37,15 +38,16 @@ def _escalated_cases(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
 
 
 def _cases_30d(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
-    since = now - timedelta(days=30)
+    since = window_start(now, 30)
     return float(sum(1 for c in acct.of(SYSTEM, "Case")
-                     if (created := moment_of(c.get("CreatedDate"))) is not None and created >= since)), None
+                     if (created := moment_of(c.get("CreatedDate"))) is not None and created.timestamp() >= since)), None
 
 
 def moves(acct: AccountData, now: datetime) -> float | None:
-    """A Case leaves the 30-day count 30 days after it was created; the open, urgent and escalated
-    counts move only with new records."""
-    return first_after(now.timestamp(), [created.timestamp() + 30 * DAY for c in acct.of(SYSTEM, "Case")
+    """A Case leaves the 30-day count at the midnight 31 days after the day it was created; the
+    open, urgent and escalated counts move only with new records."""
+    return first_after(now.timestamp(), [midnight_after(created.timestamp(), 30, now.tzinfo, strictly=True)
+                                         for c in acct.of(SYSTEM, "Case")
                                          if (created := moment_of(c.get("CreatedDate"))) is not None])
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..base import AccountData, Columnar, Event, OutcomeRule, Past, Table, Tables
+from ..days import ordinals_of, today_ordinal, window_start
 from .metrics import MRR_STATUSES, STATUS_RANK, SYSTEM, _mrr_at, _single, item_monthly
 
 PAYING = ("active", "past_due")
@@ -216,7 +217,7 @@ def _mrr_currency_now(t: Tables, at: datetime) -> Columnar:
 
 
 def _mrr_change(t: Tables, at: datetime) -> Columnar:
-    stamp, then = at.timestamp(), (at - timedelta(days=90)).timestamp()
+    stamp, then = at.timestamp(), window_start(at, 90)
     items = t["items"]
     ran_then = ((items["created"] <= stamp) & (items["created"] <= then) & ~(items["ended"] <= then)
                 & ~(items["trial_end"] > then))
@@ -257,23 +258,23 @@ def _invoices_then(t: Tables, stamp: float) -> tuple[np.ndarray, np.ndarray]:
     return existed, status
 
 
-def _past_due_rows(t: Tables, stamp: float) -> np.ndarray:
+def _past_due_rows(t: Tables, stamp: float, today: float) -> np.ndarray:
+    """Invoices open at `stamp` whose due date is a day before `today` (its midnight) or earlier."""
     existed, status = _invoices_then(t, stamp)
-    return existed & (status == "open") & (t["invoices"]["due"] < stamp)
+    return existed & (status == "open") & (t["invoices"]["due"] < today)
 
 
 def _past_due(t: Tables, at: datetime) -> Columnar:
-    return t.count("invoices", _past_due_rows(t, at.timestamp())), None
+    return t.count("invoices", _past_due_rows(t, at.timestamp(), window_start(at, 0))), None
 
 
 def _days_due(t: Tables, at: datetime) -> Columnar:
-    stamp = at.timestamp()
-    due = _past_due_rows(t, stamp)
+    due = _past_due_rows(t, at.timestamp(), window_start(at, 0))
     oldest = np.full(t.n, np.inf)
     np.minimum.at(oldest, t["invoices"].account[due], t["invoices"]["due"][due])
     days = np.zeros(t.n)
     some = ~np.isinf(oldest)
-    days[some] = np.floor_divide(stamp - oldest[some], 86400)
+    days[some] = today_ordinal(at) - ordinals_of(oldest[some], at.tzinfo)
     return days, None
 
 
@@ -284,7 +285,7 @@ def _uncollectible(t: Tables, at: datetime) -> Columnar:
 
 def _failed_30d(t: Tables, at: datetime) -> Columnar:
     rows, stamp = t["charges"], at.timestamp()
-    since = (at - timedelta(days=30)).timestamp()
+    since = window_start(at, 30)
     return t.count("charges", (rows["created"] <= stamp) & (rows["status"] == "failed") & (rows["created"] >= since)), None
 
 

@@ -8,10 +8,11 @@ are N/A with the plugin's `unmatched` reason).
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from ..base import DAY, NA, AccountData, CatalogueMetric, Value, first_after, next_day
+from ..base import NA, AccountData, CatalogueMetric, Value, first_after
+from ..days import days_between, midnight, midnight_after, next_midnight, window_start
 
 SYSTEM = "stripe"
 Inputs = dict[str, Value]
@@ -94,7 +95,7 @@ def _mrr_currency(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
 
 def _mrr_change_90d(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
     totals_now, problem = _mrr_at(acct, None)
-    totals_then, problem_then = _mrr_at(acct, now - timedelta(days=90))
+    totals_then, problem_then = _mrr_at(acct, datetime.fromtimestamp(window_start(now, 90), now.tzinfo))
     if problem or problem_then:
         return NA, problem or problem_then
     currency_now, value_now, p1 = _single(totals_now)
@@ -117,9 +118,10 @@ def _subscription_status(acct: AccountData, inputs: Inputs, now: datetime) -> Va
 
 
 def _past_due(acct: AccountData, now: datetime) -> list[dict[str, Any]]:
-    stamp = now.timestamp()
+    """Open invoices whose due date is a day before today or earlier."""
+    today = midnight(now.date(), now.tzinfo)
     return [i for i in acct.of(SYSTEM, "invoices")
-            if i.get("status") == "open" and isinstance(i.get("due_date"), int) and i["due_date"] < stamp]
+            if i.get("status") == "open" and isinstance(i.get("due_date"), int) and i["due_date"] < today]
 
 
 def _past_due_invoices(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
@@ -128,7 +130,7 @@ def _past_due_invoices(acct: AccountData, inputs: Inputs, now: datetime) -> Valu
 
 def _days_past_due(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
     due = [i["due_date"] for i in _past_due(acct, now)]
-    return (float((now.timestamp() - min(due)) // 86400) if due else 0.0), None
+    return (days_between(min(due), now) if due else 0.0), None
 
 
 def _uncollectible_invoices(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
@@ -136,26 +138,28 @@ def _uncollectible_invoices(acct: AccountData, inputs: Inputs, now: datetime) ->
 
 
 def _failed_payments_30d(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
-    since = (now - timedelta(days=30)).timestamp()
+    since = window_start(now, 30)
     return float(sum(1 for c in acct.of(SYSTEM, "charges")
                      if c.get("status") == "failed" and isinstance(c.get("created"), int) and c["created"] >= since)), None
 
 
 def moves(acct: AccountData, now: datetime) -> float | None:
-    """The MRR of 90 days ago moves 90 days after a subscription starts, ends or leaves its trial;
-    an open invoice falls past due at its due date, and its days past due go up every day after;
-    a failed charge leaves the 30-day count 30 days after it was made. The MRR, the status and
-    the uncollectible invoices move only with new records."""
-    stamp = now.timestamp()
+    """The MRR of 90 days ago (at midnight 90 days before today) moves 90 days after the first
+    midnight at or after a subscription starts, ends or leaves its trial; an open invoice falls
+    past due at the midnight after its due date, and its days past due go up every midnight after;
+    a failed charge leaves the 30-day count at the midnight 31 days after the day it was made. The
+    MRR, the status and the uncollectible invoices move only with new records."""
+    stamp, zone = now.timestamp(), now.tzinfo
     moments: list[float] = []
     for sub in acct.of(SYSTEM, "subscriptions"):
-        moments += [sub[k] + 90 * DAY for k in ("created", "ended_at", "canceled_at", "trial_end")
+        moments += [midnight_after(sub[k], 90, zone, strictly=False) for k in ("created", "ended_at", "canceled_at", "trial_end")
                     if isinstance(sub.get(k), int | float) and not isinstance(sub.get(k), bool)]
     for invoice in acct.of(SYSTEM, "invoices"):
         due = invoice.get("due_date")
         if invoice.get("status") == "open" and isinstance(due, int):
-            moments.append(next_day(stamp, due) if due < stamp else float(due))
-    moments += [c["created"] + 30 * DAY for c in acct.of(SYSTEM, "charges")
+            falls = midnight_after(due, 0, zone, strictly=True)
+            moments.append(next_midnight(now) if falls <= stamp else falls)
+    moments += [midnight_after(c["created"], 30, zone, strictly=True) for c in acct.of(SYSTEM, "charges")
                 if c.get("status") == "failed" and isinstance(c.get("created"), int)]
     return first_after(stamp, moments)
 

@@ -4,13 +4,14 @@ later, a period's counts are what they are), and the catalogue's usage metrics c
 from __future__ import annotations
 
 import bisect
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from ..base import DAY, Columnar, Past, Table, Tables
-from .metrics import OFFSETS
+from ..base import Columnar, Past, Table, Tables
+from ..days import midnights_after_of, next_midnight, ordinals_of, today_ordinal, window_start
+from .metrics import WINDOW_DAYS
 
 
 def as_of(obj: str, rec: dict[str, Any], at: datetime) -> dict[str, Any] | None:
@@ -49,8 +50,8 @@ def _window(t: Tables, at: datetime, column: str, days: int, ending_days_ago: in
     """(rows up to `at`, rows in the window with a value of `column`, why N/A per account or None)."""
     rows, stamp = t["rows"], at.timestamp()
     upto = rows["at"] <= stamp
-    end = (at - timedelta(days=ending_days_ago)).timestamp()
-    inside = upto & (rows["at"] > end - days * 86400) & (rows["at"] <= end) & ~np.isnan(rows[column])
+    end = window_start(at, ending_days_ago) if ending_days_ago else stamp
+    inside = upto & (rows["at"] > window_start(at, ending_days_ago + days)) & (rows["at"] <= end) & ~np.isnan(rows[column])
     reasons = np.full(t.n, None, dtype=object)
     has = t.count("rows", upto & (rows[f"has_{column}"] == 1)) > 0
     reasons[~has] = f"no usage source has a {column} column"
@@ -102,7 +103,7 @@ def _days_since(t: Tables, at: datetime) -> Columnar:
     np.maximum.at(latest, rows.account[active], rows["at"][active])
     values = np.full(t.n, np.nan)
     some = np.isfinite(latest)
-    values[some] = np.floor_divide(stamp - latest[some], 86400)
+    values[some] = today_ordinal(at) - ordinals_of(latest[some], at.tzinfo)
     reasons = np.where(some, None, "no activity in any usage row").astype(object)
     return values, reasons
 
@@ -131,15 +132,14 @@ def _moves(t: Tables, at: datetime) -> np.ndarray:
     """`metrics.moves` for every account at once (NaN: never)."""
     rows, stamp = t["rows"], at.timestamp()
     first = np.full(t.n, np.inf)
-    for offset in OFFSETS:
-        moment = rows["at"] + offset
+    for moment in [rows["at"], *(midnights_after_of(rows["at"], days, at.tzinfo, strictly=False) for days in WINDOW_DAYS)]:
         later = moment >= stamp
         np.minimum.at(first, rows.account[later], moment[later])
     active = (rows["at"] <= stamp) & ((rows["active_users"] > 0) | (rows["events"] > 0) | (rows["key_events"] > 0))
     latest = np.full(t.n, -np.inf)
     np.maximum.at(latest, rows.account[active], rows["at"][active])
     some = np.isfinite(latest)
-    first[some] = np.minimum(first[some], latest[some] + ((stamp - latest[some]) // DAY + 1) * DAY)
+    first[some] = np.minimum(first[some], next_midnight(at))
     first[np.isinf(first)] = np.nan
     return first
 

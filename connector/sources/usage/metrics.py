@@ -13,10 +13,11 @@ key no usage row names is N/A with the plugin's `unmatched` reason.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from ..base import DAY, NA, AccountData, CatalogueMetric, Value, first_after, next_day
+from ..base import NA, AccountData, CatalogueMetric, Value, first_after
+from ..days import days_between, midnight_after, next_midnight, window_start
 
 SYSTEM = "usage"
 Inputs = dict[str, Value]
@@ -35,14 +36,16 @@ def _rows(acct: AccountData, now: datetime) -> list[tuple[float, dict[str, Any]]
 
 
 def _window(acct: AccountData, now: datetime, column: str, days: int, ending_days_ago: int = 0) -> Value:
-    """The values of `column` in the rows of the `days` days ending `ending_days_ago` before now."""
+    """The values of `column` in the rows of the `days` calendar days ending `ending_days_ago` days
+    before today (ending now when 0): a row's period ends at its timestamp, so a row stamped at a
+    midnight belongs to the day before it."""
     rows = _rows(acct, now)
     if not rows:
         return NA, "no usage rows for this account yet"
     if not any(column in r for _at, r in rows):
         return NA, f"no usage source has a {column} column"
-    end = (now - timedelta(days=ending_days_ago)).timestamp()
-    start = end - days * 86400
+    end = window_start(now, ending_days_ago) if ending_days_ago else now.timestamp()
+    start = window_start(now, ending_days_ago + days)
     return [r[column] for at, r in rows if start < at <= end and isinstance(r.get(column), float)], None
 
 
@@ -77,7 +80,7 @@ def _days_since_active(acct: AccountData, inputs: Inputs, now: datetime) -> Valu
               if any(isinstance(r.get(c), float) and r[c] > 0 for c in ("active_users", "events", "key_events"))]
     if not active:
         return NA, "no activity in any usage row"
-    return float((now.timestamp() - max(active)) // 86400), None
+    return days_between(max(active), now), None
 
 
 def _seat_utilization(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
@@ -92,20 +95,22 @@ def _seat_utilization(acct: AccountData, inputs: Inputs, now: datetime) -> Value
     return round(100.0 * active / seats, 1), None
 
 
-OFFSETS = (0.0, 30 * DAY, 90 * DAY, 120 * DAY)  # a row enters the 30-day windows ending now and 90 days ago, and leaves them
+WINDOW_DAYS = (30, 90, 120)  # days after a row's first midnight: it leaves the 30-day window, enters and leaves the one 90 days ago
 
 
 def moves(acct: AccountData, now: datetime) -> float | None:
-    """A row counts from its timestamp on, leaves the 30-day window 30 days later, and is in the
-    window ending 90 days ago from 90 to 120 days after it; the days since the last active row go
-    up every day."""
-    stamp = now.timestamp()
-    moments = [at + offset for series in acct.of(SYSTEM, "series") for at in series.get("at") or []
-               for offset in OFFSETS]
-    active = [at for at, r in _rows(acct, now)
-              if any(isinstance(r.get(c), float) and r[c] > 0 for c in ("active_users", "events", "key_events"))]
-    if active:
-        moments.append(next_day(stamp, max(active)))
+    """A row counts from its timestamp on, leaves the 30-day window 30 days after the first
+    midnight at or after it, and is in the window ending 90 days ago from 90 to 120 days after
+    that midnight; the days since the last active row go up every midnight."""
+    stamp, zone = now.timestamp(), now.tzinfo
+    moments = []
+    for series in acct.of(SYSTEM, "series"):
+        for at in series.get("at") or []:
+            moments.append(at)
+            moments += [midnight_after(at, days, zone, strictly=False) for days in WINDOW_DAYS]
+    if any(any(isinstance(r.get(c), float) and r[c] > 0 for c in ("active_users", "events", "key_events"))
+           for _at, r in _rows(acct, now)):
+        moments.append(next_midnight(now))
     return first_after(stamp, moments)
 
 

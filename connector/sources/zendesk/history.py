@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from ...times import parse_iso
 from ..base import Columnar, Past, Table, Tables
+from ..days import window_start
 from .metrics import OPEN_TICKET
 
 
@@ -75,12 +76,12 @@ def _urgent_now(t: Tables, at: datetime) -> Columnar:
 
 def _recent(t: Tables, at: datetime) -> Columnar:
     existed = _tickets_then(t, at)[0]
-    return t.count("tickets", existed & (t["tickets"]["created"] > (at - timedelta(days=30)).timestamp())), None
+    return t.count("tickets", existed & (t["tickets"]["created"] >= window_start(at, 30))), None
 
 
 def _csat(t: Tables, at: datetime) -> Columnar:
     existed, _is_open, rated = _tickets_then(t, at)
-    recent = existed & (t["tickets"]["updated"] > (at - timedelta(days=90)).timestamp())
+    recent = existed & (t["tickets"]["updated"] >= window_start(at, 90))
     good = t.count("tickets", recent & (rated == "good"))
     rated_count = good + t.count("tickets", recent & (rated == "bad"))
     values = np.full(t.n, np.nan)

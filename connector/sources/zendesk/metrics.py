@@ -7,11 +7,12 @@ are N/A with the plugin's `unmatched` reason).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ...times import parse_iso
-from ..base import DAY, NA, AccountData, CatalogueMetric, Value, first_after
+from ..base import NA, AccountData, CatalogueMetric, Value, first_after
+from ..days import midnight_after, window_start
 
 SYSTEM = "zendesk"
 Inputs = dict[str, Value]
@@ -34,28 +35,29 @@ def _urgent_tickets(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
 
 
 def _tickets_30d(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
-    since = now - timedelta(days=30)
-    return float(sum(1 for t in acct.of(SYSTEM, "tickets") if (_ticket_time(t.get("created_at")) or since) > since)), None
+    since = window_start(now, 30)
+    return float(sum(1 for t in acct.of(SYSTEM, "tickets")
+                     if (created := _ticket_time(t.get("created_at"))) is not None and created.timestamp() >= since)), None
 
 
 def _csat_90d(acct: AccountData, inputs: Inputs, now: datetime) -> Value:
-    since = now - timedelta(days=90)
-    scores = [t.get("satisfaction") for t in acct.of(SYSTEM, "tickets")
-              if t.get("satisfaction") in ("good", "bad") and (_ticket_time(t.get("updated_at")) or since) > since]
+    since = window_start(now, 90)
+    scores = [t.get("satisfaction") for t in acct.of(SYSTEM, "tickets") if t.get("satisfaction") in ("good", "bad")
+              and (updated := _ticket_time(t.get("updated_at"))) is not None and updated.timestamp() >= since]
     if not scores:
         return NA, "no rated tickets in 90 days"
     return round(100.0 * scores.count("good") / len(scores), 1), None
 
 
 def moves(acct: AccountData, now: datetime) -> float | None:
-    """A ticket leaves the 30-day count 30 days after it was created, and the 90-day CSAT 90 days
-    after its last update; nothing else here changes with time."""
-    moments = []
+    """A ticket leaves the 30-day count at the midnight 31 days after the day it was created, and
+    the 90-day CSAT 91 days after the day of its last update; nothing else here changes with time."""
+    moments, zone = [], now.tzinfo
     for t in acct.of(SYSTEM, "tickets"):
         if (created := _ticket_time(t.get("created_at"))) is not None:
-            moments.append(created.timestamp() + 30 * DAY)
+            moments.append(midnight_after(created.timestamp(), 30, zone, strictly=True))
         if (updated := _ticket_time(t.get("updated_at"))) is not None:
-            moments.append(updated.timestamp() + 90 * DAY)
+            moments.append(midnight_after(updated.timestamp(), 90, zone, strictly=True))
     return first_after(now.timestamp(), moments)
 
 
