@@ -37,7 +37,7 @@ from connector.http import CallLog  # noqa: E402
 from connector.pipeline import RunSummary, run  # noqa: E402
 from connector.store import Store  # noqa: E402
 
-READS = ("/search", "/batch/read", "/oauth2/token", "/query")  # POSTs that only read (or log in)
+READS = ("/search", "/batch/read", "/oauth2/token", "/query", "login")  # POSTs that only read (or log in)
 
 
 def writes(calls: CallLog) -> dict[str, dict[str, int]]:
