@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import duckdb
+import pytest
 from conftest import REPO
 
 from connector.config.mappings import load_mappings
@@ -176,10 +177,11 @@ def test_an_embedded_duckdb_is_held_to_its_memory_limit_and_draws_no_progress_ba
         assert got[0] == limit and got[1] is False and got[2].endswith("healthsync-duckdb")
 
 
-def test_the_usage_benchmark_runs_and_measures_every_account():
-    """benchmarks/usage_bench.py (docs/usage.md) on a few events: it keeps working."""
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_the_usage_benchmark_runs_and_measures_every_account(engine):
+    """benchmarks/usage_bench.py (docs/usage.md) on a few events, with each engine's query: it keeps working."""
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "usage_bench.py"), "--events", "6000",
-                           "--accounts", "120"], capture_output=True, text=True, timeout=300, check=True)
+                           "--accounts", "120", "--engine", engine], capture_output=True, text=True, timeout=300, check=True)
     assert "the database alone" in done.stdout
     assert "120 accounts with usage metric values" in done.stdout, done.stdout
     returned = int(re.search(r"the query returned ([\d,]+) rows", done.stdout).group(1).replace(",", ""))
