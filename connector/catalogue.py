@@ -15,6 +15,7 @@ import numpy as np
 
 from .sources import registry
 from .sources.base import NA, AccountData, CatalogueMetric, Columnar, Value
+from .sources.days import next_midnight
 
 
 def _number(inputs: dict[str, Value], name: str) -> tuple[float | None, str | None]:
@@ -42,10 +43,10 @@ def _days_to_renewal(acct: AccountData, inputs: dict[str, Value], now: datetime)
 
 
 def _next_midnight(inputs: dict[str, Value], now: datetime) -> float | None:
-    """Days to renewal go down at each midnight (UTC), once the renewal date is known."""
+    """Days to renewal go down at each midnight of `now`'s zone, once the renewal date is known."""
     if inputs.get("renewal_date", (None, None))[0] is None:
         return None
-    return (now.timestamp() // 86400 + 1) * 86400
+    return next_midnight(now)
 
 
 # when a CRM metric of an account moves with time alone: (its input values, now) -> epoch seconds

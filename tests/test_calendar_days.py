@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from connector.catalogue import catalogue
+from connector.catalogue import CRM_MOVES, catalogue
 from connector.config.mappings import load_mappings
 from connector.metrics import calculator
 from connector.sources import registry
@@ -166,3 +166,46 @@ def test_hourly_runs_through_a_day_write_nothing_once_the_first_writes_are_read_
             assert later.pushed is not None and not any(later.pushed.written.values())
         next_day = run(store, mappings, env, now=base + timedelta(hours=23, minutes=30))
         assert next_day.pulled.measure.changed > 0 and next_day.scored.standing is None
+
+
+def test_a_day_that_midnight_starts_twice_starts_at_the_second():
+    """St John's, 7 November 2010: clocks went back from 00:01 to 23:01 of the 6th, so 00:00 of the
+    7th came twice with the 6th in between; a count of days goes up at the second 00:00."""
+    from connector.sources.days import midnight, next_midnight
+
+    zone = ZoneInfo("America/St_Johns")
+    start = midnight(datetime(2010, 11, 7).date(), zone)
+    assert start == _at("2010-11-07T03:30:00").timestamp()  # 00:00 at -03:30, the second time
+    late = datetime(2010, 11, 7, 3, 0, tzinfo=UTC).astimezone(zone)  # 23:30 of the 6th, after the change
+    assert late.date().isoformat() == "2010-11-06" and next_midnight(late) == start
+    assert days_between(_t("2010-11-06T15:00:00"), late) == 0.0
+    # elsewhere nothing moves: Berlin's autumn change is at 03:00, São Paulo's spring one skipped 00:00
+    assert midnight(datetime(2026, 10, 25).date(), BERLIN) == _at("2026-10-25T00:00:00", BERLIN).timestamp()
+    assert midnight(datetime(2018, 11, 4).date(), ZoneInfo("America/Sao_Paulo")) == _at("2018-11-04T03:00:00").timestamp()
+
+
+def test_a_naive_now_is_utc_in_the_column_forms_too(monkeypatch):
+    """The record forms take a naive moment as UTC; the column forms did so only where the machine's
+    own zone is UTC (now.timestamp() of a naive datetime reads the machine's zone)."""
+    import time as clock
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    clock.tzset()
+    try:
+        now = datetime(2026, 12, 1, 22, 0)  # naive: 22:00 UTC
+        stamps = np.array([float(_t("2026-12-01T10:00:00")), float(_t("2026-11-30T23:00:00"))])
+        assert [days_between(float(s), now) for s in stamps] == [0.0, 1.0]
+        assert (today_ordinal(now) - ordinals_of(stamps, None)).tolist() == [0.0, 1.0]
+    finally:
+        monkeypatch.delenv("TZ")
+        clock.tzset()
+
+
+def test_days_to_renewal_moves_at_the_zones_midnight():
+    """days_to_renewal counts from now's date in now's zone, and says it moves at that zone's midnight."""
+    now = datetime(2026, 12, 1, 22, 30, tzinfo=UTC).astimezone(BERLIN)  # 23:30 in Berlin
+    inputs = {"renewal_date": ("2026-12-10", None)}
+    assert catalogue()["days_to_renewal"].compute(AccountData(), inputs, now)[0] == 9.0
+    moves = CRM_MOVES["days_to_renewal"](inputs, now)
+    assert moves == _at("2026-12-01T23:00:00").timestamp()  # Berlin's midnight, not UTC's
+    assert catalogue()["days_to_renewal"].compute(AccountData(), inputs, datetime.fromtimestamp(moves, BERLIN))[0] == 8.0

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 import numpy as np
 
 DAY = 86400.0
+_EPOCH_DAY = date(1970, 1, 1)
 
 
 def _offset(zone: tzinfo | None) -> float | None:
@@ -28,8 +29,12 @@ def _offset(zone: tzinfo | None) -> float | None:
 
 
 def midnight(day: date, zone: tzinfo | None) -> float:
-    """Epoch seconds of the midnight that starts `day` in `zone`."""
-    return datetime.combine(day, time(), tzinfo=zone or UTC).timestamp()
+    """Epoch seconds of the midnight that starts `day` in `zone`. Where clocks go back across
+    midnight, 00:00 comes twice and the day before returns in between: the day starts at the
+    second (America/St_Johns until 2010); where midnight does not exist, at the day's first moment."""
+    first = datetime.combine(day, time(), tzinfo=zone or UTC).timestamp()
+    second = datetime.combine(day, time(fold=1), tzinfo=zone or UTC).timestamp()
+    return second if second > first and day_of(second - 1, zone) < day else first
 
 
 def day_of(stamp: float, zone: tzinfo | None) -> date:
@@ -83,8 +88,8 @@ def ordinals_of(stamps: np.ndarray, zone: tzinfo | None) -> np.ndarray:
 
 def today_ordinal(now: datetime) -> float:
     """`now`'s day on the scale of `ordinals_of` for its zone."""
-    if _offset(now.tzinfo) is not None:
-        return float(np.floor((now.timestamp() + _offset(now.tzinfo)) / DAY))  # type: ignore[operator]
+    if _offset(now.tzinfo) is not None:  # days since 1970-01-01, as floor((stamp + offset) / DAY); a naive now is UTC
+        return float((now.date() - _EPOCH_DAY).days)
     return float(now.date().toordinal())
 
 
