@@ -344,10 +344,11 @@ def _safe(values: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _driver_table(labels: tuple[str, ...]) -> np.ndarray:
-    """Every possible piece, formatted once per set of labels; rows only pick from the table."""
-    return np.array([[[f"{label} {s} (-{lost})" for lost in range(101)] for s in range(101)] for label in labels],
-                    dtype=object)
+def _driver_table(labels: tuple[str, ...], lead: str) -> np.ndarray:
+    """Every possible piece, formatted once per set of labels, `lead` before it: piece (group, score,
+    lost) at 1 + (group * 101 + score) * 101 + lost, "" at 0 (no piece); rows only pick from it."""
+    pieces = [f"{lead}{label} {s} (-{lost})" for label in labels for s in range(101) for lost in range(101)]
+    return np.array(["", *pieces], dtype=object)
 
 
 def _driver_texts(model: CompiledModel, model_pass: ModelPass, top: int, rounding: str = "half_up") -> np.ndarray:
@@ -356,6 +357,8 @@ def _driver_texts(model: CompiledModel, model_pass: ModelPass, top: int, roundin
     Each number is the sub-score as its CRM field holds it (2 decimals, see
     pipeline.score_rows) rounded to a whole number by the score's `rounding`,
     like the global score: a sub-score field of 55.5 reads "Usage 56" (half_up).
+    A sub-score that costs no point is left out; those come last, as the pieces are in order of
+    cost, so each row's text is its rank-1 piece, then ", " and each next one that has a cost.
     """
     m = len(model_pass.rows)
     if top == 0 or m == 0:
@@ -364,18 +367,18 @@ def _driver_texts(model: CompiledModel, model_pass: ModelPass, top: int, roundin
     scores = np.column_stack([model_pass.groups[g.name] for g in model.groups])
     lost_r = np.clip(round_score(np.round(losses, 2), rounding), 0, 100).astype(np.int64)
     score_r = np.clip(round_score(np.round(np.nan_to_num(scores), 2), rounding), 0, 100).astype(np.int64)
-    table = _driver_table(tuple(g.label for g in model.groups))
+    labels = tuple(g.label for g in model.groups)
     order = np.argsort(-losses, axis=1, kind="stable")[:, :top]
-    pieces = np.zeros((m, order.shape[1]), dtype=np.int64)  # (group, score, lost) per rank, as one number
+    texts: np.ndarray | None = None
     for rank in range(order.shape[1]):
         group = order[:, rank]
         lost = np.take_along_axis(lost_r, group[:, None], axis=1)[:, 0]
         score = np.take_along_axis(score_r, group[:, None], axis=1)[:, 0]
-        pieces[:, rank] = np.where(lost > 0, (group * 101 + score) * 101 + lost + 1, 0)
-    distinct, where = np.unique(pieces, axis=0, return_inverse=True)  # texts made once per distinct row
-    texts = [", ".join(str(table[(p - 1) // 10201, (p - 1) // 101 % 101, (p - 1) % 101]) for p in row if p)
-             for row in distinct.tolist()]
-    return np.array(texts + [None], dtype=object)[:-1][where.reshape(-1)]
+        piece = np.where(lost > 0, (group * 101 + score) * 101 + lost + 1, 0)
+        table = _driver_table(labels, "" if texts is None else ", ")
+        texts = table[piece] if texts is None else texts + table[piece]  # object arrays: str + str per row
+    assert texts is not None
+    return texts
 
 
 # ---------------------------------------------------------------- trigger indexes
