@@ -369,15 +369,14 @@ def _driver_texts(model: CompiledModel, model_pass: ModelPass, top: int, roundin
     score_r = np.clip(round_score(np.round(np.nan_to_num(scores), 2), rounding), 0, 100).astype(np.int64)
     labels = tuple(g.label for g in model.groups)
     order = np.argsort(-losses, axis=1, kind="stable")[:, :top]
-    texts: np.ndarray | None = None
-    for rank in range(order.shape[1]):
-        group = order[:, rank]
+    pieces = []  # per rank, each row's piece as its place in the table
+    for group in order.T:
         lost = np.take_along_axis(lost_r, group[:, None], axis=1)[:, 0]
         score = np.take_along_axis(score_r, group[:, None], axis=1)[:, 0]
-        piece = np.where(lost > 0, (group * 101 + score) * 101 + lost + 1, 0)
-        table = _driver_table(labels, "" if texts is None else ", ")
-        texts = table[piece] if texts is None else texts + table[piece]  # object arrays: str + str per row
-    assert texts is not None
+        pieces.append(np.where(lost > 0, (group * 101 + score) * 101 + lost + 1, 0))
+    texts = _driver_table(labels, "")[pieces[0]]
+    for piece in pieces[1:]:
+        texts = texts + _driver_table(labels, ", ")[piece]  # object arrays: str + str per row
     return texts
 
 
