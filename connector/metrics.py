@@ -42,7 +42,7 @@ class MeasureSummary:
     inputs_move: float | None = None
 
 
-GATHER_BATCH = 20_000  # accounts whose records are read and decoded at once
+GATHER_BATCH = 5_000  # accounts whose records are read and decoded at once
 INCREMENTAL_SHARE = 0.5  # above this share of accounts to measure again, measure all (column-wise is faster)
 
 
@@ -132,16 +132,18 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     totals = {key: [_contribution(value, unit) for value, unit in
                     zip(computed[key], computed[known[key].total_by or ""], strict=True)] for key in totalled}
 
-    def rows() -> Iterator[tuple[int, str, Any, str | None]]:
-        for i, account_id in enumerate(measured.tolist()):
-            for name in names:
-                value, reason = by_name[name][i]
-                if value is None:
-                    summary.not_available[name] = summary.not_available.get(name, 0) + 1
-                summary.values += 1
-                yield account_id, name, value, reason
+    accounts = measured.tolist()
 
-    summary.changed += store.set_values(rows(), iso(now), partial=due is not None)
+    def rows(name: str) -> Iterator[tuple[int, str, Any, str | None]]:
+        values = by_name[name]
+        summary.values += len(values)
+        missing = sum(value is None for value, _reason in values)
+        if missing:
+            summary.not_available[name] = summary.not_available.get(name, 0) + missing
+        return ((account_id, name, value, reason) for account_id, (value, reason) in zip(accounts, values, strict=True))
+
+    # a name's rows made when the store takes them, one name after the other
+    summary.changed += store.set_value_columns(((name, rows(name)) for name in names), iso(now), partial=due is not None)
     summary.inputs_move = min(moved_by_inputs, default=None)
     if every_name:
         if due is not None and inputs_move is not None:  # the inputs' moment stands (or the daily pass set it)

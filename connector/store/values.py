@@ -40,17 +40,26 @@ class Values(Area):
         (None included) starts a new `since` and is appended to metric_history.
         `partial`: a few accounts of each name (an incremental measure): only theirs are read to compare.
         """
-        now = now or utcnow()
-        by_name: dict[str, dict[int, tuple[str, int, float | None, str | None, str | None]]] = {}
+        by_name: dict[str, list[tuple[int, str, Any] | tuple[int, str, Any, str | None]]] = {}
         for row in rows:
-            value_row = _value_row(row)
-            by_name.setdefault(value_row[0], {})[value_row[1]] = value_row  # the last one of an account counts
+            by_name.setdefault(row[1], []).append(row)
+        return self.set_value_columns(by_name.items(), now, partial)
+
+    def set_value_columns(
+        self, columns: Iterable[tuple[str, Iterable[tuple[int, str, Any] | tuple[int, str, Any, str | None]]]],
+        now: str | None = None, partial: bool = False,
+    ) -> int:
+        """`set_values` of one name after the other: (name, its rows), each name once. A name's rows
+        are made only when its turn comes, so a full measure holds one name's rows, not every
+        name's (at 100k accounts and 25 names, 2.5 million tuples)."""
+        now = now or utcnow()
         changed = 0
         moments: list[tuple[str, str, str]] = []
         touched = False
         with self.transaction(), self._untriggered("value_"):  # the copies' logs and the moments are kept here
             copies = {n for (n,) in self.conn.execute("SELECT name FROM value_columns")}
-            for name, by_account in by_name.items():  # one name at a time: memory stays one column wide
+            for name, rows in columns:  # one name at a time: memory stays one column wide
+                by_account = {r[1]: r for r in map(_value_row, rows)}  # the last one of an account counts
                 current = self._current_values(name, list(by_account) if partial else None)
                 new, moved, explained = [], [], []
                 for account_id, r in by_account.items():
