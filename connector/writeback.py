@@ -106,12 +106,12 @@ def _outgoing(value: Any, kind: str) -> Any:
 
 
 def desired_values(store: Store, mappings: Mappings, system: str, types: Mapping[str, str],
-                   lengths: Mapping[str, int] | None = None, records: list[str] | None = None
-                   ) -> dict[str, dict[str, Any]]:
+                   lengths: Mapping[str, int] | None = None, records: list[str] | None = None,
+                   owner: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
     """CRM record id -> output field -> the value it should hold (text cut to the field's length);
-    of `records` only, if given."""
+    of `records` only, if given. `owner`: the object's links (record id -> account), if read already."""
     lengths = field_lengths(store, system) if lengths is None else lengths
-    owner = store.linked(system, _crm(system).object)
+    owner = store.linked(system, _crm(system).object) if owner is None else owner
     if records is not None:
         owner = {r: owner[r] for r in records if r in owner}
     by_account: dict[int, list[str]] = {}
@@ -157,6 +157,8 @@ def _output_value(key: str, row: Mapping[str, Any] | None, kind: str) -> Any:
 # ------------------------------------------------------------------ plan
 
 
+PLAN_BATCH = 10_000  # CRM records compared at once: their stored records, links' scores and desired values
+
 def plan(store: Store, mappings: Mappings, run_id: int | None = None, systems: list[str] | None = None,
          sample_size: int = 5, full: bool = False) -> PlanSummary:
     """Compute the changes and save them as the outbox (replacing what was not yet written).
@@ -176,39 +178,42 @@ def plan(store: Store, mappings: Mappings, run_id: int | None = None, systems: l
         if not types:
             continue  # this CRM was never pulled: nothing known to compare with
         obj = _crm(system).object
-        only = None if summary.full else store.records_to_plan(system, obj)
-        held = dict(store.records(system, obj)) if only is None else store.records_by_id(system, obj, only)
+        ids = store.record_ids(system, obj) if summary.full else store.records_to_plan(system, obj)
         owner = store.linked(system, obj)
-        written = store.written(system, obj, only)
-        summary.changes[system] = summary.drift[system] = summary.unchanged[system] = 0
-        summary.compared[system] = len(held)
+        lengths = field_lengths(store, system)
+        summary.changes[system] = summary.drift[system] = summary.unchanged[system] = summary.compared[system] = 0
         counts = summary.fields.setdefault(system, {})
-        for record_id, desired in desired_values(store, mappings, system, types, records=only).items():
-            if record_id not in held:
-                continue  # deleted in the CRM since the match
-            changes: dict[str, Any] = {}
-            before: dict[str, Any] = {}
-            drift: list[str] = []
-            for crm_field, want in desired.items():
-                kind = types.get(crm_field, "string")
-                have = canonical(held[record_id].get(crm_field), kind)
-                if canonical(want, kind) == have:
+        for start in range(0, len(ids), PLAN_BATCH):  # a batch's records and scores held at once, not the org's
+            batch = ids[start:start + PLAN_BATCH]
+            held = store.records_by_id(system, obj, batch)
+            written = store.written(system, obj, batch)
+            summary.compared[system] += len(held)
+            for record_id, desired in desired_values(store, mappings, system, types, lengths, batch, owner).items():
+                if record_id not in held:
+                    continue  # deleted in the CRM since the match
+                changes: dict[str, Any] = {}
+                before: dict[str, Any] = {}
+                drift: list[str] = []
+                for crm_field, want in desired.items():
+                    kind = types.get(crm_field, "string")
+                    have = canonical(held[record_id].get(crm_field), kind)
+                    if canonical(want, kind) == have:
+                        continue
+                    changes[crm_field] = want
+                    before[crm_field] = held[record_id].get(crm_field)
+                    last = written.get((record_id, crm_field))
+                    if last is not None and last != have:
+                        drift.append(crm_field)
+                    counts[crm_field] = counts.get(crm_field, 0) + 1
+                if not changes:
+                    summary.unchanged[system] += 1
                     continue
-                changes[crm_field] = want
-                before[crm_field] = held[record_id].get(crm_field)
-                last = written.get((record_id, crm_field))
-                if last is not None and last != have:
-                    drift.append(crm_field)
-                counts[crm_field] = counts.get(crm_field, 0) + 1
-            if not changes:
-                summary.unchanged[system] += 1
-                continue
-            summary.changes[system] += 1
-            summary.drift[system] += len(drift)
-            rows.append((run_id, system, _crm(system).object, record_id, owner[record_id], json.dumps(changes, sort_keys=True),
-                         json.dumps(before, sort_keys=True, default=str), json.dumps(drift), now))
-            if len(summary.samples) < sample_size:
-                summary.samples.append({"system": system, "record": record_id, "before": before, "after": changes})
+                summary.changes[system] += 1
+                summary.drift[system] += len(drift)
+                rows.append((run_id, system, _crm(system).object, record_id, owner[record_id], json.dumps(changes, sort_keys=True),
+                             json.dumps(before, sort_keys=True, default=str), json.dumps(drift), now))
+                if len(summary.samples) < sample_size:
+                    summary.samples.append({"system": system, "record": record_id, "before": before, "after": changes})
     store.replace_outbox(rows, [s for s in summary.changes])
     if systems is None:
         store.planned(state)

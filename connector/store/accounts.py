@@ -198,6 +198,11 @@ class Accounts(Changes):
         for rid, data in self.conn.execute(sql + " ORDER BY id", (system, obj)):
             yield rid, _decoded(data)
 
+    def record_ids(self, system: str, obj: str) -> list[str]:
+        """Ids of one system object's live records, in id order."""
+        return [rid for (rid,) in self.conn.execute(
+            "SELECT id FROM records WHERE system = ? AND object = ? AND deleted = 0 ORDER BY id", (system, obj))]
+
     def records_by_id(self, system: str, obj: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The stored (live) records of one system object with these ids (absent ones left out)."""
         out: dict[str, dict[str, Any]] = {}
