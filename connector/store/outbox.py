@@ -52,10 +52,13 @@ class Outbox(Area):
         return int(row[0])
 
     def take_batch(self, system: str, size: int) -> list[dict[str, Any]]:
-        """The next changes to send, marked sent (committed) before the request goes out."""
+        """The next changes to send (id, record_id, fields, attempts: what sending and settling them
+        reads; a bulk job's 100,000 whole rows held about 200 MB), marked sent (committed) before the
+        request goes out."""
         with self.transaction():
             rows = list(self.db.query(
-                "SELECT * FROM outbox WHERE system = ? AND status IN ('pending', 'retry') ORDER BY attempts, id LIMIT ?",
+                "SELECT id, record_id, fields, attempts FROM outbox WHERE system = ? AND status IN ('pending', 'retry') "
+                "ORDER BY attempts, id LIMIT ?",
                 [system, size],
             ))
             return self._mark_sent("outbox", rows)
