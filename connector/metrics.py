@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,84 @@ class MeasureSummary:
     # the first moment a metric computed from CRM inputs alone moves with time (days to renewal, at
     # midnight): then those are measured for every account, and nothing else is
     inputs_move: float | None = None
+
+
+class _Measured:
+    """One name's (value, reason) per measured account, appended in account order and read back as
+    such, kept compact: numbers in a float array while every value is a float (or N/A), reasons in a
+    list (mostly None). 16 bytes a value, not a tuple and a float object each (~90 bytes): the
+    measure holds every name's values for every account at once."""
+
+    __slots__ = ("numbers", "objects", "reasons")
+
+    def __init__(self) -> None:
+        self.numbers: array[float] | None = array("d")  # NaN: N/A (its reason beside it)
+        self.objects: list[Any] | None = None  # once a value is not a float: every value as it is
+        self.reasons: list[str | None] = []
+
+    def append(self, pair: Value) -> None:
+        value, reason = pair
+        if self.numbers is not None:
+            if type(value) is float and value == value:
+                self.numbers.append(value)
+                self.reasons.append(reason)
+                return
+            if value is None:
+                self.numbers.append(math.nan)
+                self.reasons.append(reason)
+                return
+            self.objects = [None if v != v else v for v in self.numbers]
+            self.numbers = None
+        assert self.objects is not None
+        self.objects.append(value)
+        self.reasons.append(reason)
+
+    def values(self) -> Iterable[Any]:
+        """The values, None where N/A."""
+        if self.numbers is not None:
+            return (None if v != v else v for v in self.numbers)
+        assert self.objects is not None
+        return self.objects
+
+    def __iter__(self) -> Iterator[Value]:
+        return zip(self.values(), self.reasons, strict=True)
+
+    def __len__(self) -> int:
+        return len(self.reasons)
+
+    def missing(self) -> int:
+        if self.numbers is not None:
+            return int(np.isnan(np.frombuffer(self.numbers, dtype=float)).sum()) if self.numbers else 0
+        return sum(v is None for v in self.objects or ())
+
+    def column(self, number: bool) -> Column:
+        """As a stored name's column (what column-wise metrics read)."""
+        n = len(self.reasons)
+        if number:
+            data = np.frombuffer(self.numbers, dtype=float).copy() if self.numbers is not None and n else \
+                np.array([np.nan if v is None else v for v in self.values()], dtype=float)
+        else:
+            data = np.array(list(self.values()), dtype=object)
+        return Column(data, np.full(n, None, dtype=object), np.array(self.reasons, dtype=object))
+
+    @classmethod
+    def of(cls, column: Column) -> _Measured:
+        """A column's values (N/A where None or NaN, with its reason or 'N/A')."""
+        out = cls()
+        if column.values.dtype.kind == "f":  # numbers: as they are, NaN where N/A
+            values = np.ascontiguousarray(column.values, dtype=float)
+            na = np.isnan(values)
+            reasons = np.where(na, column.na_reason, None)
+            reasons[na & (reasons == None)] = "N/A"  # noqa: E711
+            out.numbers.frombytes(values.tobytes())  # type: ignore[union-attr]
+            out.reasons = reasons.tolist()
+            return out
+        for value, reason in zip(column.values.tolist(), column.na_reason.tolist(), strict=True):
+            if value is None or (isinstance(value, float) and value != value):
+                out.append((NA, reason or "N/A"))
+            else:
+                out.append((value, None))
+        return out
 
 
 GATHER_BATCH = 5_000  # accounts whose records are read and decoded at once
@@ -97,8 +176,8 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     systems = {known[k].system for k in narrow}
     moves = _Moves(store, mappings, known, keys, wide, wise, now)
     empty = AccountData()
-    inputs: dict[str, list[Value]] = {name: [] for name in mappings.inputs}
-    computed: dict[str, list[Value]] = {k: [] for k in narrow}
+    inputs: dict[str, _Measured] = {name: _Measured() for name in mappings.inputs}
+    computed: dict[str, _Measured] = {k: _Measured() for k in narrow}
     until: list[float | None] = []
     moved_by_inputs: list[float] = []
     read_inputs = inputs_of(mappings)
@@ -123,9 +202,9 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
                 moved_by_inputs.append(of_inputs)
         del data
     if wide:
-        columns = {name: _column(values, mappings.inputs[name].type == "number") for name, values in inputs.items()}
+        columns = {name: values.column(mappings.inputs[name].type == "number") for name, values in inputs.items()}
         for k in wide:
-            computed[k] = _values(wise.column(k, now, columns))
+            computed[k] = _Measured.of(wise.column(k, now, columns))
         until = moves.columnwise(until)
     computed.update(inputs)
     by_name = {name: computed[catalogue_of.get(name, name) if name not in mappings.inputs else name] for name in names}
@@ -137,7 +216,7 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     def rows(name: str) -> Iterator[tuple[int, str, Any, str | None]]:
         values = by_name[name]
         summary.values += len(values)
-        missing = sum(value is None for value, _reason in values)
+        missing = values.missing()
         if missing:
             summary.not_available[name] = summary.not_available.get(name, 0) + missing
         return ((account_id, name, value, reason) for account_id, (value, reason) in zip(accounts, values, strict=True))
@@ -218,24 +297,6 @@ def _objects_read(systems: set[str]) -> set[tuple[str, str]]:
         if plugin.system in systems:
             found.update((plugin.system, b.obj) for b in plugin.belongs)
     return found
-
-
-def _column(values: list[Value], number: bool) -> Column:
-    """Per-account (value, reason) pairs as a stored name's column (what column-wise metrics read)."""
-    n = len(values)
-    data = np.array([np.nan if v is None else v for v, _r in values], dtype=float) if number else \
-        np.array([v for v, _r in values], dtype=object)
-    return Column(data, np.full(n, None, dtype=object), np.array([r for _v, r in values], dtype=object))
-
-
-def _values(column: Column) -> list[Value]:
-    out: list[Value] = []
-    for value, reason in zip(column.values.tolist(), column.na_reason.tolist(), strict=True):
-        if value is None or (isinstance(value, float) and value != value):
-            out.append((NA, reason or "N/A"))
-        else:
-            out.append((value, None))
-    return out
 
 
 def calculator(known: dict[str, CatalogueMetric], now: datetime) -> Callable[[str, AccountData, dict[str, Value]], Value]:
