@@ -162,7 +162,7 @@ def test_only_since_is_a_bind_in_a_query_colons_in_literals_and_casts_stay(tmp_p
 
 
 def test_an_embedded_duckdb_is_held_to_its_memory_limit_and_draws_no_progress_bar(tmp_path):
-    """DuckDB runs inside healthsync: 512 MB (it spills past that) unless the URL says otherwise."""
+    """DuckDB runs inside healthsync: 256 MB (it spills past that) unless the URL says otherwise."""
     from connector.sources.usage.client import _connect
 
     path = tmp_path / "u.duckdb"
@@ -170,7 +170,7 @@ def test_an_embedded_duckdb_is_held_to_its_memory_limit_and_draws_no_progress_ba
     mappings = _mappings(tmp_path, ENTRY.replace("type: files\n    path: drop/", "type: sql\n    url_env: U_URL\n"
                                                  "    query: SELECT * FROM t WHERE day > :since"))
     entry = mappings.sources["usage_files"]
-    for url, limit in ((f"duckdb:///{path}", "488.2 MiB"), (f"duckdb:///{path}?memory_limit=1GB", "953.6 MiB")):
+    for url, limit in ((f"duckdb:///{path}", "244.1 MiB"), (f"duckdb:///{path}?memory_limit=1GB", "953.6 MiB")):
         with _connect({"U_URL": url}, mappings, entry) as conn:
             got = conn.exec_driver_sql("SELECT current_setting('memory_limit'), current_setting('enable_progress_bar'), "
                                        "current_setting('temp_directory')").one()

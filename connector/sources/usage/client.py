@@ -325,7 +325,7 @@ class _connect:
         self.engine.dispose()
 
 
-DUCKDB_MEMORY = "512MB"
+DUCKDB_MEMORY = "256MB"
 
 
 def _embedded(conn: Any, query: Any) -> None:
