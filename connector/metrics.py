@@ -181,17 +181,23 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     until: list[float | None] = []
     moved_by_inputs: list[float] = []
     read_inputs = inputs_of(mappings)
+    # the inputs: their fields alone, read out of every CRM record at once (the per-account path
+    # reads them from each account's gathered records, the reference the tests hold this to)
+    columns_in = None if per_account else input_columns(store, mappings, measured.tolist(), links)
     # the records are gathered a batch of accounts at a time (read by id and by parent), so no more
     # than a batch's are decoded at once; a few accounts (or due ones) in one read of whole objects
     batched = len(measured) > GATHER_BATCH  # then the links are read once for every batch, not once a batch
     step = GATHER_BATCH if batched else max(1, len(measured))
     for start in range(0, len(measured), step):
         batch = measured[start:start + step].tolist()
-        data = gather(store, only=_objects_read(systems), links=links if batched or due is None else None,
-                      accounts=set(batch) if batched or due is not None else None)
-        for account_id in batch:
+        data = gather(store, only=_objects_read(systems, crm=per_account), links=links if batched or due is None else None,
+                      accounts=set(batch) if batched or due is not None else None) if per_account or narrow else {}
+        for offset, account_id in enumerate(batch):
             acct = data.pop(account_id, empty)
-            given = read_inputs(acct)
+            if columns_in is None:
+                given = read_inputs(acct)
+            else:
+                given = {name: pairs[start + offset] for name, pairs in columns_in.items()}
             for name, value in given.items():
                 inputs[name].append(value)
             for k in narrow:
@@ -287,12 +293,12 @@ def _add(by_unit: dict[str, float], unit: str, value: float) -> None:
     by_unit[unit] = round(by_unit.get(unit, 0.0) + value, 2)
 
 
-def _objects_read(systems: set[str]) -> set[tuple[str, str]]:
-    """What the per-account path reads: every CRM's account records (the inputs), and the records
-    of the sources with a metric computed account by account."""
+def _objects_read(systems: set[str], crm: bool) -> set[tuple[str, str]]:
+    """What the per-account path reads: the records of the sources with a metric computed account
+    by account, and with `crm`, every CRM's account records (the inputs read from them)."""
     found = set()
     for plugin in registry.plugins():
-        if plugin.identity.role != "linked":
+        if crm and plugin.identity.role != "linked":
             found.add((plugin.system, plugin.identity.obj))
         if plugin.system in systems:
             found.update((plugin.system, b.obj) for b in plugin.belongs)
@@ -387,6 +393,58 @@ def inputs_of(mappings: Mappings) -> Callable[[AccountData], dict[str, Value]]:
         return out
 
     return read
+
+
+def input_columns(store: Store, mappings: Mappings, accounts: list[int],
+                  links: Callable[[str, str], dict[str, int]]) -> dict[str, list[Value]]:
+    """Every input's (value, reason) for `accounts`, in their order: what `inputs_of` reads from each
+    account's CRM records (registry order, then id order: the first whose mapped field is not
+    empty), with only the mapped fields taken out of the stored records, not each record decoded
+    whole. `links(system, object)`: every link of an object."""
+    position = {account_id: i for i, account_id in enumerate(accounts)}
+    n = len(accounts)
+    found: dict[str, list[Value | None]] = {name: [None] * n for name in mappings.inputs}
+    empty: dict[str, dict[int, str]] = {name: {} for name in mappings.inputs}  # "salesforce X is empty; ..."
+    has_crm = bytearray(n)
+    for plugin in registry.plugins():
+        if plugin.identity.role == "linked":
+            continue
+        system = plugin.system
+        mapped = [(name, crm_field, spec.type) for name, spec in mappings.inputs.items()
+                  if (crm_field := getattr(spec, system, None))]
+        fields = list(dict.fromkeys(crm_field for _name, crm_field, _kind in mapped))
+        owner = links(system, plugin.identity.obj)
+        kept = []  # (account position, the fields' values) of each record of a measured account
+        for rid, raws in store.record_fields(system, plugin.identity.obj, fields):
+            account_id = owner.get(rid)
+            i = position.get(account_id) if account_id is not None else None
+            if i is not None:
+                has_crm[i] = 1
+                kept.append((i, raws))
+        for name, crm_field, kind in mapped:  # an input at a time: its records in id order, as the per-account path
+            j, got, why = fields.index(crm_field), found[name], empty[name]
+            blank, memo = f"{system} {crm_field} is empty", {}  # memo: each distinct text converted once
+            for i, raws in kept:
+                if got[i] is not None:
+                    continue
+                raw = raws[j]
+                if raw is None or raw == "":
+                    why[i] = f"{why[i]}; {blank}" if i in why else blank
+                elif type(raw) is str and raw in memo:
+                    got[i] = memo[raw]
+                else:
+                    value, problem = _convert(raw, kind)
+                    got[i] = (NA, f"{system} {crm_field}: {problem}") if problem else (value, None)
+                    if type(raw) is str:
+                        memo[raw] = got[i]
+    no_crm, unmapped = (NA, "no CRM record"), (NA, "not mapped for this account's CRM")
+    out: dict[str, list[Value]] = {}
+    for name, pairs in found.items():
+        why, told = empty[name], {}  # told: one (N/A, reason) pair per distinct reason
+        out[name] = [pair if pair is not None else
+                     (told.get(why[i]) or told.setdefault(why[i], (NA, why[i]))) if i in why else
+                     unmapped if has_crm[i] else no_crm for i, pair in enumerate(pairs)]
+    return out
 
 
 def _convert(raw: Any, kind: str) -> tuple[Any, str | None]:

@@ -10,6 +10,7 @@ from conftest import REPO
 from connector.config.mappings import load_mappings
 from connector.identity import match, normalize_domain
 from connector.metrics import measure
+from connector.sources.base import AccountData
 
 MAPPINGS = load_mappings(REPO / "mappings")
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
@@ -171,3 +172,44 @@ def test_measure_computes_inputs_and_catalogue_with_reasons_for_na(store):
     assert initech["seats"] == (None, "not mapped for this account's CRM")
     assert summary.totals == {"mrr": {"usd": 143.0}}
     assert measure(store, MAPPINGS, NOW).changed == 0  # measuring again changes nothing
+
+
+def test_inputs_read_column_wise_are_what_each_accounts_records_give(store):
+    """The measure reads the inputs' fields out of every CRM record at once (`input_columns`); the
+    per-account path reads them from each account's gathered records. Two HubSpot companies on one
+    account (the first by id with the field empty), Salesforce before HubSpot, garbage of every
+    kind, a deleted record and an unmapped CRM: the same value or N/A with the same reason."""
+    from connector.metrics import gather, input_columns, inputs_of
+
+    seed(store)
+    store.put_records("salesforce", "Account", [
+        sf(6, "odd.example", CSM_Rating__c=True, Seats_Purchased__c="1,200", NPS__c={"score": 9}, Customer_Segment__c=7,
+           Renewal_Date__c="someday", Active_Users_30d__c=float("nan")),
+        sf(7, "wide.example", CSM_Rating__c="", Seats_Purchased__c=10**30, NPS__c="  ", Customer_Segment__c=""),
+    ])
+    store.put_records("salesforce", "Account", [(*sf(8, "gone.example", CSM_Rating__c=3)[:3], True)])
+    store.put_records("hubspot", "companies", [
+        ("905", {"id": "905", "name": "Wide B", "domain": "wide.example", "csm_rating": "4", "customer_segment": "SMB"}, None, False),
+        ("904", {"id": "904", "name": "Wide A", "domain": "wide.example", "csm_rating": "", "customer_segment": "Mid-Market"},
+         None, False),
+        ("906", {"id": "906", "name": "Solo", "domain": "solo.example", "csm_rating": "three"}, None, False),
+    ])
+    match(store, MAPPINGS)
+    ids = store.account_ids().tolist()
+    columns = input_columns(store, MAPPINGS, ids, store.linked)
+    data, read = gather(store), inputs_of(MAPPINGS)
+    for i, account_id in enumerate(ids):
+        expected = read(data[account_id]) if account_id in data else read(AccountData())
+        assert {name: pairs[i] for name, pairs in columns.items()} == expected, account_id
+    keys = store.account_keys()
+    of = lambda key: {name: pairs[ids.index(keys[key])] for name, pairs in columns.items()}  # noqa: E731
+    odd, wide, solo = of("salesforce:001000000000000006"), of("salesforce:001000000000000007"), of("hubspot:906")
+    assert odd["csm_rating"] == (None, "salesforce CSM_Rating__c: True is not a number")
+    assert odd["seats"] == (1200.0, None) and odd["segment"] == ("7", None)
+    assert odd["renewal_date"] == (None, "salesforce Renewal_Date__c: 'someday' is not a date")
+    assert wide["csm_rating"] == (4.0, None)  # Salesforce's empty, HubSpot's 904 empty, 905 says 4
+    assert wide["segment"] == ("Mid-Market", None)  # 904 before 905
+    assert wide["seats"] == (1e30, None)
+    assert solo["csm_rating"] == (None, "hubspot csm_rating: 'three' is not a number")
+    assert solo["seats"] == (None, "not mapped for this account's CRM")
+    assert len(ids) >= 7
