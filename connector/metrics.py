@@ -414,17 +414,17 @@ def input_columns(store: Store, mappings: Mappings, accounts: list[int],
                   if (crm_field := getattr(spec, system, None))]
         fields = list(dict.fromkeys(crm_field for _name, crm_field, _kind in mapped))
         owner = links(system, plugin.identity.obj)
-        kept = []  # (account position, the fields' values) of each record of a measured account
-        for rid, raws in store.record_fields(system, plugin.identity.obj, fields):
+        # each input's field index, the reason when empty, each distinct text's value (converted once)
+        plan = [(fields.index(crm_field), kind, f"{system} {crm_field}", f"{system} {crm_field} is empty", found[name],
+                 empty[name], {})
+                for name, crm_field, kind in mapped]
+        for rid, raws in store.record_fields(system, plugin.identity.obj, fields):  # in id order, as gathered
             account_id = owner.get(rid)
             i = position.get(account_id) if account_id is not None else None
-            if i is not None:
-                has_crm[i] = 1
-                kept.append((i, raws))
-        for name, crm_field, kind in mapped:  # an input at a time: its records in id order, as the per-account path
-            j, got, why = fields.index(crm_field), found[name], empty[name]
-            blank, memo = f"{system} {crm_field} is empty", {}  # memo: each distinct text converted once
-            for i, raws in kept:
+            if i is None:
+                continue
+            has_crm[i] = 1
+            for j, kind, where, blank, got, why, memo in plan:
                 if got[i] is not None:
                     continue
                 raw = raws[j]
@@ -434,7 +434,7 @@ def input_columns(store: Store, mappings: Mappings, accounts: list[int],
                     got[i] = memo[raw]
                 else:
                     value, problem = _convert(raw, kind)
-                    got[i] = (NA, f"{system} {crm_field}: {problem}") if problem else (value, None)
+                    got[i] = (NA, f"{where}: {problem}") if problem else (value, None)
                     if type(raw) is str:
                         memo[raw] = got[i]
     no_crm, unmapped = (NA, "no CRM record"), (NA, "not mapped for this account's CRM")
