@@ -183,10 +183,11 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     read_inputs = inputs_of(mappings)
     # the inputs: their fields alone, read out of every CRM record at once (the per-account path
     # reads them from each account's gathered records, the reference the tests hold this to)
-    columns_in = None if per_account else input_columns(store, mappings, measured.tolist(), links)
+    batched = len(measured) > GATHER_BATCH  # then the links are read once for every batch, not once a batch
+    columns_in = None if per_account else \
+        input_columns(store, mappings, measured.tolist(), links if batched or due is None else None)
     # the records are gathered a batch of accounts at a time (read by id and by parent), so no more
     # than a batch's are decoded at once; a few accounts (or due ones) in one read of whole objects
-    batched = len(measured) > GATHER_BATCH  # then the links are read once for every batch, not once a batch
     step = GATHER_BATCH if batched else max(1, len(measured))
     for start in range(0, len(measured), step):
         batch = measured[start:start + step].tolist()
@@ -396,11 +397,12 @@ def inputs_of(mappings: Mappings) -> Callable[[AccountData], dict[str, Value]]:
 
 
 def input_columns(store: Store, mappings: Mappings, accounts: list[int],
-                  links: Callable[[str, str], dict[str, int]]) -> dict[str, list[Value]]:
+                  links: Callable[[str, str], dict[str, int]] | None = None) -> dict[str, list[Value]]:
     """Every input's (value, reason) for `accounts`, in their order: what `inputs_of` reads from each
     account's CRM records (registry order, then id order: the first whose mapped field is not
-    empty), with only the mapped fields taken out of the stored records, not each record decoded
-    whole. `links(system, object)`: every link of an object."""
+    empty), each record decoded once and only the mapped fields kept. `links(system, object)`:
+    every link of an object, and every record read (many accounts); without it only the accounts'
+    links are read, and their records by id (a few due accounts of a big org)."""
     position = {account_id: i for i, account_id in enumerate(accounts)}
     n = len(accounts)
     found: dict[str, list[Value | None]] = {name: [None] * n for name in mappings.inputs}
@@ -413,12 +415,14 @@ def input_columns(store: Store, mappings: Mappings, accounts: list[int],
         mapped = [(name, crm_field, spec.type) for name, spec in mappings.inputs.items()
                   if (crm_field := getattr(spec, system, None))]
         fields = list(dict.fromkeys(crm_field for _name, crm_field, _kind in mapped))
-        owner = links(system, plugin.identity.obj)
+        owner = links(system, plugin.identity.obj) if links is not None else \
+            store.linked(system, plugin.identity.obj, accounts)
         # each input's field index, the reason when empty, each distinct text's value (converted once)
         plan = [(fields.index(crm_field), kind, f"{system} {crm_field}", f"{system} {crm_field} is empty", found[name],
                  empty[name], {})
                 for name, crm_field, kind in mapped]
-        for rid, raws in store.record_fields(system, plugin.identity.obj, fields):  # in id order, as gathered
+        for rid, raws in store.record_fields(system, plugin.identity.obj, fields,  # in id order, as gathered
+                                             ids=None if links is not None else sorted(owner)):
             account_id = owner.get(rid)
             i = position.get(account_id) if account_id is not None else None
             if i is None:

@@ -202,6 +202,9 @@ def test_inputs_read_column_wise_are_what_each_accounts_records_give(store):
         expected = read(data[account_id]) if account_id in data else read(AccountData())
         assert {name: pairs[i] for name, pairs in columns.items()} == expected, account_id
     keys = store.account_keys()
+    some = sorted({*ids[1::2], keys["salesforce:001000000000000007"]})  # a few due accounts, Wide among them:
+    by_id = input_columns(store, MAPPINGS, some)  # their links alone read, their records by id
+    assert by_id == {name: [pairs[ids.index(a)] for a in some] for name, pairs in columns.items()}
     of = lambda key: {name: pairs[ids.index(keys[key])] for name, pairs in columns.items()}  # noqa: E731
     odd, wide, solo = of("salesforce:001000000000000006"), of("salesforce:001000000000000007"), of("hubspot:906")
     assert odd["csm_rating"] == (None, "salesforce CSM_Rating__c: True is not a number")
