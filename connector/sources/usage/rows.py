@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -83,7 +83,7 @@ class Collected:
             return
         position = {n.lower(): i for i, n in enumerate(names)}
         stamp = position[self.spec.timestamp.lower()]
-        columns: dict[int, list[Any] | np.ndarray] = {}
+        columns: dict[int, Sequence[Any] | np.ndarray] = {}
         for i in {position[c.lower()] for c in self.spec.wanted}:
             kind = types[i].upper()
             zoned = kind == "DATE" or "TIME ZONE" in kind or (kind.startswith("TIMESTAMP") and self.spec.timestamp_zone == "UTC")
@@ -95,7 +95,7 @@ class Collected:
                 columns[i] = arrays[i].tolist()  # masked (NULL) values become None
         self._add(position, columns, len(arrays[0]))
 
-    def _add(self, position: dict[str, int], columns: dict[int, list[Any] | np.ndarray], size: int) -> None:
+    def _add(self, position: dict[str, int], columns: dict[int, Sequence[Any] | np.ndarray], size: int) -> None:
         first = self.count + 1
         self.count += size
         if not self._code:
@@ -103,15 +103,22 @@ class Collected:
             self.keys.append("")
         code = self._code
         raws = columns[position[self.spec.key.column.lower()]]
+        keys = self.keys
+
+        def code_of(text: str) -> int:  # a new key text gets the next code, and its place in `keys`
+            found = code.get(text)
+            if found is None:
+                found = code[text] = len(keys)
+                keys.append(text)
+            return found
+
         if set(map(type, raws)) <= {str, type(None)}:  # each distinct key worked out once
             distinct: dict[Any, int] = dict.fromkeys(raws)  # type: ignore[arg-type]
             for raw in distinct:
-                distinct[raw] = code.setdefault(_key_text(raw), len(code))
+                distinct[raw] = code_of(_key_text(raw))
             codes = np.fromiter(map(distinct.__getitem__, raws), dtype=np.int64, count=size)
         else:  # numbers too: 1 and 1.0 are one dict key but two key texts
-            codes = np.array([code.setdefault(_key_text(raw), len(code)) for raw in raws], dtype=np.int64)
-        if len(code) > len(self.keys):
-            self.keys += list(code)[len(self.keys):]
+            codes = np.array([code_of(_key_text(raw)) for raw in raws], dtype=np.int64)
         for i in np.flatnonzero(codes == 0).tolist():
             self._bad(f"no {self.spec.key.column} (the key): row left out", f"row {first + i}")
         moments = self._moments
@@ -226,16 +233,19 @@ class Collected:
             edges = bounds[first:first + size + 1].tolist()
             low, high = edges[0], edges[-1]
             at, row_numbers, key_codes = stamps[low:high].tolist(), rows[low:high].tolist(), codes[low:high].tolist()
-            listed = {c: v[low:high].tolist() for c, v in values.items()}
-            missing = {c: np.r_[0, np.cumsum(np.isnan(v[low:high]))].tolist() for c, v in values.items()}
+            spans = list(zip([e - low for e in edges[:-1]], [e - low for e in edges[1:]], strict=True))
+            columns = {}  # each column's values, a list per series (None where N/A)
+            for c, v in values.items():
+                listed = v[low:high].tolist()
+                missing = np.r_[0, np.cumsum(np.isnan(v[low:high]))].tolist()
+                columns[c] = [[None if x != x else x for x in listed[start:end]] if missing[end] > missing[start]
+                              else listed[start:end] for start, end in spans]  # NaN: N/A
             out = []
-            for start, end in zip([e - low for e in edges[:-1]], [e - low for e in edges[1:]], strict=True):
-                span = row_numbers[start:end]
+            for j, (start, end) in enumerate(spans):
+                span = row_numbers[start:end] if self.na else ()
                 na = {c: [self.na[c].get(r) for r in span] for c in self.na if any(r in self.na[c] for r in span)}
                 out.append(Series(key_id(self.spec.key.kind, self.keys[key_codes[start]]), at[start:end],
-                                  {c: ([None if x != x else x for x in v[start:end]]  # NaN: N/A
-                                       if missing[c][end] > missing[c][start] else v[start:end])
-                                   for c, v in listed.items()}, na))
+                                  {c: lists[j] for c, lists in columns.items()}, na))
             yield out
 
     def notes(self) -> list[str]:
