@@ -185,7 +185,7 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     # reads them from each account's gathered records, the reference the tests hold this to)
     batched = len(measured) > GATHER_BATCH  # then the links are read once for every batch, not once a batch
     columns_in = None if per_account else \
-        input_columns(store, mappings, measured.tolist(), links if batched or due is None else None)
+        input_columns(store, mappings, measured.tolist(), links if batched or due is None else None, by_id=due is not None)
     # the records are gathered a batch of accounts at a time (read by id and by parent), so no more
     # than a batch's are decoded at once; a few accounts (or due ones) in one read of whole objects
     step = GATHER_BATCH if batched else max(1, len(measured))
@@ -397,12 +397,13 @@ def inputs_of(mappings: Mappings) -> Callable[[AccountData], dict[str, Value]]:
 
 
 def input_columns(store: Store, mappings: Mappings, accounts: list[int],
-                  links: Callable[[str, str], dict[str, int]] | None = None) -> dict[str, list[Value]]:
+                  links: Callable[[str, str], dict[str, int]] | None = None, by_id: bool = False
+                  ) -> dict[str, list[Value]]:
     """Every input's (value, reason) for `accounts`, in their order: what `inputs_of` reads from each
     account's CRM records (registry order, then id order: the first whose mapped field is not
     empty), each record decoded once and only the mapped fields kept. `links(system, object)`:
-    every link of an object, and every record read (many accounts); without it only the accounts'
-    links are read, and their records by id (a few due accounts of a big org)."""
+    every link of an object (else only the accounts' links are read); `by_id` (or no `links`): only
+    the accounts' records are read, by id (the due accounts of a big org), not every record."""
     position = {account_id: i for i, account_id in enumerate(accounts)}
     n = len(accounts)
     found: dict[str, list[Value | None]] = {name: [None] * n for name in mappings.inputs}
@@ -422,7 +423,8 @@ def input_columns(store: Store, mappings: Mappings, accounts: list[int],
                  empty[name], {})
                 for name, crm_field, kind in mapped]
         for rid, raws in store.record_fields(system, plugin.identity.obj, fields,  # in id order, as gathered
-                                             ids=None if links is not None else sorted(owner)):
+                                             ids=None if links is not None and not by_id else
+                                             sorted(e for e, a in owner.items() if a in position)):
             account_id = owner.get(rid)
             i = position.get(account_id) if account_id is not None else None
             if i is None:

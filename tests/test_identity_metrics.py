@@ -205,6 +205,11 @@ def test_inputs_read_column_wise_are_what_each_accounts_records_give(store):
     some = sorted({*ids[1::2], keys["salesforce:001000000000000007"]})  # a few due accounts, Wide among them:
     by_id = input_columns(store, MAPPINGS, some)  # their links alone read, their records by id
     assert by_id == {name: [pairs[ids.index(a)] for a in some] for name, pairs in columns.items()}
+    read_ids = []  # many due accounts (every link read once): still only their records, by id
+    original = store.record_fields
+    store.record_fields = lambda *a, **k: (read_ids.append(k.get("ids")), original(*a, **k))[1]
+    assert input_columns(store, MAPPINGS, some, store.linked, by_id=True) == by_id
+    assert read_ids and all(r is not None and len(r) <= len(some) + 1 for r in read_ids), read_ids
     of = lambda key: {name: pairs[ids.index(keys[key])] for name, pairs in columns.items()}  # noqa: E731
     odd, wide, solo = of("salesforce:001000000000000006"), of("salesforce:001000000000000007"), of("hubspot:906")
     assert odd["csm_rating"] == (None, "salesforce CSM_Rating__c: True is not a number")

@@ -228,6 +228,9 @@ class Accounts(Changes):
             chunks = ((system, obj, json.dumps(ids[start:start + 50_000])) for start in range(0, len(ids), 50_000))
         for args in chunks:  # sorted ids: chunk after chunk stays in id order
             for rid, data in self.conn.execute(sql + " ORDER BY id", args):
+                if not fields:  # the ids alone (which accounts have a record): nothing decoded
+                    yield rid, []
+                    continue
                 record = _decoded(data)
                 yield rid, [record.get(f) for f in fields]
 
