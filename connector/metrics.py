@@ -364,17 +364,30 @@ def gather(store: Store, only: set[tuple[str, str]] | None = None,
 
 # ------------------------------------------------------------------ inputs
 
+# how an input is read, by both readers below: the first CRM record whose mapped field is not empty
+_NO_CRM = (NA, "no CRM record")
+_UNMAPPED = (NA, "not mapped for this account's CRM")
+
+
+def _empty(system: str, crm_field: str) -> str:
+    return f"{system} {crm_field} is empty"
+
+
+def _field_value(system: str, crm_field: str, raw: Any, kind: str) -> Value:
+    """A mapped field's value that is not empty: converted, or N/A saying what is wrong with it."""
+    value, problem = _convert(raw, kind)
+    return (NA, f"{system} {crm_field}: {problem}") if problem else (value, None)
+
 
 def inputs_of(mappings: Mappings) -> Callable[[AccountData], dict[str, Value]]:
     """acct -> every input's (value, reason): from the first of its CRM records whose mapped field
     is not empty (N/A with the problem if that value does not convert), else N/A saying which were
     empty. Each input's field per CRM is looked up once: the measure reads them for every account."""
     specs = [(name, spec, spec.type, {}) for name, spec in mappings.inputs.items()]
-    no_crm = (NA, "no CRM record")
 
     def read(acct: AccountData) -> dict[str, Value]:
         if not acct.crm:
-            return {name: no_crm for name, _spec, _kind, _fields in specs}
+            return {name: _NO_CRM for name, _spec, _kind, _fields in specs}
         out: dict[str, Value] = {}
         for name, spec, kind, fields in specs:
             reasons = []
@@ -384,13 +397,12 @@ def inputs_of(mappings: Mappings) -> Callable[[AccountData], dict[str, Value]]:
                     continue
                 raw = rec.get(crm_field)
                 if raw is None or raw == "":
-                    reasons.append(f"{system} {crm_field} is empty")
+                    reasons.append(_empty(system, crm_field))
                     continue
-                value, problem = _convert(raw, kind)
-                out[name] = (NA, f"{system} {crm_field}: {problem}") if problem else (value, None)
+                out[name] = _field_value(system, crm_field, raw, kind)
                 break
             else:
-                out[name] = (NA, "; ".join(reasons) or "not mapped for this account's CRM")
+                out[name] = (NA, "; ".join(reasons)) if reasons else _UNMAPPED
         return out
 
     return read
@@ -419,8 +431,7 @@ def input_columns(store: Store, mappings: Mappings, accounts: list[int],
         owner = links(system, plugin.identity.obj) if links is not None else \
             store.linked(system, plugin.identity.obj, accounts)
         # each input's field index, the reason when empty, each distinct text's value (converted once)
-        plan = [(fields.index(crm_field), kind, f"{system} {crm_field}", f"{system} {crm_field} is empty", found[name],
-                 empty[name], {})
+        plan = [(fields.index(crm_field), crm_field, kind, _empty(system, crm_field), found[name], empty[name], {})
                 for name, crm_field, kind in mapped]
         for rid, raws in store.record_fields(system, plugin.identity.obj, fields,  # in id order, as gathered
                                              ids=None if links is not None and not by_id else
@@ -430,7 +441,7 @@ def input_columns(store: Store, mappings: Mappings, accounts: list[int],
             if i is None:
                 continue
             has_crm[i] = 1
-            for j, kind, where, blank, got, why, memo in plan:
+            for j, crm_field, kind, blank, got, why, memo in plan:
                 if got[i] is not None:
                     continue
                 raw = raws[j]
@@ -439,17 +450,15 @@ def input_columns(store: Store, mappings: Mappings, accounts: list[int],
                 elif type(raw) is str and raw in memo:
                     got[i] = memo[raw]
                 else:
-                    value, problem = _convert(raw, kind)
-                    got[i] = (NA, f"{where}: {problem}") if problem else (value, None)
+                    got[i] = _field_value(system, crm_field, raw, kind)
                     if type(raw) is str:
                         memo[raw] = got[i]
-    no_crm, unmapped = (NA, "no CRM record"), (NA, "not mapped for this account's CRM")
     out: dict[str, list[Value]] = {}
     for name, pairs in found.items():
         why, told = empty[name], {}  # told: one (N/A, reason) pair per distinct reason
         out[name] = [pair if pair is not None else
                      (told.get(why[i]) or told.setdefault(why[i], (NA, why[i]))) if i in why else
-                     unmapped if has_crm[i] else no_crm for i, pair in enumerate(pairs)]
+                     _UNMAPPED if has_crm[i] else _NO_CRM for i, pair in enumerate(pairs)]
     return out
 
 
