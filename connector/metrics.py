@@ -73,6 +73,15 @@ class _Measured:
         self.objects.append(value)
         self.reasons.append(reason)
 
+    def extend(self, pairs: list[Value]) -> None:
+        """`append` of each pair, in one go while every value is a float or None (a column of inputs)."""
+        if self.numbers is not None and all(v is None or (type(v) is float and v == v) for v, _why in pairs):
+            self.numbers.extend(math.nan if v is None else v for v, _why in pairs)
+            self.reasons.extend(why for _v, why in pairs)
+            return
+        for pair in pairs:
+            self.append(pair)
+
     def values(self) -> Iterable[Any]:
         """The values, None where N/A."""
         if self.numbers is not None:
@@ -189,25 +198,36 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
     # the records are gathered a batch of accounts at a time (read by id and by parent), so no more
     # than a batch's are decoded at once; a few accounts (or due ones) in one read of whole objects
     step = GATHER_BATCH if batched else max(1, len(measured))
-    for start in range(0, len(measured), step):
-        batch = measured[start:start + step].tolist()
-        data = gather(store, only=_objects_read(systems, crm=per_account), links=links if batched or due is None else None,
-                      accounts=set(batch) if batched or due is not None else None) if per_account or narrow else {}
-        for offset, account_id in enumerate(batch):
-            acct = data.pop(account_id, empty)
-            if columns_in is None:
-                given = read_inputs(acct)
-            else:
-                given = {name: pairs[start + offset] for name, pairs in columns_in.items()}
-            for name, value in given.items():
-                inputs[name].append(value)
-            for k in narrow:
-                computed[k].append(compute(k, acct, given))
-            of_sources, of_inputs = moves.of(acct, given)
+    if columns_in is not None and not narrow:  # nothing to gather: the inputs as read, a column at a time
+        for name, pairs in columns_in.items():
+            inputs[name].extend(pairs)
+        for i in range(len(measured)) if moves.per_account else ():
+            of_sources, of_inputs = moves.of(empty, {name: pairs[i] for name, pairs in columns_in.items()})
             until.append(of_sources)
             if of_inputs is not None:
                 moved_by_inputs.append(of_inputs)
-        del data
+        if not moves.per_account:
+            until = [None] * len(measured)
+    else:
+        for start in range(0, len(measured), step):
+            batch = measured[start:start + step].tolist()
+            data = gather(store, only=_objects_read(systems, crm=per_account), links=links if batched or due is None else None,
+                          accounts=set(batch) if batched or due is not None else None) if per_account or narrow else {}
+            for offset, account_id in enumerate(batch):
+                acct = data.pop(account_id, empty)
+                if columns_in is None:
+                    given = read_inputs(acct)
+                else:
+                    given = {name: pairs[start + offset] for name, pairs in columns_in.items()}
+                for name, value in given.items():
+                    inputs[name].append(value)
+                for k in narrow:
+                    computed[k].append(compute(k, acct, given))
+                of_sources, of_inputs = moves.of(acct, given)
+                until.append(of_sources)
+                if of_inputs is not None:
+                    moved_by_inputs.append(of_inputs)
+            del data
     if wide:
         columns = {name: values.column(mappings.inputs[name].type == "number") for name, values in inputs.items()}
         for k in wide:
@@ -256,6 +276,7 @@ class _Moves:
         self.wide = {known[k].system for k in wide} - {"crm"}  # measured column-wise: moves column-wise too
         self.plugins = [registry.plugin(s) for s in registry.systems() if s in systems and s not in self.wide]
         self.crm = [CRM_MOVES.get(k, _always) for k in keys if known[k].system == "crm"]
+        self.per_account = bool(self.plugins or self.crm)  # else `of` is (None, None) for every account
 
     def of(self, acct: AccountData, inputs: dict[str, Value]) -> tuple[float | None, float | None]:
         of_inputs = [m for m in (f(inputs, self.now) for f in self.crm) if m is not None]

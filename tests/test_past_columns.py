@@ -136,6 +136,33 @@ def test_the_live_measure_equals_its_per_account_path(builder, tmp_path):
     assert fast == slow
 
 
+@pytest.mark.parametrize("names", [
+    ["seat_utilization", "usage_change", "key_events", "days_since_active"],  # usage alone: nothing moves by inputs
+    ["days_to_renewal", "key_events", "active_users_30d"],  # a CRM metric (moves at midnight) and an input
+])
+def test_a_measure_of_column_wise_names_alone_reads_the_inputs_a_column_at_a_time(builder, tmp_path, names):
+    """A measure of names that are all column-wise (a preview of the usage source, the daily pass
+    of the CRM metrics) gathers nothing and takes the inputs a column at a time: the same values,
+    reasons, summary and next moves as the account-by-account path."""
+    from connector.metrics import measure
+
+    stored = {}
+    for per_account in (False, True):
+        db = tmp_path / f"n{per_account}.db"
+        builder.store.conn.execute(f"VACUUM INTO '{db}'")
+        with Store(db) as store:
+            store.conn.execute("DELETE FROM metric_values")  # what the builder measured
+            summary = measure(store, builder.mappings, NOW, per_account=per_account, names=names)
+            rows = store.conn.execute("SELECT name, account_id, num, text, na_reason FROM metric_values "
+                                      "ORDER BY name, account_id").fetchall()
+        stored[per_account] = (rows, summary.not_available, summary.values, summary.inputs_move)
+    fast, slow = stored[False], stored[True]
+    assert {r[0] for r in fast[0]} == set(names) and fast[2] == len(names) * len(builder.ids)
+    assert sum(r[2] is not None for r in fast[0]) > 100
+    assert ("days_to_renewal" in names) == (fast[3] is not None)  # the CRM metric's next move is found
+    assert fast == slow
+
+
 def test_a_many_rows_table_made_into_arrays_in_chunks_is_the_same(builder, monkeypatch):
     from connector import columns
 
@@ -182,3 +209,13 @@ def test_a_many_rows_table_repeats_a_records_one_value_over_its_rows(monkeypatch
                 assert np.array_equal(made[name], np.array(expected, dtype=float), equal_nan=True), (chunk, name)
     empty = columns._Many(table).records()
     assert len(empty.account) == 0 and set(empty.columns) == set(table.columns)
+
+
+def test_a_chunk_of_listed_values_only_is_read_straight_and_an_na_among_them_is_nan():
+    from connector.columns import _one_column
+
+    sizes = np.array([2, 1, 0, 3])
+    plain = _one_column(float, [[1.0, 2.5], [3.0], [], [4.0, 5.0, 6.0]], sizes)
+    assert plain.dtype == np.float64 and plain.tolist() == [1.0, 2.5, 3.0, 4.0, 5.0, 6.0]
+    with_na = _one_column(float, [[1.0, None], [3.0], [], [None, 5.0, 6.0]], sizes)
+    assert np.array_equal(with_na, [1.0, np.nan, 3.0, np.nan, 5.0, 6.0], equal_nan=True)
