@@ -40,19 +40,14 @@ class Accounts(Changes):
     def keep_accounts(self, keys: Iterable[str], now: str | None = None) -> None:
         """The accounts with these keys are live (again, where they were deleted); every other is deleted at `now`."""
         now = now or utcnow()
-        live = json.dumps(list(keys))
-        with self.transaction():
-            self.conn.execute(
-                "UPDATE accounts SET deleted_at = ? WHERE deleted_at IS NULL AND key NOT IN (SELECT value FROM json_each(?))",
-                (now, live),
-            )
-            revived = [a for (a,) in self.conn.execute(
-                "SELECT id FROM accounts WHERE deleted_at IS NOT NULL AND key IN (SELECT value FROM json_each(?))", (live,))]
+        live = set(keys)
+        with self.transaction():  # found in one read of the accounts: a match of an unchanged org writes nothing
+            stored = self.conn.execute("SELECT id, key, deleted_at IS NOT NULL FROM accounts").fetchall()
+            gone = [(now, a) for a, key, deleted in stored if not deleted and key not in live]
+            revived = [a for a, key, deleted in stored if deleted and key in live]
+            self.conn.executemany("UPDATE accounts SET deleted_at = ? WHERE id = ?", gone)
             self._queue_accounts(revived)  # measured again: their values stood still while they were deleted
-            self.conn.execute(
-                "UPDATE accounts SET deleted_at = NULL WHERE deleted_at IS NOT NULL AND key IN (SELECT value FROM json_each(?))",
-                (live,),
-            )
+            self.conn.executemany("UPDATE accounts SET deleted_at = NULL WHERE id = ?", ((a,) for a in revived))
 
     def live_accounts(self) -> dict[int, tuple[str, str | None]]:
         """id -> (key, name) of every live account."""
