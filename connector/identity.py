@@ -40,12 +40,15 @@ _HOST = re.compile(r"^[^\s/:@]+\.[^\s/:@]+$")
 
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
+_PLAIN = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)+")  # already a host: lowercase, no scheme, path, port or dot at the end
 
 
 def normalize_domain(value: Any) -> str | None:
     """'HTTPS://www.Acme.com/about' -> 'acme.com'; None for blanks, garbage and free-mail."""
     if not isinstance(value, str) or not value.strip():
         return None
+    if _PLAIN.fullmatch(value) and not value.startswith("www."):  # what _normalized gives it, without its steps
+        return None if value in FREE_MAIL else value
     return _normalized(value)
 
 
