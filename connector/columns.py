@@ -175,11 +175,9 @@ def _one_column(kind: type, given: list[Any], sizes: np.ndarray) -> np.ndarray:
     lists = [isinstance(g, list) for g in given]
     if kind is float and not any(lists):
         return np.repeat(np.array([np.nan if g is None else g for g in given], dtype=float), sizes)
-    if kind is float and all(lists):
-        try:  # every record's list, none N/A: read straight into the array, no list of them all made
-            return np.fromiter(itertools.chain.from_iterable(given), float, int(sizes.sum()))
-        except TypeError:  # a None (N/A) among them: NaN, as below
-            pass
+    if kind is float and all(lists) and all(len(g) == size for g, size in zip(given, sizes.tolist(), strict=True)):
+        # every record's list as long as its rows: read straight into the array (None: NaN), no list of them all
+        return np.fromiter(itertools.chain.from_iterable(given), float, int(sizes.sum()))
     flat: list[Any] = []
     for values, size, listed in zip(given, sizes.tolist(), lists, strict=True):
         flat += values if listed else [values] * size

@@ -219,3 +219,7 @@ def test_a_chunk_of_listed_values_only_is_read_straight_and_an_na_among_them_is_
     assert plain.dtype == np.float64 and plain.tolist() == [1.0, 2.5, 3.0, 4.0, 5.0, 6.0]
     with_na = _one_column(float, [[1.0, None], [3.0], [], [None, 5.0, 6.0]], sizes)
     assert np.array_equal(with_na, [1.0, np.nan, 3.0, np.nan, 5.0, 6.0], equal_nan=True)
+    # a record whose list is longer than its rows (a stored series edited by hand) is not cut to fit:
+    # its values stay its own, and the array is longer than the rows, as the list path makes it
+    ragged = _one_column(float, [[1.0, 2.0, 3.0], [9.0], [], [4.0, 5.0, 6.0]], sizes)
+    assert ragged.tolist() == [1.0, 2.0, 3.0, 9.0, 4.0, 5.0, 6.0]
