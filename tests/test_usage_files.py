@@ -1,6 +1,7 @@
 """A file drop read with DuckDB: CSV and Parquet files in a folder, each taken once by the hash of
 its content (dropped twice under another name: read once), their rows matched to the sandbox's
-accounts; timestamps without a zone refused unless the entry says they are UTC."""
+accounts; end to end from a Parquet drop to scores written back, a new file of 1 % new rows read
+alone; timestamps without a zone refused unless the entry says they are UTC."""
 
 from __future__ import annotations
 
@@ -8,17 +9,19 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
+import numpy as np
 import pytest
 from conftest import REPO
 
 from connector.config.mappings import load_mappings
-from connector.pipeline import pull
+from connector.pipeline import pull, run
 from connector.store import Store
 from sandbox.dataset import build_dataset
 from sandbox.server import Sandbox
+from sandbox.usage import usage_rows
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 ENTRY = """
@@ -71,6 +74,61 @@ def test_csv_and_parquet_files_are_read_once_each_by_their_content(tmp_path):
         changed = pull(store, mappings, env, NOW + timedelta(hours=2))
         assert changed.systems["usage"].records == {"keys": 1, "rows": 1, "files": 1}
         assert store.conn.execute("SELECT count(*) FROM records WHERE system = 'usage' AND object = 'files'").fetchone()[0] == 3
+
+
+def _parquet(path, table: dict) -> int:
+    """The columns of a usage table as one Parquet file (day a DATE), written by DuckDB through a CSV."""
+    rows = list(zip(*table.values(), strict=True))
+    _csv(path.with_suffix(".tmp"), rows)
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT account_id, CAST(day AS DATE) AS day, active_users, key_events, events "
+                f"FROM read_csv('{path.with_suffix('.tmp')}', header = true, all_varchar = true)) "
+                f"TO '{path}' (FORMAT parquet)")
+    con.close()
+    path.with_suffix(".tmp").unlink()
+    return len(rows)
+
+
+def test_usage_rows_in_a_parquet_drop_are_pulled_scored_and_written_back(tmp_path):
+    """The PostgreSQL end-to-end case (tests/test_usage_postgres.py) from a file drop: the sandbox's
+    usage rows in a Parquet file -> a run with the sandbox's CRMs over HTTP -> usage metrics ->
+    scores that use them -> written back; a new file of 1 % new rows: only its rows are read; the
+    same file dropped again under another name: nothing."""
+    dataset = build_dataset(accounts=500, seed=21, now=NOW)
+    table = usage_rows(dataset)["usage_by_account"]
+    mappings = _mappings(tmp_path)
+    drop = mappings.root / "drop"
+    loaded = _parquet(drop / "usage-backfill.parquet", table)
+    with Sandbox(dataset) as sb, Store(tmp_path / "s.db") as store:
+        env = sb.unpaced_env()
+        first = run(store, mappings, env, NOW)
+        assert first.pulled.systems["usage"].records == {"keys": len(set(table["account_id"])), "rows": loaded, "files": 1}
+        ids, linked = store.account_ids(), store.linked("salesforce", "Account")
+        seats = store.load_column("seat_utilization", ids, False, with_since=False)
+        rid = next(r for r in table["account_id"] if not dataset.sf_accounts[r]["IsDeleted"]
+                   and dataset.sf_accounts[r]["Seats_Purchased__c"])
+        since = (NOW - timedelta(days=30)).date()
+        peak = max(a for r, d, a in zip(table["account_id"], table["day"], table["active_users"], strict=True)
+                   if r == rid and since < date.fromisoformat(d) <= NOW.date())
+        i = int(np.flatnonzero(ids == linked[rid])[0])
+        assert seats.values[i] == round(100.0 * peak / dataset.sf_accounts[rid]["Seats_Purchased__c"], 1)
+        assert (~np.isnan(seats.values)).sum() > 300
+        scores = {r["account_id"]: r for r in store.current_scores("health")}
+        assert scores[linked[rid]]["value"] is not None
+        assert sb.dataset.sf_accounts[rid]["Health_Score__c"] == scores[linked[rid]]["value"]  # written back
+
+        late = (NOW.date() + timedelta(days=1)).isoformat()
+        new = sorted(set(table["account_id"]))[: max(1, loaded // 100)]
+        _parquet(drop / "usage-late.parquet", {"account_id": new, "day": [late] * len(new), "active_users": [7] * len(new),
+                                              "key_events": [70] * len(new), "events": [700] * len(new)})
+        second = pull(store, mappings, env, NOW + timedelta(days=1, hours=1))
+        client = next(s for s in second.sources if s.system == "usage")
+        assert client.rows_returned == {"usage_files": len(new)}  # the new file's rows, not the backfill's again
+        assert second.systems["usage"].records == {"keys": len(new), "rows": len(new), "files": 1}
+        shutil.copy(drop / "usage-late.parquet", drop / "usage-late-again.parquet")
+        third = pull(store, mappings, env, NOW + timedelta(days=1, hours=2))
+        assert next(s for s in third.sources if s.system == "usage").rows_returned == {"usage_files": 0}
+        assert third.systems["usage"].records == {}
 
 
 def test_timestamps_without_a_zone_are_refused_unless_said_to_be_utc(tmp_path):
