@@ -144,11 +144,16 @@ def match(store: Store, mappings: Mappings, full: bool = False) -> MatchSummary:
 
     Skipped, with the summary of what is stored, when nothing matching reads changed since the
     last match (connector/store/changes.py: a record's name, domains, explicit ids or the CRM
-    field naming a linked record) and the mappings are the same; `full` matches anyway.
+    field naming a linked record) and the mappings are the same; `full` matches anyway. When
+    only records matched alone changed (usage keys: `registry.matched_alone`), only they are
+    attached again (`_attach_alone`).
     """
     state = mappings.state()
     if not full and not store.match_due(state):
         return _stored_summary(store)
+    queued = None if full else store.match_queued(state)
+    if queued is not None and all(registry.matched_alone(system) for system, _obj in queued):
+        return _attach_alone(store, queued, state)
     m = _Matcher(store)
     summary = MatchSummary()
     plugins = registry.plugins()
@@ -201,6 +206,30 @@ def match(store: Store, mappings: Mappings, full: bool = False) -> MatchSummary:
     _save(store, m, summary)
     store.matched(state)
     return summary
+
+
+def _attach_alone(store: Store, queued: dict[tuple[str, str], list[str]], state: str) -> MatchSummary:
+    """The match when only records matched alone (usage keys) changed since the last one: the
+    accounts, their domains and every other link are what the last match left, so only these
+    records are attached again, as stage 3 of a full match attaches them (in id order)."""
+    m = _Matcher(store)
+    for key, domain in store.live_domains():
+        m.by_domain[domain].add(key)
+    m.by_external = store.link_keys()
+    now = utcnow()
+    ids = store.account_keys()
+    for (system, obj), rids in queued.items():
+        rule = registry.plugin(system).identity
+        live = store.records_by_id(system, obj, rids)
+        m.links, m.issues = [], []
+        for rid in sorted(live):
+            rec = live[rid]
+            m.attach(system, obj, rid, m.explicit(rule.explicit(rec)), [normalize_domain(d) for d in rule.domains(rec)],
+                     rule.label(rec))
+        store.replace_links_of(system, obj, rids, [(s, o, e, ids[k], by) for s, o, e, k, by in m.links], now)
+        store.replace_match_issues_of(system, obj, rids, m.issues)
+    store.matched(state)
+    return _stored_summary(store)
 
 
 def _stored_summary(store: Store) -> MatchSummary:

@@ -39,6 +39,14 @@ def plugin(system: str) -> SourcePlugin:
     raise KeyError(f"no source named {system!r}: the sources are {', '.join(systems())}")
 
 
+def matched_alone(system: str) -> bool:
+    """Whether the records of `system` are matched alone: it is the last linked source (a match
+    attaches it after every other, and no other's match reads its links) and no CRM field names
+    its records. Then a change of them needs only they be attached again (connector/identity.py)."""
+    linked = [p for p in plugins() if p.identity.role == "linked"]
+    return bool(linked) and linked[-1].system == system and linked[-1].identity.claimed_by is None
+
+
 def crms() -> dict[str, SourcePlugin]:
     """The sources that are CRMs (their fields are read and written), by system."""
     return {p.system: p for p in _PLUGINS if p.crm is not None}

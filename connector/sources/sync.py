@@ -69,6 +69,7 @@ def commit(store: Store, system: str, stream: Stream, page: Page, run_started: s
     written = plugin.crm is not None and plugin.crm.object == obj  # its output fields are planned: a human edit counts
     store.put_records(system, obj, rows, now=run_started, via=via, ignored=_ignored(stream, system, mappings),
                       planned=frozenset(stream.stamps) if written else None, matched=_matched(plugin, obj, mappings),
+                      alone=obj == plugin.identity.obj and registry.matched_alone(system),
                       cursor=(stream.name, page.cursor) if page.cursor is not None else None)
     return obj
 

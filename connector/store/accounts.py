@@ -17,7 +17,7 @@ from .changes import Changes
 @dataclass
 class MatchCounts:
     accounts: dict[str, int]  # system -> live accounts its records made
-    links: dict[tuple[str, str], int]  # (system, matched_by) -> links
+    links: dict[tuple[str, str], int]  # (system, matched_by, every "domain X" as "domain") -> links
 
 
 class Accounts(Changes):
@@ -119,6 +119,40 @@ class Accounts(Changes):
                      matched_by = excluded.matched_by, linked_at = excluded.linked_at""", changed)
         return len(changed)
 
+    def replace_links_of(self, system: str, obj: str, ids: list[str],
+                         rows: Iterable[tuple[str, str, str, int, str]], now: str | None = None) -> int:
+        """`replace_links` for the records `ids` of one system object alone: their links become
+        those of `rows` (each one of them); every other link stays as it is."""
+        now = now or utcnow()
+        incoming = {(s, o, e): (account_id, by) for s, o, e, account_id, by in rows}
+        existing: dict[tuple[str, str, str], tuple[int, str]] = {}
+        for start in range(0, len(ids), 50_000):
+            existing.update(((system, obj, e), (account_id, by)) for e, account_id, by in self.conn.execute(
+                "SELECT external_id, account_id, matched_by FROM account_links WHERE system = ? AND object = ? "
+                "AND external_id IN (SELECT value FROM json_each(?))", (system, obj, json.dumps(ids[start:start + 50_000]))))
+        changed = [(*key, *link, now) for key, link in incoming.items() if existing.get(key) != link]
+        gone = [key for key in existing if key not in incoming]
+        with self.transaction():  # as replace_links: the accounts a record left or joined are measured again
+            self._queue_accounts({c[3] for c in changed} | {existing[k][0] for k in gone}
+                                 | {existing[c[:3]][0] for c in changed if c[:3] in existing})
+            self._queue_links([c[:3] for c in changed if existing.get(c[:3], (None,))[0] != c[3]] + gone)
+            self.conn.executemany("DELETE FROM account_links WHERE system = ? AND object = ? AND external_id = ?", gone)
+            self.conn.executemany(
+                """INSERT INTO account_links VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (system, object, external_id) DO UPDATE SET account_id = excluded.account_id,
+                     matched_by = excluded.matched_by, linked_at = excluded.linked_at""", changed)
+        return len(changed)
+
+    def link_keys(self) -> dict[tuple[str, str], str]:
+        """(system, external id) -> the key of the account it is linked to, for every link."""
+        return {(s, e): k for s, e, k in self.conn.execute(
+            "SELECT l.system, l.external_id, a.key FROM account_links l JOIN accounts a ON a.id = l.account_id")}
+
+    def live_domains(self) -> list[tuple[str, str]]:
+        """(key, domain) of every live account with a domain."""
+        return self.conn.execute("SELECT key, domain FROM accounts WHERE deleted_at IS NULL AND domain IS NOT NULL "
+                                 "AND domain != ''").fetchall()
+
     def linked(self, system: str, obj: str, accounts: Iterable[int] | None = None) -> dict[str, int]:
         """external_id -> account_id for one system object (linked to one of `accounts`, if given)."""
         if accounts is None:
@@ -154,7 +188,7 @@ class Accounts(Changes):
         self, system: str, obj: str, rows: Iterable[tuple[str, dict[str, Any], str | None, bool]],
         now: str | None = None, cursor: tuple[str, str | None] | None = None, via: str | None = None,
         ignored: frozenset[str] = frozenset(), planned: frozenset[str] | None = None,
-        matched: Callable[[dict[str, Any]], Any] | None = None,
+        matched: Callable[[dict[str, Any]], Any] | None = None, alone: bool = False,
     ) -> int:
         """Upsert (id, data, modified, deleted) records of one system object; returns the count.
 
@@ -165,14 +199,15 @@ class Accounts(Changes):
         fields differ from the stored ones only in `ignored` (stamps, healthsync's
         own output fields) is not. A CRM's written object (`planned`: its stamps) is
         queued for the next plan too. The match is marked stale when what `matched`
-        gives of a record (what matching reads; not given: all of it) changes.
+        gives of a record (what matching reads; not given: all of it) changes; of
+        records matched `alone` (usage keys), the record is queued for the match instead.
         """
         now = now or utcnow()
         rows = list(rows)
         with self.transaction():
             if cursor is not None:
                 self.set_cursor(system, cursor[0], cursor[1], now)
-            self._queue_records(system, obj, rows, via, ignored, planned, matched)
+            self._queue_records(system, obj, rows, via, ignored, planned, matched, alone)
             cur = self.conn.executemany(
                 """INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (system, object, id) DO UPDATE SET data = excluded.data,
@@ -257,6 +292,19 @@ class Accounts(Changes):
                 ((s, o, e, k, d, json.dumps(c) if c is not None else None) for s, o, e, k, d, c in rows),
             )
 
+    def replace_match_issues_of(self, system: str, obj: str, ids: list[str],
+                                rows: Iterable[tuple[str, str, str, str, str, list[str] | None]]) -> None:
+        """`replace_match_issues` for the records `ids` of one system object alone."""
+        with self.transaction():
+            for start in range(0, len(ids), 50_000):
+                self.conn.execute("DELETE FROM match_issues WHERE system = ? AND object = ? "
+                                  "AND external_id IN (SELECT value FROM json_each(?))",
+                                  (system, obj, json.dumps(ids[start:start + 50_000])))
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO match_issues VALUES (?, ?, ?, ?, ?, ?)",
+                ((s, o, e, k, d, json.dumps(c) if c is not None else None) for s, o, e, k, d, c in rows),
+            )
+
     def match_issues(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM match_issues"
         args: list[Any] = []
@@ -275,8 +323,9 @@ class Accounts(Changes):
         accounts = dict(self.conn.execute(
             "SELECT substr(key, 1, instr(key, ':') - 1), count(*) FROM accounts "
             "WHERE deleted_at IS NULL AND instr(key, ':') > 0 GROUP BY 1"))
-        links = {(s, by): n for s, by, n in self.conn.execute(
-            "SELECT system, matched_by, count(*) FROM account_links GROUP BY system, matched_by")}
+        links = {(s, by): n for s, by, n in self.conn.execute(  # "domain acme.com" counted as "domain": one group, not one a domain
+            "SELECT system, CASE WHEN matched_by LIKE 'domain %' THEN 'domain' ELSE matched_by END AS kind, count(*) "
+            "FROM account_links GROUP BY system, kind")}
         return MatchCounts(accounts, links)
 
     def match_issue_counts(self) -> list[tuple[str, str, str, int]]:

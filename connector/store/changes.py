@@ -85,14 +85,16 @@ class Changes(Area):
 
     def _queue_records(self, system: str, obj: str, rows: list[tuple[str, dict[str, Any], str | None, bool]],
                        via: str | None, ignored: frozenset[str] = frozenset(),
-                       planned: frozenset[str] | None = None, matched: Matched | None = None) -> None:
+                       planned: frozenset[str] | None = None, matched: Matched | None = None,
+                       alone: bool = False) -> None:
         """Inside the transaction storing these (id, data, modified, deleted) records, before they are
         stored: queue each one that changes for the measure (but for `ignored` fields), with the
         parent it had and the one it will have; for a CRM's written object (`planned`: the fields
         to ignore there, its stamps), for the plan; and mark the match stale when what matching
         reads of a record changes (`matched`: that part of a record, None for an object matching
-        never reads; not given: any change). Only once a measure (plan, match) state exists: a
-        store's first one does everything anyway."""
+        never reads; not given: any change); `alone`: records matched alone (usage keys, which no
+        other record's match reads), queued for the next match to attach only them instead. Only
+        once a measure (plan, match) state exists: a store's first one does everything anyway."""
         measuring = self.meta(_STATE) is not None
         planning = planned is not None and self.meta(_PLAN) is not None
         matching = self.meta(_MATCH) is not None and self.meta(_STALE) is None
@@ -106,13 +108,18 @@ class Changes(Area):
                 (system, obj, json.dumps([r[0] for r in rows[start:start + 50_000]]))))
         queued: set[tuple[str, str]] = set()
         to_plan: list[str] = []
+        to_match: list[str] = []
         stale = False
         for rid, data, _modified, deleted in rows:
             old = stored.get(rid)
             kept = old is not None and old[1] == int(deleted)
             if matching and not stale:
-                stale = not (kept and old[0] == data) if matched is None else \
+                differs = not (kept and old[0] == data) if matched is None else \
                     _matched(matched, old) != _matched(matched, (data, int(deleted)))  # type: ignore[index]
+                if differs and alone:
+                    to_match.append(rid)
+                else:
+                    stale = differs
             if planning and not (kept and _same(old[0], data, planned or frozenset(), loose=True)):  # type: ignore[index]
                 to_plan.append(rid)
             if not measuring or (kept and _same(old[0], data, ignored)):  # type: ignore[index]
@@ -124,19 +131,33 @@ class Changes(Area):
         self.conn.executemany("INSERT OR IGNORE INTO measure_queue VALUES (?, ?, ?, ?)",
                               ((system, obj, rid, p) for rid, p in queued))
         self.conn.executemany("INSERT OR IGNORE INTO plan_queue VALUES (?, ?, ?)", ((system, obj, rid) for rid in to_plan))
+        self.conn.executemany("INSERT OR IGNORE INTO match_queue VALUES (?, ?, ?)", ((system, obj, rid) for rid in to_match))
         if stale:
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (_STALE,))
 
     def match_due(self, state: str) -> bool:
         """Whether matching may give something else than the last match (made with `state`): what
         it reads of a record changed since, or it was made with other mappings, or never."""
-        return self.meta(_MATCH) != state or self.meta(_STALE) is not None
+        return (self.meta(_MATCH) != state or self.meta(_STALE) is not None
+                or self.conn.execute("SELECT 1 FROM match_queue LIMIT 1").fetchone() is not None)
+
+    def match_queued(self, state: str) -> dict[tuple[str, str], list[str]] | None:
+        """(system, object) -> ids of the records matched alone stored since the last match, when
+        only they changed since it was made with `state` (then only they need attaching again);
+        None when anything else changed, or nothing."""
+        if self.meta(_MATCH) != state or self.meta(_STALE) is not None:
+            return None
+        out: dict[tuple[str, str], list[str]] = {}
+        for system, obj, rid in self.conn.execute("SELECT system, object, id FROM match_queue ORDER BY system, object, id"):
+            out.setdefault((system, obj), []).append(rid)
+        return out or None
 
     def matched(self, state: str) -> None:
         """After a match is saved: it was made with `state`, over the records as stored."""
         with self.transaction():
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_MATCH, state))
             self.conn.execute("DELETE FROM meta WHERE key = ?", (_STALE,))
+            self.conn.execute("DELETE FROM match_queue")
 
     def _queue_accounts(self, account_ids: Iterable[int]) -> None:
         """Inside the transaction changing their links: these accounts are measured again."""

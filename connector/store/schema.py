@@ -28,6 +28,7 @@ Tables (docs/store.md describes every column):
   measure_accounts accounts whose links changed since the last measure
   measure_until   when each account's metric values next move with time alone, its part of the totals
   plan_queue      CRM records stored or re-linked since the last plan
+  match_queue     records of a source matched alone (usage keys) stored since the last match
   plan_accounts   accounts whose scores changed since the last plan
   value_columns   the current values of a name as one blob (columnar copy), value_changes the rows since
   score_columns   a score's last results as one blob (columnar copy)
@@ -340,6 +341,15 @@ _MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 13: what the last scores read, to know when they still stand: the moments values and results took
     # effect, and a count of the changes to what scoring reads
     lambda conn: _moments(conn),
+    # 14: the records of a source matched alone (usage keys) stored since the last match: only they are attached again
+    """
+    CREATE TABLE IF NOT EXISTS match_queue (
+        system TEXT NOT NULL,
+        object TEXT NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (system, object, id)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
