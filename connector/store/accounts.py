@@ -101,38 +101,30 @@ class Accounts(Changes):
 
         Unchanged links keep their linked_at; returns how many links are new or changed.
         """
-        now = now or utcnow()
         incoming = {(system, obj, ext): (account_id, by) for system, obj, ext, account_id, by in rows}
         existing = {(system, obj, ext): (account_id, by) for system, obj, ext, account_id, by in self.conn.execute(
             "SELECT system, object, external_id, account_id, matched_by FROM account_links")}
-        changed = [(*key, *link, now) for key, link in incoming.items() if existing.get(key) != link]
-        gone = [key for key in existing if key not in incoming]
-        with self.transaction():  # only what differs is written: an unchanged match touches nothing
-            # the accounts a record left or joined are measured again
-            self._queue_accounts({c[3] for c in changed} | {existing[k][0] for k in gone}
-                                 | {existing[c[:3]][0] for c in changed if c[:3] in existing})
-            self._queue_links([c[:3] for c in changed if existing.get(c[:3], (None,))[0] != c[3]] + gone)
-            self.conn.executemany("DELETE FROM account_links WHERE system = ? AND object = ? AND external_id = ?", gone)
-            self.conn.executemany(
-                """INSERT INTO account_links VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (system, object, external_id) DO UPDATE SET account_id = excluded.account_id,
-                     matched_by = excluded.matched_by, linked_at = excluded.linked_at""", changed)
-        return len(changed)
+        return self._relink(existing, incoming, now or utcnow())
 
     def replace_links_of(self, system: str, obj: str, ids: list[str],
                          rows: Iterable[tuple[str, str, str, int, str]], now: str | None = None) -> int:
         """`replace_links` for the records `ids` of one system object alone: their links become
         those of `rows` (each one of them); every other link stays as it is."""
-        now = now or utcnow()
         incoming = {(s, o, e): (account_id, by) for s, o, e, account_id, by in rows}
         existing: dict[tuple[str, str, str], tuple[int, str]] = {}
         for start in range(0, len(ids), 50_000):
             existing.update(((system, obj, e), (account_id, by)) for e, account_id, by in self.conn.execute(
                 "SELECT external_id, account_id, matched_by FROM account_links WHERE system = ? AND object = ? "
                 "AND external_id IN (SELECT value FROM json_each(?))", (system, obj, json.dumps(ids[start:start + 50_000]))))
+        return self._relink(existing, incoming, now or utcnow())
+
+    def _relink(self, existing: dict[tuple[str, str, str], tuple[int, str]],
+                incoming: dict[tuple[str, str, str], tuple[int, str]], now: str) -> int:
+        """The stored links `existing` made `incoming`: only what differs is written (an unchanged
+        match touches nothing); returns how many links are new or changed."""
         changed = [(*key, *link, now) for key, link in incoming.items() if existing.get(key) != link]
         gone = [key for key in existing if key not in incoming]
-        with self.transaction():  # as replace_links: the accounts a record left or joined are measured again
+        with self.transaction():  # the accounts a record left or joined are measured again
             self._queue_accounts({c[3] for c in changed} | {existing[k][0] for k in gone}
                                  | {existing[c[:3]][0] for c in changed if c[:3] in existing})
             self._queue_links([c[:3] for c in changed if existing.get(c[:3], (None,))[0] != c[3]] + gone)
