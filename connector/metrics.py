@@ -197,7 +197,6 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
         input_columns(store, mappings, measured.tolist(), links if batched or due is None else None, by_id=due is not None)
     # the records are gathered a batch of accounts at a time (read by id and by parent), so no more
     # than a batch's are decoded at once; a few accounts (or due ones) in one read of whole objects
-    step = GATHER_BATCH if batched else max(1, len(measured))
     if columns_in is not None and not narrow:  # nothing to gather: the inputs as read, a column at a time
         for name, pairs in columns_in.items():
             inputs[name].extend(pairs)
@@ -209,6 +208,7 @@ def measure(store: Store, mappings: Mappings, now: datetime | None = None,
         if not moves.per_account:
             until = [None] * len(measured)
     else:
+        step = GATHER_BATCH if batched else max(1, len(measured))
         for start in range(0, len(measured), step):
             batch = measured[start:start + step].tolist()
             data = gather(store, only=_objects_read(systems, crm=per_account), links=links if batched or due is None else None,

@@ -279,10 +279,7 @@ class Accounts(Changes):
         """Replace all (system, object, external_id, kind, detail, candidates) match issues."""
         with self.transaction():
             self.conn.execute("DELETE FROM match_issues")
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO match_issues VALUES (?, ?, ?, ?, ?, ?)",
-                ((s, o, e, k, d, json.dumps(c) if c is not None else None) for s, o, e, k, d, c in rows),
-            )
+            self._insert_match_issues(rows)
 
     def replace_match_issues_of(self, system: str, obj: str, ids: list[str],
                                 rows: Iterable[tuple[str, str, str, str, str, list[str] | None]]) -> None:
@@ -292,10 +289,13 @@ class Accounts(Changes):
                 self.conn.execute("DELETE FROM match_issues WHERE system = ? AND object = ? "
                                   "AND external_id IN (SELECT value FROM json_each(?))",
                                   (system, obj, json.dumps(ids[start:start + 50_000])))
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO match_issues VALUES (?, ?, ?, ?, ?, ?)",
-                ((s, o, e, k, d, json.dumps(c) if c is not None else None) for s, o, e, k, d, c in rows),
-            )
+            self._insert_match_issues(rows)
+
+    def _insert_match_issues(self, rows: Iterable[tuple[str, str, str, str, str, list[str] | None]]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO match_issues VALUES (?, ?, ?, ?, ?, ?)",
+            ((s, o, e, k, d, json.dumps(c) if c is not None else None) for s, o, e, k, d, c in rows),
+        )
 
     def match_issues(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM match_issues"
