@@ -103,31 +103,22 @@ def _tables(store: Store, plugin: SourcePlugin, owner: dict[str, int],
             rule = belongs[obj]
             via = rule.via
             link = owner if rule.parent == plugin.identity.obj else linked(plugin.system, rule.parent)
-        accounts: dict[str, list[int]] = {name: [] for name in named}
-        rows: dict[str, list[tuple]] = {name: [] for name in named}  # type: ignore[type-arg]
-        many = {name: _Many(table) for name, table in named.items() if table.columns_of is not None}
+        made = {name: _Many(table) if table.columns_of is not None else _Rows(table) for name, table in named.items()}
         for rid, rec in store.records(plugin.system, obj):
             account_id = link.get(rid if via is None else str(rec.get(via) or ""))
             at = position.get(account_id) if account_id is not None else None
             if at is None:
                 continue
             for name, table in named.items():
-                if table.columns_of is not None:
-                    many[name].add(at, table.columns_of(rec))
-                else:
-                    made = table.rows(rec)
-                    rows[name] += made
-                    accounts[name] += [at] * len(made)
-        for name, table in named.items():
-            out[name] = many[name].records() if name in many else \
-                Records(np.array(accounts[name], dtype=np.int64), _columns(table, rows[name]))
+                made[name].add(at, table.columns_of(rec) if table.columns_of is not None else table.rows(rec))
+        for name in named:
+            out[name] = made[name].records()
     return out
 
 
-class _Many:
-    """A many-rows table (usage series) made into arrays a chunk of records at a time: millions of
-    rows as Python floats would not fit. A record's first column is a list (its rows); a column it
-    gives as one value (a float, or None: NaN) holds it on each of its rows, repeated in numpy."""
+class _Chunked:
+    """A table's arrays made CHUNK rows at a time, then joined a column at a time: neither its rows as
+    Python objects nor its chunks and their join are all held at once."""
 
     CHUNK = 100_000  # rows
 
@@ -135,6 +126,55 @@ class _Many:
         self.table = table
         self.parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         self._clear()
+
+    def _clear(self) -> None:
+        self.size = 0
+
+    def _chunk(self) -> None:
+        raise NotImplementedError
+
+    def records(self) -> Records:
+        self._chunk()
+        if not self.parts:
+            return Records(np.zeros(0, dtype=np.int64), _arrays(self.table, [[] for _ in self.table.columns]))
+        if len(self.parts) == 1:
+            return Records(*self.parts.pop())
+        account = np.concatenate([a for a, _c in self.parts])
+        joined: dict[str, np.ndarray] = {}
+        for c in self.table.columns:  # a column's chunks let go as soon as it is joined: not every column twice
+            joined[c] = np.concatenate([cols.pop(c) for _a, cols in self.parts])
+        self.parts.clear()
+        return Records(account, joined)
+
+
+class _Rows(_Chunked):
+    """A table whose records give rows (tuples in the table's column order)."""
+
+    def _clear(self) -> None:
+        self.at: list[int] = []
+        self.rows: list[tuple] = []  # type: ignore[type-arg]
+        self.size = 0
+
+    def add(self, at: int, made: list[tuple]) -> None:  # type: ignore[type-arg]
+        if not made:
+            return
+        self.rows += made
+        self.at += [at] * len(made)
+        self.size += len(made)
+        if self.size >= self.CHUNK:
+            self._chunk()
+
+    def _chunk(self) -> None:
+        if not self.size:
+            return
+        self.parts.append((np.array(self.at, dtype=np.int64), _columns(self.table, self.rows)))
+        self._clear()
+
+
+class _Many(_Chunked):
+    """A many-rows table (usage series): a record's first column is a list (its rows); a column it
+    gives as one value (a float, or None: NaN) holds it on each of its rows, repeated in numpy.
+    Millions of rows as Python floats would not fit."""
 
     def _clear(self) -> None:
         self.at: list[int] = []
@@ -161,13 +201,6 @@ class _Many:
                    zip(self.table.columns.items(), zip(*self.made, strict=True), strict=True)}
         self.parts.append((np.repeat(np.array(self.at, dtype=np.int64), sizes), columns))
         self._clear()
-
-    def records(self) -> Records:
-        self._chunk()
-        if not self.parts:
-            return Records(np.zeros(0, dtype=np.int64), _arrays(self.table, [[] for _ in self.table.columns]))
-        return Records(np.concatenate([a for a, _c in self.parts]),
-                       {c: np.concatenate([cols[c] for _a, cols in self.parts]) for c in self.table.columns})
 
 
 def _one_column(kind: type, given: list[Any], sizes: np.ndarray) -> np.ndarray:

@@ -163,17 +163,29 @@ def test_a_measure_of_column_wise_names_alone_reads_the_inputs_a_column_at_a_tim
     assert fast == slow
 
 
-def test_a_many_rows_table_made_into_arrays_in_chunks_is_the_same(builder, monkeypatch):
+def test_every_table_made_into_arrays_in_chunks_is_the_same(builder, monkeypatch):
+    """Rows tables (tickets, invoices, ...) and many-rows tables (usage series) alike, joined from
+    chunks of 7 rows: the arrays of one chunk."""
     from connector import columns
 
     whole, _linked = columns.load_tables(builder.store, builder.ids)
-    monkeypatch.setattr(columns._Many, "CHUNK", 7)
+    monkeypatch.setattr(columns._Chunked, "CHUNK", 7)
     chunked, _linked = columns.load_tables(builder.store, builder.ids)
-    rows = whole["usage"]["rows"]
-    assert len(rows.account) > 100
-    assert np.array_equal(rows.account, chunked["usage"]["rows"].account)
-    for name, values in rows.columns.items():
-        assert np.array_equal(values, chunked["usage"]["rows"][name], equal_nan=True), name
+    assert len(whole["usage"]["rows"].account) > 100
+    assert set(chunked) == set(whole) and len(whole) >= 3
+    several = 0
+    for system, tables in whole.items():
+        for name, rows in tables.tables.items():
+            several += len(rows.account) > 7  # more than one chunk
+            assert np.array_equal(rows.account, chunked[system][name].account), (system, name)
+            for column, values in rows.columns.items():
+                made = chunked[system][name][column]
+                assert made.dtype.kind == values.dtype.kind, (system, name, column)
+                if values.dtype.kind == "f":
+                    assert np.array_equal(values, made, equal_nan=True), (system, name, column)
+                else:
+                    assert values.tolist() == made.tolist(), (system, name, column)
+    assert several >= 4
 
 
 def test_a_many_rows_table_repeats_a_records_one_value_over_its_rows(monkeypatch):
