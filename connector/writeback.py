@@ -297,7 +297,7 @@ def _push_system(store: Store, mappings: Mappings, system: str, writer: Any, sum
         return store.take_batch(system, bulk.job_records if use_bulk else _crm(system).batch)
 
     def send(batch: list[dict[str, Any]]) -> list[WriteResult]:
-        updates = [(row["record_id"], json.loads(row["fields"])) for row in batch]
+        updates = [(row["record_id"], row["fields"]) for row in batch]
         if use_bulk:
             results = list(writer.write_bulk(updates, allowed, journal=_journal(store, system)))
             summary.jobs[system] += 1
@@ -359,9 +359,9 @@ def _settle(store: Store, system: str, batch: list[dict[str, Any]], results: Seq
             done.append(row)
 
     def written() -> Iterator[tuple[str, dict[str, str | None], dict[str, Any]]]:
-        """Each written record's fields, decoded as the store takes them (not all of a bulk job's at once)."""
+        """Each written record's fields, made canonical as the store takes them (not all of a bulk job's at once)."""
         for row in done:
-            fields = json.loads(row["fields"])
+            fields = row["fields"]
             yield row["record_id"], {f: canonical(v, types.get(f, "string")) for f, v in fields.items()}, fields
 
     store.settle_batch(system, _crm(system).object, outcome, written())
