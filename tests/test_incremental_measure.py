@@ -330,6 +330,11 @@ def test_the_run_benchmark_runs_and_prints_each_step():
         assert label in out, out
     assert out.count("(incremental)") >= 2, out  # three runs in three hours: at most one crosses midnight
     assert "plan " in out and "alerts " in out and "write requests" in out, out
+    steps = [line.split(": ", 1)[1] for line in out.splitlines() if "peak RSS by step:" in line]
+    assert len(steps) == 4, out
+    for step in ("pull", "match", "measure", "score", "plan", "alerts"):
+        assert f"{step} " in steps[0], steps[0]  # each step's peak, sampled while it ran
+    assert "push " in steps[0], steps[0]  # the first run writes its scores back
 
 
 def test_a_full_measure_in_batches_of_accounts_leaves_what_one_read_of_everything_does(dataset, tmp_path, monkeypatch):
