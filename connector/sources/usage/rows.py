@@ -194,15 +194,14 @@ class Collected:
         """Groups the kept rows by key, each key's rows by time, and returns the keys (as key ids);
         a second row for the same key and timestamp is left out and counted (the first one read
         stays)."""
-        codes = np.concatenate(self._codes) if self._codes else np.zeros(0, dtype=np.int64)
-        stamps = np.concatenate(self._stamps) if self._stamps else np.zeros(0)
-        rows = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
-        values = {c: np.concatenate(v) if v else np.zeros(0) for c, v in self._values.items()}
+        codes, stamps = _joined(self._codes, np.int64), _joined(self._stamps, np.float64)
         rank = np.empty(len(self.keys), dtype=np.int64)  # keys in text order: stored in the store's order
         rank[np.argsort(np.array(self.keys, dtype=object), kind="stable")] = np.arange(len(self.keys))
         order = np.lexsort((stamps, rank[codes]))  # stable: among equal rows the first read comes first
-        codes, stamps, rows = codes[order], stamps[order], rows[order]
-        values = {c: v[order] for c, v in values.items()}
+        codes, stamps = codes[order], stamps[order]
+        rows = _joined(self._rows, np.int64)[order]  # each column sorted as it is joined: one copy at a time
+        values = {c: _joined(v, np.float64)[order] for c, v in self._values.items()}
+        del order
         again = np.zeros(len(codes), dtype=bool)
         again[1:] = (codes[1:] == codes[:-1]) & (stamps[1:] == stamps[:-1])
         if again.any():
@@ -302,6 +301,13 @@ def rows_of(record: dict[str, Any]) -> list[dict[str, Any]]:
     values, na = record.get("values") or {}, record.get("na") or {}
     return [{"key": record.get("ref"), "at": _iso(stamp), **{c: v[i] for c, v in values.items()},
              "na": {c: r[i] for c, r in na.items() if r[i]}} for i, stamp in enumerate(record.get("at") or [])]
+
+
+def _joined(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    """The pages' arrays of one column as one array; the pages let go (the rows are held once)."""
+    joined = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+    parts.clear()
+    return joined
 
 
 @functools.lru_cache(maxsize=4096)
