@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from connector.cli import collect_less
+from connector.cli import tune_process
 from connector.config.mappings import load_mappings
 from connector.pipeline import pull
 from connector.store import Store
@@ -160,5 +160,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    collect_less()  # as the healthsync command does
+    tune_process()  # as the healthsync command does
     main()

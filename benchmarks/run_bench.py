@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pull_bench import OUT, arguments, rss_mb, serve, stop  # noqa: E402
 
-from connector.cli import collect_less  # noqa: E402
+from connector.cli import tune_process  # noqa: E402
 from connector.http import CallLog  # noqa: E402
 from connector.logs import LOGGER  # noqa: E402
 from connector.pipeline import RunSummary, run  # noqa: E402
@@ -159,5 +159,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    collect_less()  # as the healthsync command does
+    tune_process()  # as the healthsync command does
     main()

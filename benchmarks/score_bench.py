@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from connector.cli import collect_less
+from connector.cli import tune_process
 from connector.config.mappings import Mappings, load_mappings
 from connector.pipeline import score, score_table
 from connector.scoring.engine import score_all
@@ -187,7 +187,7 @@ def edited_rescore(path: Path, now: datetime) -> None:
 
 
 if __name__ == "__main__":
-    collect_less()  # as the healthsync command does
+    tune_process()  # as the healthsync command does
     if sys.argv[1:2] == ["--edited"]:
         edited_rescore(Path(sys.argv[2]), datetime.fromisoformat(sys.argv[3]))
         sys.exit(0)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from connector.catalogue import catalogue  # noqa: E402
-from connector.cli import collect_less  # noqa: E402
+from connector.cli import tune_process  # noqa: E402
 from connector.config.mappings import load_mappings  # noqa: E402
 from connector.http import CallLog  # noqa: E402
 from connector.identity import match  # noqa: E402
@@ -200,5 +200,5 @@ def _database_alone(url: str, query: str) -> float:
 
 
 if __name__ == "__main__":
-    collect_less()  # as the healthsync command does
+    tune_process()  # as the healthsync command does
     sys.exit(main())
