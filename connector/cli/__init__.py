@@ -36,7 +36,7 @@ def tune_process() -> int | None:
       collector still runs, per 50,000 allocations.
     * glibc's malloc keeps at most two arenas. By default each thread that allocates may get an
       arena of its own (up to 8 per core), and what the concurrent pull's threads free stays in
-      theirs, unused by the steps after it: a 100k full run peaked 35 to 65 MB higher in every
+      theirs, unused by the steps after it: a 100k full run peaked 13 to 65 MB higher in each
       step (docs/sources.md). MALLOC_ARENA_MAX in the environment, glibc's own setting, stands."""
     gc.set_threshold(50_000, 20, 10)
     if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
