@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from test_e2e_operate import Lines, healthsync
 
 from connector.cli import cli
 from connector.store import Store
+from connector.times import iso
 from sandbox.dataset import build_dataset
 from sandbox.server import Sandbox
 
@@ -148,6 +150,14 @@ def test_plan_after_a_threshold_edit_shows_the_transitions_and_equals_what_the_n
     text = health.read_text(encoding="utf-8")
     assert "{name: Red, below: 40}" in text
     health.write_text(text.replace("{name: Red, below: 40}", "{name: Red, below: 55}"), encoding="utf-8")
+    # Scored-at stamps are whole seconds: a plan in the second the stored scores were made stamps its
+    # results with the time the CRM already holds, and shows no stamp to write where the run, a second
+    # later, writes one (CI saw it: the busy store is made in about a second). Production plans are
+    # never that close, so the plan waits for the next second.
+    with Store(busy_store, readonly=True) as store:
+        latest = max(r["scored_at"] for r in store.current_scores("health"))
+    while iso(datetime.now(UTC)) <= latest:
+        time.sleep(0.05)
 
     shown = hs(busy_store, "plan", mappings=edited)
     assert shown.exit_code == 0, shown.output
