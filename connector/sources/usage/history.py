@@ -132,7 +132,8 @@ def _moves(t: Tables, at: datetime) -> np.ndarray:
     """`metrics.moves` for every account at once (NaN: never)."""
     rows, stamp = t["rows"], at.timestamp()
     first = np.full(t.n, np.inf)
-    for moment in [rows["at"], *(midnights_after_of(rows["at"], days, at.tzinfo, strictly=False) for days in WINDOW_DAYS)]:
+    for days in (None, *WINDOW_DAYS):  # one window's moments at a time (each a float per row)
+        moment = rows["at"] if days is None else midnights_after_of(rows["at"], days, at.tzinfo, strictly=False)
         later = moment >= stamp
         np.minimum.at(first, rows.account[later], moment[later])
     active = (rows["at"] <= stamp) & ((rows["active_users"] > 0) | (rows["events"] > 0) | (rows["key_events"] > 0))
