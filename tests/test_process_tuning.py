@@ -62,3 +62,35 @@ def test_the_cycle_collector_runs_less_often():
                            "tune_process(); print(gc.get_threshold())"], capture_output=True, text=True,
                           check=True, env={**os.environ, "PYTHONPATH": REPO}, timeout=60)
     assert done.stdout.strip() == "(50000, 20, 10)"
+
+
+# A 1 MB block freed, then twenty of 200 KB held: glibc's mallinfo2 counts the blocks it mapped alone.
+MAPPED = textwrap.dedent("""
+    import ctypes, sys
+    if sys.argv[1] == "tune":
+        from connector.cli import tune_process
+        tune_process()
+    class Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                    "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Info
+    big = bytearray(1 << 20)
+    del big  # by default this raises the mapping threshold to 1 MB
+    held = [bytearray(200_000) for _ in range(20)]
+    print(libc.mallinfo2().hblks)
+""")
+
+
+def _mapped(mode: str, env: dict[str, str]) -> int:
+    done = subprocess.run([sys.executable, "-c", MAPPED, mode], capture_output=True, text=True, check=True,
+                          env={**env, "PYTHONPATH": REPO}, timeout=60)
+    return int(done.stdout.strip())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_the_command_maps_large_blocks_alone_unless_the_environment_says():
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    assert _mapped("plain", env) < 20  # the freed 1 MB block moved the threshold: the 200 KB ones came from the heap
+    assert _mapped("tune", env) >= 20  # each one mapped alone: unmapped, returned, when freed
+    assert _mapped("tune", {**env, "MALLOC_MMAP_THRESHOLD_": "1048576"}) < 20  # glibc's own setting stands
