@@ -39,10 +39,14 @@ THREADS = textwrap.dedent("""
 """)
 
 
+def _printed(script: str, mode: str, env: dict[str, str]) -> str:
+    """What `script` prints in a fresh interpreter (`mode`: "tune" calls tune_process first)."""
+    return subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True,
+                          env={**env, "PYTHONPATH": REPO}, timeout=120).stdout
+
+
 def _heaps(mode: str, env: dict[str, str]) -> tuple[str, int]:
-    done = subprocess.run([sys.executable, "-c", THREADS, mode], capture_output=True, text=True, check=True,
-                          env={**env, "PYTHONPATH": REPO}, timeout=120)
-    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    lines = dict(line.split(" ", 1) for line in _printed(THREADS, mode, env).splitlines())
     return lines.get("set", ""), int(lines["heaps"])
 
 
@@ -83,9 +87,7 @@ MAPPED = textwrap.dedent("""
 
 
 def _mapped(mode: str, env: dict[str, str]) -> int:
-    done = subprocess.run([sys.executable, "-c", MAPPED, mode], capture_output=True, text=True, check=True,
-                          env={**env, "PYTHONPATH": REPO}, timeout=60)
-    return int(done.stdout.strip())
+    return int(_printed(MAPPED, mode, env).strip())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
