@@ -321,6 +321,7 @@ def _run(
               unchanged=result.planned.unchanged.get(system), drift=result.planned.drift.get(system))
     with step("alerts"):
         result.alerts = plan_alerts(store, mappings, now, run_id, save=not dry_run, frame=result.scored.frame)
+    result.scored.frame = None  # read by the alerts alone: the push does not hold every metric column
     event("alerts", step="alerts", fired=result.alerts.fired(), baseline=result.alerts.baseline or None,
           recorded=result.alerts.saved)
     if not dry_run:
@@ -356,7 +357,7 @@ class ScoreSummary:
     changed: dict[str, int] = field(default_factory=dict)
     by_status: dict[str, dict[str, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    frame: Frame | None = field(default=None, repr=False)  # the metric values scored (the alerts read them too)
+    frame: Frame | None = field(default=None, repr=False)  # the metric values scored, until the alerts read them
     standing: str | None = None  # when the last scores were computed, which still stand (nothing was scored)
 
 
