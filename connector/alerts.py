@@ -374,6 +374,7 @@ def record(store: Store, plan: AlertPlan, run_id: int | None, now: datetime) -> 
                json.dumps(f.detail, sort_keys=True, ensure_ascii=False, default=str)), deliveries_of(f))
              for f in plan.firings]
     plan.alert_ids = store.record_alerts(plan.rules, plan.restarted, plan.states, fired, plan.names)
+    plan.states = []  # saved: a first run's (one per account and alert) are not held through the push
     plan.saved = True
     return plan.alert_ids
 
