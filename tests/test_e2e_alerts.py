@@ -54,6 +54,9 @@ def test_alerts_fire_once_per_transition_and_their_tasks_and_webhooks_arrive(tmp
         assert first.exit_code == 0 and first.alerts.fired() == {} and first.alerts.first == [
             "health_turned_red", "health_dropped_fast", "invoice_late"]
         assert first.alerts.baseline["health_turned_red"] > 0  # accounts already Red are old news
+        # what the alerts read and saved is let go before the push: the run's frame, the states
+        assert first.scored.frame is None and first.alerts.states == [] and first.alerts.saved
+        assert len(store.alert_state("health_turned_red")) == len(store.account_ids()) - first.alerts.unknown["health_turned_red"]
         assert dataset.sf_tasks == {} and dataset.hs_tasks == {} and sb.hooks == {}
         before = statuses(store)
         time.sleep(1.1)  # score history keeps a score's row per second: the drop is seen against run 1's row

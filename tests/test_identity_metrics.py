@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO
 
 from connector.config.mappings import load_mappings
-from connector.identity import match, normalize_domain
+from connector.identity import _normalized, match, normalize_domain
 from connector.metrics import measure
 from connector.sources.base import AccountData
 
@@ -104,6 +104,14 @@ def test_matching_prefers_explicit_ids_then_domains_and_reports_conflicts(store)
     assert "no explicit id and no usable domain" in issues[("stripe", "cus_gmail")]["detail"]
     assert "nobody.org" in issues[("zendesk", "72")]["detail"]
     assert summary.conflicts == {"salesforce": 2, "hubspot": 1, "stripe": 1}
+
+
+def test_the_domains_a_match_normalized_are_not_kept_after_it(store):
+    seed(store)
+    normalize_domain("https://www.example.org/")  # met before: this match's cache starts empty too
+    match(store, MAPPINGS)
+    assert _normalized.cache_info().currsize == 0  # their strings would pin the heap pages of the pull
+    assert store.account_keys()  # it matched
 
 
 def test_matching_again_is_stable_and_drops_vanished_accounts(store):
