@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -122,7 +123,7 @@ def evaluate(store: Store, mappings: Mappings, now: datetime, given: Frame | Non
         return plan
     rules = store.alert_rules()
     accounts = store.live_accounts()
-    scores: dict[str, dict[int, dict[str, Any]]] = {}
+    scores: dict[str, dict[int, sqlite3.Row]] = {}
     frame: list[Frame] = [] if given is None else [given]
 
     def frame_now() -> Frame:
@@ -174,7 +175,7 @@ def evaluate(store: Store, mappings: Mappings, now: datetime, given: Frame | Non
 
 
 def _observe(
-    store: Store, mappings: Mappings, alert: CompiledAlert, rows: dict[int, dict[str, Any]],
+    store: Store, mappings: Mappings, alert: CompiledAlert, rows: dict[int, sqlite3.Row],
     accounts: dict[int, tuple[str, str | None]], now: datetime, frame_now: Callable[[], Frame],
 ) -> dict[int, _Seen]:
     """account_id -> whether the alert's condition holds for it, for every live account with a score row."""
@@ -223,7 +224,7 @@ def _observe(
     return seen
 
 
-def _state_value(alert: CompiledAlert, row: dict[str, Any]) -> Any:
+def _state_value(alert: CompiledAlert, row: sqlite3.Row) -> Any:
     if alert.condition == "status_becomes":
         return row["status"]
     if alert.condition == "sub_score_below":
@@ -243,7 +244,7 @@ def _plain(value: Any) -> Any:
 
 
 def _firings(
-    store: Store, alert: CompiledAlert, fire: list[tuple[int, _Seen]], rows: dict[int, dict[str, Any]],
+    store: Store, alert: CompiledAlert, fire: list[tuple[int, _Seen]], rows: dict[int, sqlite3.Row],
     accounts: dict[int, tuple[str, str | None]], previous_at: str | None, baseline: bool, now: datetime,
 ) -> list[Firing]:
     if not fire:
