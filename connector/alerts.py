@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,7 +34,7 @@ from .config.alerts import (
 )
 from .config.mappings import Mappings
 from .scoring.frame import Frame, from_store, iso
-from .store import Store
+from .store import ScoreRow, Store
 
 TARGETS = {"salesforce_task": ("salesforce", "Account"), "hubspot_task": ("hubspot", "companies")}
 SF_SUBJECT_MAX = 255  # Task.Subject is a 255-character field
@@ -123,7 +122,7 @@ def evaluate(store: Store, mappings: Mappings, now: datetime, given: Frame | Non
         return plan
     rules = store.alert_rules()
     accounts = store.live_accounts()
-    scores: dict[str, dict[int, sqlite3.Row]] = {}
+    scores: dict[str, dict[int, ScoreRow]] = {}
     frame: list[Frame] = [] if given is None else [given]
 
     def frame_now() -> Frame:
@@ -175,7 +174,7 @@ def evaluate(store: Store, mappings: Mappings, now: datetime, given: Frame | Non
 
 
 def _observe(
-    store: Store, mappings: Mappings, alert: CompiledAlert, rows: dict[int, sqlite3.Row],
+    store: Store, mappings: Mappings, alert: CompiledAlert, rows: dict[int, ScoreRow],
     accounts: dict[int, tuple[str, str | None]], now: datetime, frame_now: Callable[[], Frame],
 ) -> dict[int, _Seen]:
     """account_id -> whether the alert's condition holds for it, for every live account with a score row."""
@@ -224,7 +223,7 @@ def _observe(
     return seen
 
 
-def _state_value(alert: CompiledAlert, row: sqlite3.Row) -> Any:
+def _state_value(alert: CompiledAlert, row: ScoreRow) -> Any:
     if alert.condition == "status_becomes":
         return row["status"]
     if alert.condition == "sub_score_below":
@@ -244,7 +243,7 @@ def _plain(value: Any) -> Any:
 
 
 def _firings(
-    store: Store, alert: CompiledAlert, fire: list[tuple[int, _Seen]], rows: dict[int, sqlite3.Row],
+    store: Store, alert: CompiledAlert, fire: list[tuple[int, _Seen]], rows: dict[int, ScoreRow],
     accounts: dict[int, tuple[str, str | None]], previous_at: str | None, baseline: bool, now: datetime,
 ) -> list[Firing]:
     if not fire:

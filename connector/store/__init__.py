@@ -41,12 +41,12 @@ from .schema import (
     _split_sql,
     resolve_path,
 )
-from .scores import Scores, ScoreTable
+from .scores import ScoreRow, Scores, ScoreTable
 from .snapshots import Snapshots
 from .values import Column, Values
 
 __all__ = [
-    "DEFAULT_PATH", "SCHEMA_VERSION", "_MIGRATIONS", "Column", "ReadConnection", "ScoreTable", "Store", "_split_sql", "resolve_path", "utcnow",
+    "DEFAULT_PATH", "SCHEMA_VERSION", "_MIGRATIONS", "Column", "ReadConnection", "ScoreRow", "ScoreTable", "Store", "_split_sql", "resolve_path", "utcnow",
 ]
 
 

@@ -17,6 +17,8 @@ from .changes import Changes
 from .packed import pack, unpack
 from .values import _positions
 
+ScoreRow = sqlite3.Row  # a current result, read by column name (`row["value"]`): lighter than a dict
+
 
 @dataclass
 class ScoreTable:
@@ -247,7 +249,7 @@ class Scores(Changes):
         )
         return {a: (v, st) for a, v, st, _at in rows}
 
-    def score_results(self, score: str) -> dict[int, sqlite3.Row]:
+    def score_results(self, score: str) -> dict[int, ScoreRow]:
         """account_id -> the value, status, model, groups and drivers of its current result for `score`,
         read by name (`row["value"]`). Rows, not dicts: the alerts hold every account's (a 100k run,
         two scores: about 70 MB less)."""
