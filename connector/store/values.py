@@ -22,7 +22,7 @@ class Column:
     """One stored name's current values, aligned to the store's account order."""
 
     values: np.ndarray  # float64 (NaN = N/A) or object (None = N/A)
-    since: np.ndarray  # object: ISO timestamp the value took effect, None when absent
+    since: np.ndarray  # object: ISO timestamp the value took effect, None when absent (read-only if not asked for)
     na_reason: np.ndarray  # object: why the source had no value, None when it had one
 
 
@@ -152,9 +152,11 @@ class Values(Area):
             unexplained = written[why[written] == None]  # noqa: E711
             why[unexplained] = [f"not a number: {t!r}" for t in texts[unexplained].tolist()]
             reasons[at] = why[keep]
-        since = np.full(n, None, dtype=object)
         if with_since:
+            since = np.full(n, None, dtype=object)
             since[at] = stored["since"][keep]
+        else:  # unread: one None seen n times (read-only), not n pointers (a 1M-account frame: 160 MB)
+            since = np.broadcast_to(np.array(None, dtype=object), (n,))
         return Column(values, since, reasons)
 
     def _stored_column(self, name: str) -> dict[str, np.ndarray]:
