@@ -155,14 +155,14 @@ def match(store: Store, mappings: Mappings, full: bool = False) -> MatchSummary:
     try:
         if queued is not None and all(registry.matched_alone(system) for system, _obj in queued):
             return _attach_alone(store, queued, state)
-        return _match_all(store, mappings)
+        return _match_all(store, mappings, state)
     finally:  # the domains met are one match's: kept, their strings would hold the heap pages of the
         _normalized.cache_clear()  # pull beneath them in every step after (a 100k run: about 25 MB)
 
 
-def _match_all(store: Store, mappings: Mappings) -> MatchSummary:
-    """The whole match: every stored record, in the registry's order of roles."""
-    state = mappings.state()
+def _match_all(store: Store, mappings: Mappings, state: str) -> MatchSummary:
+    """The whole match: every stored record, in the registry's order of roles; `state`: the
+    mappings' (`Mappings.state`), recorded as matched."""
     m = _Matcher(store)
     summary = MatchSummary()
     plugins = registry.plugins()
